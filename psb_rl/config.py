@@ -1,0 +1,103 @@
+"""Model configuration: one dataclass that fully describes a PSB (or SAVi baseline) autoencoder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class PSBConfig:
+    """Configuration of :class:`psb_rl.PSBAutoencoder`.
+
+    The defaults are sized for a 2-core CPU at 64×64 frames. On a GPU raise ``slot_dim`` (256),
+    ``encoder_channels``/``decoder_channels`` (64–128), ``num_blocks`` (4) and use ``feature_stride=2``
+    for finer features.
+    """
+
+    image_size: int = 64
+    """Square input resolution; frames of other sizes are resized by ``preprocess_frames``."""
+    num_slots: int = 7
+    """N: slots per time step (objects + background)."""
+    slot_dim: int = 128
+    """D: width of slots and frame tokens."""
+    num_blocks: int = 3
+    """M: number of PSB blocks."""
+    num_heads: int = 4
+    """Heads of the time-axis and object-axis self-attention."""
+    window: int | None = 8
+    """W: attention reaches frames/slots with ``t - W < t' <= t`` in every block; None = unbounded."""
+    slot_init: str = "learned"
+    """``"learned"`` (N learned vectors) or ``"random"`` (learned Gaussian, sampled per clip in training)."""
+    encoder: str = "psb"
+    """Slot module: ``"psb"`` (parallel, causal) or ``"savi"`` (recurrent baseline)."""
+    encoder_channels: int = 64
+    """Channels of the CNN frame encoder."""
+    feature_stride: int = 4
+    """Downsampling of the frame encoder: L = (image_size / feature_stride)^2 tokens per frame."""
+    decoder_channels: int = 32
+    """Channels of the spatial-broadcast decoder."""
+    decoder_grid: int = 8
+    """Side of the grid each slot is broadcast to before upsampling (image_size / decoder_grid must be 2^k)."""
+    mlp_ratio: int = 4
+    """Hidden width of the block MLP is ``mlp_ratio * slot_dim``."""
+    inverted_attention: bool = True
+    """Ablation switch: False replaces the inverted (softmax over slots) bottom-up attention by a plain
+    softmax over the keys."""
+    time_encoding: str = "relative"
+    """``"relative"`` (bias of the offset t'-t) or ``"absolute"`` (ablation: sinusoid of t added to slots)."""
+    max_cache_len: int = 1024
+    """For ``window=None``: the longest episode the streaming encoder caches before raising."""
+    savi_iterations: int = 2
+    """SAVi baseline: slot-attention iterations per frame."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.image_size % self.feature_stride:
+            problems.append(f"image_size={self.image_size} must be divisible by feature_stride={self.feature_stride}")
+        if self.feature_stride not in (1, 2, 4, 8):
+            problems.append(f"feature_stride must be 1, 2, 4 or 8, got {self.feature_stride}")
+        ratio = self.image_size // max(self.decoder_grid, 1)
+        if self.image_size % max(self.decoder_grid, 1) or ratio < 1 or ratio & (ratio - 1):
+            problems.append(
+                f"image_size / decoder_grid must be a power of two, got {self.image_size}/{self.decoder_grid}"
+            )
+        if self.slot_dim % self.num_heads:
+            problems.append(f"slot_dim={self.slot_dim} must be divisible by num_heads={self.num_heads}")
+        if self.window is not None and self.window < 1:
+            problems.append(f"window must be >= 1 or None, got {self.window}")
+        if self.slot_init not in ("learned", "random"):
+            problems.append(f"slot_init must be 'learned' or 'random', got {self.slot_init!r}")
+        if self.encoder not in ("psb", "savi"):
+            problems.append(f"encoder must be 'psb' or 'savi', got {self.encoder!r}")
+        if self.time_encoding not in ("relative", "absolute"):
+            problems.append(f"time_encoding must be 'relative' or 'absolute', got {self.time_encoding!r}")
+        for name in ("num_slots", "slot_dim", "num_blocks", "num_heads", "encoder_channels", "decoder_channels"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("invalid PSBConfig: " + "; ".join(problems))
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the frame-feature grid."""
+        return self.image_size // self.feature_stride
+
+    @property
+    def num_tokens(self) -> int:
+        """L: tokens per frame."""
+        return self.feature_size**2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PSBConfig:
+        """Build a config from :meth:`to_dict` output, rejecting unknown fields with a clear error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PSBConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,556 @@
+"""The PSB autoencoder in one file: frame encoder, PSB slot encoder, spatial-broadcast decoder.
+
+Shapes used throughout: video ``(B, T, 3, H, W)`` float in [0, 1]; frame tokens ``(B, T, L, D)``;
+slots ``(B, T, N, D)``; masks ``(B, T, N, H, W)``. The parallel forward (:meth:`PSBSlotEncoder.forward`)
+and the one-step streaming update (:meth:`PSBSlotEncoder.step`) share every piece of math below,
+so the streaming encoder is exact to the parallel one up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psb_rl.config import PSBConfig
+
+RENORM_EPS = 1e-5
+"""Added to the per-slot sum of bottom-up weights before renormalising over keys."""
+
+
+def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encoding of (time) positions.
+
+    :param positions: float or int tensor of any shape ``(...)``.
+    :param dim: even encoding width.
+    :return: ``(..., dim)`` float tensor.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=positions.device) / max(half - 1, 1))
+    angles = positions.float()[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def grid_coordinates(size: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(size, size, 4)`` grid of (y, x, 1-y, 1-x) in [0, 1], as in Slot Attention's soft position embedding."""
+    axis = torch.linspace(0.0, 1.0, size, device=device)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([y, x, 1.0 - y, 1.0 - x], dim=-1)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(..., S, D) -> (..., heads, S, D/heads)``."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(-3, -2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(..., heads, S, d) -> (..., S, heads*d)``."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+def init_residual_output(layer: nn.Linear, gain: float) -> None:
+    """Small-gain init of a residual branch's output projection (keeps early blocks near identity)."""
+    nn.init.xavier_uniform_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+
+
+class FrameEncoder(nn.Module):
+    """CNN over each frame independently, 2-D position embedding, flatten, LayerNorm + MLP to D.
+
+    :param cfg: model configuration (uses image_size, feature_stride, encoder_channels, slot_dim).
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        c = cfg.encoder_channels
+        strides = [2 if cfg.feature_stride >= 2 else 1, 2 if cfg.feature_stride >= 4 else 1]
+        strides.append(2 if cfg.feature_stride >= 8 else 1)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, c, 5, stride=strides[0], padding=2),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, stride=strides[1], padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, stride=strides[2], padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1),
+        )
+        self.register_buffer("grid", grid_coordinates(cfg.feature_size), persistent=False)
+        self.position = nn.Linear(4, c)
+        self.norm = nn.LayerNorm(c)
+        self.mlp = nn.Sequential(nn.Linear(c, cfg.slot_dim), nn.ReLU(), nn.Linear(cfg.slot_dim, cfg.slot_dim))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """:param frames: ``(X, 3, H, W)``. :return: tokens ``(X, L, D)``."""
+        features = self.cnn(frames).permute(0, 2, 3, 1)  # (X, h, w, C)
+        features = F.relu(features + self.position(self.grid))
+        return self.mlp(self.norm(features.flatten(1, 2)))
+
+
+class TimeBias(nn.Module):
+    """Relative-time bias: an MLP over sinusoidal encodings of the offset ``t - t' >= 0``.
+
+    Outputs one value for the bottom-up attention and one per time-attention head. It depends on
+    offsets only, never on absolute time, so a model trained on short clips runs on long episodes.
+
+    :param num_outputs: 1 + number of time-attention heads.
+    """
+
+    def __init__(self, num_outputs: int, encoding_dim: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        self.encoding_dim = encoding_dim
+        self.mlp = nn.Sequential(nn.Linear(encoding_dim, hidden), nn.GELU(), nn.Linear(hidden, num_outputs))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        """:param offsets: int tensor ``(...)`` of ``t - t'``. :return: ``(..., num_outputs)``."""
+        return self.mlp(sinusoid(offsets, self.encoding_dim))
+
+
+@dataclass
+class BlockCache:
+    """Streaming cache of one PSB block for a batch of environments, a ring buffer of ``C`` steps.
+
+    Step ``t`` of an environment lives at ring position ``t % C`` (``C = window``), or at ``t`` for
+    ``window=None`` (``C = max_cache_len``). Entries written before the last reset are masked out.
+    """
+
+    feature_keys: torch.Tensor
+    """``(B, C, L, D)`` bottom-up keys of past frame tokens."""
+    feature_values: torch.Tensor
+    """``(B, C, L, D)`` bottom-up values of past frame tokens."""
+    time_keys: torch.Tensor
+    """``(B, C, N, D)`` time-axis keys of past slots."""
+    time_values: torch.Tensor
+    """``(B, C, N, D)`` time-axis values of past slots."""
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.feature_keys, self.feature_values, self.time_keys, self.time_values]
+
+
+class PSBBlock(nn.Module):
+    """One PSB block: causal inverted bottom-up cross-attention, causal time-axis self-attention,
+    object-axis self-attention, MLP; each pre-LayerNorm with a residual connection.
+
+    :param cfg: model configuration.
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        d = cfg.slot_dim
+        self.num_heads = cfg.num_heads
+        self.inverted = cfg.inverted_attention
+        self.scale = d**-0.5
+        gain = (4 * cfg.num_blocks) ** -0.5
+
+        self.norm_bu_slots = nn.LayerNorm(d)
+        self.norm_bu_features = nn.LayerNorm(d)
+        self.bu_query = nn.Linear(d, d, bias=False)
+        self.bu_key = nn.Linear(d, d, bias=False)
+        self.bu_value = nn.Linear(d, d, bias=False)
+        self.bu_out = nn.Linear(d, d)
+
+        self.norm_time = nn.LayerNorm(d)
+        self.time_qkv = nn.Linear(d, 3 * d)
+        self.time_out = nn.Linear(d, d)
+
+        self.norm_object = nn.LayerNorm(d)
+        self.object_qkv = nn.Linear(d, 3 * d)
+        self.object_out = nn.Linear(d, d)
+
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp_in = nn.Linear(d, cfg.mlp_ratio * d)
+        self.mlp_out = nn.Linear(cfg.mlp_ratio * d, d)
+
+        self.time_bias = TimeBias(1 + cfg.num_heads) if cfg.time_encoding == "relative" else None
+        for layer in (self.bu_out, self.time_out, self.object_out, self.mlp_out):
+            init_residual_output(layer, gain)
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def biases(self, offsets: torch.Tensor) -> torch.Tensor:
+        """Relative-time biases ``(..., 1 + heads)`` for offsets ``t - t'`` (zeros when disabled)."""
+        if self.time_bias is None:
+            return offsets.new_zeros((*offsets.shape, 1 + self.num_heads), dtype=torch.float32)
+        return self.time_bias(offsets)
+
+    def feature_keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bottom-up keys and values of frame tokens ``(..., L, D)``; the streaming encoder caches them."""
+        normed = self.norm_bu_features(features)
+        return self.bu_key(normed), self.bu_value(normed)
+
+    def bottom_up_weights(
+        self, logits: torch.Tensor, valid: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverted, renormalised bottom-up attention weights.
+
+        :param logits: ``(B, T, N, K, L)`` q·k/√d for K key time steps of L tokens.
+        :param valid: bool ``(B|1, T, K)``, which key steps lie in the causal window.
+        :param bias: ``(B|1, T, K)`` relative-time bias of each key step.
+        :return: ``(weights, slot_softmax)``: weights used to average values, ``(B, T, N, K, L)``;
+            slot_softmax is the softmax over the N slots before masking/renormalisation.
+        """
+        if not self.inverted:  # ablation: plain attention, softmax over the keys of the window
+            logits = logits + bias[:, :, None, :, None].to(logits.dtype)
+            logits = logits.masked_fill(~valid[:, :, None, :, None], torch.finfo(logits.dtype).min)
+            weights = logits.flatten(-2).softmax(dim=-1).view_as(logits)
+            return weights, weights
+        # Softmax over slots: slots compete for every input token. A bias that is constant over slots
+        # would cancel in this softmax, so the relative-time bias weights the keys multiplicatively
+        # (exp(bias)) in the renormalisation over keys: the same as adding it to the logits of a
+        # softmax over the keys.
+        slot_softmax = logits.softmax(dim=2)
+        key_weight = torch.where(valid, bias.exp(), torch.zeros_like(bias)).to(logits.dtype)
+        weights = slot_softmax * key_weight[:, :, None, :, None]
+        weights = weights / (weights.sum(dim=(-2, -1), keepdim=True) + RENORM_EPS)
+        return weights, slot_softmax
+
+    def object_attention(self, slots: torch.Tensor) -> torch.Tensor:
+        """Residual object-axis self-attention among the N slots of each step: ``(..., N, D)``."""
+        q, k, v = self.object_qkv(self.norm_object(slots)).chunk(3, dim=-1)
+        heads = [split_heads(x, self.num_heads) for x in (q, k, v)]
+        return slots + self.object_out(merge_heads(F.scaled_dot_product_attention(*heads)))
+
+    def mlp(self, slots: torch.Tensor) -> torch.Tensor:
+        """Residual GELU MLP: ``(..., D)``."""
+        return slots + self.mlp_out(F.gelu(self.mlp_in(self.norm_mlp(slots))))
+
+    def time_mask(self, valid: torch.Tensor, head_bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Additive time-attention mask: per-head bias where valid, a large finite negative elsewhere.
+
+        :param valid: bool ``(..., Q, K)``. :param head_bias: ``(..., Q, K, heads)``.
+        :return: ``(..., heads, Q, K)``.
+        """
+        mask = head_bias.movedim(-1, -3).to(dtype)
+        return mask.masked_fill(~valid.unsqueeze(-3), torch.finfo(dtype).min)
+
+    # -- parallel forward ---------------------------------------------------------------------
+    def forward(
+        self,
+        slots: torch.Tensor,
+        features: torch.Tensor,
+        window: int | None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Refine the slots of all steps in parallel.
+
+        :param slots: ``(B, T, N, D)``. :param features: frame tokens ``(B, T, L, D)``.
+        :param window: W, or None for unbounded causal attention.
+        :param return_attention: also return the bottom-up softmax over slots ``(B, T, N, K, L)``.
+        :return: refined slots ``(B, T, N, D)`` and the optional attention.
+        """
+        t = slots.shape[1]
+        k_steps = t if window is None else min(window, t)
+        device = slots.device
+        offsets = torch.arange(k_steps, device=device)
+        biases = self.biases(offsets)  # (K, 1 + heads)
+
+        # Bottom-up: for key offset w, query step t reads frame t - w. Loop over the K offsets so that
+        # memory stays O(T·K·N·L) instead of materialising a (T·N)×(T·L) matrix.
+        keys, values = self.feature_keys_values(features)
+        pad = (0, 0, 0, 0, k_steps - 1, 0)
+        keys, values = F.pad(keys, pad), F.pad(values, pad)
+        query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
+        logits = torch.stack(
+            [
+                torch.einsum("btnd,btld->btnl", query, keys[:, k_steps - 1 - w : k_steps - 1 - w + t])
+                for w in range(k_steps)
+            ],
+            dim=3,
+        )
+        steps = torch.arange(t, device=device)
+        valid = (steps[:, None] >= offsets[None, :])[None]  # (1, T, K)
+        bu_bias = biases[:, 0].expand(1, t, k_steps)
+        weights, slot_softmax = self.bottom_up_weights(logits, valid, bu_bias)
+        update = sum(
+            torch.einsum("btnl,btld->btnd", weights[:, :, :, w], values[:, k_steps - 1 - w : k_steps - 1 - w + t])
+            for w in range(k_steps)
+        )
+        slots = slots + self.bu_out(update)
+
+        # Time axis: slot n at t attends to slot n at t' with 0 <= t - t' < K.
+        q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)
+        q, k, v = (split_heads(x.transpose(1, 2), self.num_heads) for x in (q, k, v))  # (B, N, H, T, d)
+        delta = steps[:, None] - steps[None, :]  # (T, T): t - t'
+        in_window = (delta >= 0) & (delta < k_steps)
+        head_bias = self.biases(delta.clamp(min=0))[..., 1:]  # (T, T, heads)
+        mask = self.time_mask(in_window, head_bias, q.dtype)
+        attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).transpose(1, 2)
+        slots = slots + self.time_out(attended)
+
+        slots = self.mlp(self.object_attention(slots))
+        return slots, (slot_softmax if return_attention else None)
+
+    # -- streaming step -----------------------------------------------------------------------
+    def step(
+        self,
+        slots: torch.Tensor,
+        features: torch.Tensor,
+        cache: BlockCache,
+        rows: torch.Tensor,
+        position: torch.Tensor,
+        offsets: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """Refine the slots of one new step per environment against the cache (written in place).
+
+        :param slots: ``(b, N, D)`` block input for the new step of the selected environments.
+        :param features: ``(b, L, D)`` frame tokens of the new step.
+        :param cache: this block's cache for all B environments.
+        :param rows: long ``(b,)`` the environments being stepped (rows of the cache).
+        :param position: long ``(b,)`` ring position of the new step.
+        :param offsets: long ``(b, C)`` offset ``t - t'`` of every ring entry.
+        :param valid: bool ``(b, C)`` entries inside the window and written since the last reset.
+        :return: refined slots ``(b, N, D)``.
+        """
+        full = rows.numel() == cache.feature_keys.shape[0] and bool(
+            (rows == torch.arange(rows.numel(), device=rows.device)).all()
+        )
+
+        def read(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if full else tensor[rows]
+
+        biases = self.biases(offsets)  # (b, C, 1 + heads)
+        keys, values = self.feature_keys_values(features)
+        cache.feature_keys[rows, position] = keys
+        cache.feature_values[rows, position] = values
+        query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
+        logits = torch.einsum("bnd,bcld->bncl", query, read(cache.feature_keys))[:, None]
+        weights, _ = self.bottom_up_weights(logits, valid[:, None], biases[:, None, :, 0])
+        update = torch.einsum("bncl,bcld->bnd", weights[:, 0], read(cache.feature_values))
+        slots = slots + self.bu_out(update)
+
+        q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)  # (b, N, D)
+        cache.time_keys[rows, position] = k
+        cache.time_values[rows, position] = v
+        q = split_heads(q[:, :, None], self.num_heads)  # (b, N, H, 1, d)
+        k, v = (split_heads(read(x).transpose(1, 2), self.num_heads) for x in (cache.time_keys, cache.time_values))
+        mask = self.time_mask(valid[:, None, None, :], biases[:, None, None, :, 1:], q.dtype)  # (b, 1, H, 1, C)
+        attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))[:, :, 0]
+        slots = slots + self.time_out(attended)
+        return self.mlp(self.object_attention(slots))
+
+
+class SlotInitializer(nn.Module):
+    """Initial slots, identical at every time step: N learned vectors (or a learned Gaussian) + LayerNorm.
+
+    :param cfg: model configuration (num_slots, slot_dim, slot_init, time_encoding).
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        self.random = cfg.slot_init == "random"
+        self.mean = nn.Parameter(torch.randn(1, cfg.num_slots, cfg.slot_dim) * cfg.slot_dim**-0.5)
+        self.log_std = nn.Parameter(torch.full((1, 1, cfg.slot_dim), -1.0)) if self.random else None
+        self.norm = nn.LayerNorm(cfg.slot_dim)
+        self.absolute_time = nn.Linear(32, cfg.slot_dim) if cfg.time_encoding == "absolute" else None
+
+    def forward(self, batch: int, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """Initial slots ``(batch, N, D)``; with ``steps`` (long ``(batch, T)``), ``(batch, T, N, D)``.
+
+        Random init samples once per sequence in training mode and uses the mean in eval mode, so
+        inference is deterministic. The absolute-time ablation adds an embedding of ``steps``.
+        """
+        slots = self.mean.expand(batch, -1, -1)
+        if self.random and self.training:
+            slots = slots + self.log_std.exp() * torch.randn_like(slots)
+        slots = self.norm(slots)
+        if steps is None:
+            return slots
+        slots = slots[:, None].expand(-1, steps.shape[1], -1, -1)
+        if self.absolute_time is not None:
+            slots = slots + self.absolute_time(sinusoid(steps, 32))[:, :, None]
+        return slots
+
+
+class PSBSlotEncoder(nn.Module):
+    """Slot initialisation followed by M PSB blocks and a final LayerNorm.
+
+    :param cfg: model configuration.
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.initializer = SlotInitializer(cfg)
+        self.blocks = nn.ModuleList(PSBBlock(cfg) for _ in range(cfg.num_blocks))
+        self.norm_out = nn.LayerNorm(cfg.slot_dim)
+
+    @property
+    def cache_len(self) -> int:
+        """C: steps held per environment by the streaming cache."""
+        return self.config.window if self.config.window is not None else self.config.max_cache_len
+
+    def forward(
+        self, features: torch.Tensor, return_attention: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:param features: ``(B, T, L, D)``. :return: slots ``(B, T, N, D)`` and per-block attention
+        (the bottom-up softmax over slots, ``(B, T, N, K, L)``; empty unless ``return_attention``)."""
+        b, t = features.shape[:2]
+        steps = torch.arange(t, device=features.device).expand(b, t)
+        slots = self.initializer(b, steps)
+        attention = []
+        for block in self.blocks:
+            slots, attn = block(slots, features, self.config.window, return_attention)
+            if attn is not None:
+                attention.append(attn)
+        return self.norm_out(slots), attention
+
+    def init_cache(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> list[BlockCache]:
+        """Empty (zero) caches for ``batch`` environments, one per block."""
+        cfg = self.config
+        c, n, d, l_tokens = self.cache_len, cfg.num_slots, cfg.slot_dim, cfg.num_tokens
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(batch, c, *shape, device=device, dtype=dtype)
+
+        return [BlockCache(zeros(l_tokens, d), zeros(l_tokens, d), zeros(n, d), zeros(n, d)) for _ in self.blocks]
+
+    def step(
+        self, features: torch.Tensor, caches: list[BlockCache], rows: torch.Tensor, step_count: torch.Tensor
+    ) -> torch.Tensor:
+        """Slots of one new step for the environments ``rows``, updating ``caches`` in place.
+
+        :param features: ``(b, L, D)`` tokens of each environment's new frame.
+        :param caches: per-block caches of all environments (see :meth:`init_cache`).
+        :param rows: long ``(b,)`` environments stepped. :param step_count: long ``(b,)`` their time
+            index since reset (the new frame's t).
+        :return: slots ``(b, N, D)``.
+        """
+        c = self.cache_len
+        window = self.config.window
+        ring = torch.arange(c, device=features.device)
+        if window is None:  # positions are absolute steps; the caller checks t < max_cache_len
+            position = step_count
+            offsets = step_count[:, None] - ring[None]
+            valid = offsets >= 0
+        else:
+            position = step_count % c
+            offsets = (step_count[:, None] - ring[None]) % c
+            valid = offsets <= step_count[:, None]
+        offsets = offsets.clamp(min=0)
+        slots = self.initializer(features.shape[0], step_count[:, None])[:, 0]
+        for block, cache in zip(self.blocks, caches):
+            slots = block.step(slots, features, cache, rows, position, offsets, valid)
+        return self.norm_out(slots)
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Alpha-mixture spatial-broadcast decoder: each slot → RGB + alpha logit; alphas softmaxed over slots.
+
+    :param cfg: model configuration (image_size, decoder_grid, decoder_channels, slot_dim).
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        c, d = cfg.decoder_channels, cfg.slot_dim
+        self.grid_size = cfg.decoder_grid
+        self.register_buffer("grid", grid_coordinates(cfg.decoder_grid), persistent=False)
+        self.position = nn.Linear(4, d)
+        # Every slot is decoded at full resolution (B·T·N images), so the decoder dominates the cost of
+        # a training step on CPU: the last layer goes straight to RGB + alpha with no full-size hidden conv.
+        layers: list[nn.Module] = [nn.Conv2d(d, c, 1), nn.ReLU()]
+        for _ in range(int(math.log2(cfg.image_size // cfg.decoder_grid))):
+            layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU()]
+        layers[-1:] = []  # the final upsampling outputs the 4 channels directly
+        layers[-1] = nn.ConvTranspose2d(c, 4, 4, stride=2, padding=1) if len(layers) > 2 else nn.Conv2d(c, 4, 3, padding=1)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:param slots: ``(..., N, D)``.
+        :return: recon ``(..., 3, H, W)``, masks ``(..., N, H, W)`` (sum to 1 over N), per-slot RGB
+            ``(..., N, 3, H, W)``.
+        """
+        lead = slots.shape[:-1]
+        flat = slots.reshape(-1, slots.shape[-1])
+        broadcast = flat[:, None, None, :] + self.position(self.grid)  # (X, g, g, D)
+        out = self.net(broadcast.permute(0, 3, 1, 2))
+        out = out.reshape(*lead, *out.shape[1:])  # (..., N, 4, H, W)
+        rgb, alpha_logits = out[..., :3, :, :], out[..., 3, :, :]
+        masks = alpha_logits.float().softmax(dim=-3)
+        recon = (masks[..., None, :, :] * rgb.float()).sum(dim=-4)
+        return recon, masks, rgb
+
+
+@dataclass
+class PSBOutput:
+    """What :meth:`PSBAutoencoder.forward` returns."""
+
+    loss: torch.Tensor
+    """Scalar pixel MSE between ``recon`` and the input."""
+    recon: torch.Tensor
+    """``(B, T, 3, H, W)`` reconstruction."""
+    masks: torch.Tensor
+    """``(B, T, N, H, W)`` alpha masks, summing to 1 over N."""
+    slots: torch.Tensor
+    """``(B, T, N, D)`` slots."""
+    per_slot_rgb: torch.Tensor
+    """``(B, T, N, 3, H, W)`` each slot's decoded colours."""
+
+
+class PSBAutoencoder(nn.Module):
+    """PSB (or the SAVi baseline, ``cfg.encoder="savi"``) with a spatial-broadcast decoder.
+
+    :param cfg: model configuration; defaults to :class:`PSBConfig` ``()``.
+    """
+
+    def __init__(self, cfg: PSBConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = cfg or PSBConfig()
+        self.frame_encoder = FrameEncoder(cfg)
+        if cfg.encoder == "psb":
+            self.slot_encoder: nn.Module = PSBSlotEncoder(cfg)
+        else:
+            from psb_rl.savi import SAViSlotEncoder  # the baseline lives in its own module
+
+            self.slot_encoder = SAViSlotEncoder(cfg)
+        self.decoder = SpatialBroadcastDecoder(cfg)
+
+    def check_video(self, video: torch.Tensor) -> None:
+        """Raise a clear error unless ``video`` is float ``(B, T, 3, S, S)`` with S = image_size."""
+        size = self.config.image_size
+        if not torch.is_tensor(video) or not video.is_floating_point() or video.ndim != 5 or video.shape[2:] != (
+            3,
+            size,
+            size,
+        ):
+            got = f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}"
+            raise ValueError(
+                f"expected a float video of shape (B, T, 3, {size}, {size}) in [0, 1], got {got}. "
+                "Convert uint8 (B, T, H, W, 3) frames with psb_rl.preprocess_frames(frames, "
+                f"image_size={size})."
+            )
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """:param video: ``(B, T, 3, H, W)``. :return: frame tokens ``(B, T, L, D)``."""
+        b, t = video.shape[:2]
+        return self.frame_encoder(video.flatten(0, 1)).unflatten(0, (b, t))
+
+    def encode(self, video: torch.Tensor, return_attention: bool = False):
+        """Slots of every step of a video, causally (slots at t depend on frames ≤ t only).
+
+        :param video: float ``(B, T, 3, H, W)`` in [0, 1].
+        :param return_attention: also return the per-block bottom-up softmax over slots
+            ``(B, T, N, K, L)`` (K = key steps in the window), before masking and renormalisation.
+        :return: slots ``(B, T, N, D)`` (and the attention list).
+        """
+        self.check_video(video)
+        slots, attention = self.slot_encoder(self.encode_frames(video), return_attention=return_attention)
+        return (slots, attention) if return_attention else slots
+
+    def decode(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:param slots: ``(..., N, D)``. :return: recon ``(..., 3, H, W)``, masks ``(..., N, H, W)``,
+        per-slot RGB ``(..., N, 3, H, W)``."""
+        return self.decoder(slots)
+
+    def forward(self, video: torch.Tensor) -> PSBOutput:
+        """Encode, decode and score a video.
+
+        :param video: float ``(B, T, 3, H, W)`` in [0, 1].
+        """
+        slots = self.encode(video)
+        recon, masks, rgb = self.decode(slots)
+        loss = F.mse_loss(recon, video.float())
+        return PSBOutput(loss=loss, recon=recon, masks=masks, slots=slots, per_slot_rgb=rgb)
