@@ -1,0 +1,127 @@
+"""Safe model checkpoints: safetensors weights + JSON metadata (config, preprocessing, format version).
+
+Loading never unpickles anything: the file is parsed by safetensors (a JSON header and raw tensor
+bytes), and a sha256 of the weights stored in the header detects corrupted files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from psb_rl.config import PSBConfig
+from psb_rl.utils import atomic_path, resolve_device
+
+FORMAT_NAME = "psb-rl-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, of another format, corrupted or from a newer version."""
+
+
+def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights, config and preprocessing to ``path`` atomically.
+
+    :param model: a :class:`psb_rl.PSBAutoencoder` (anything with ``.config: PSBConfig``).
+    :param path: destination file (conventionally ``*.ckpt``).
+    :param extra: optional JSON-serialisable information stored alongside (e.g. training step).
+    :return: the path written.
+    """
+    config: PSBConfig = model.config
+    tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(config.to_dict()),
+        "preprocessing": json.dumps(
+            {"image_size": config.image_size, "value_range": [0.0, 1.0], "channels": "RGB", "resize": "bilinear-antialias"}
+        ),
+        "weights_sha256": _weights_digest(tensors),
+        "extra": json.dumps(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a checkpoint without building a model.
+
+    :return: ``(state_dict, info)`` where info has ``config`` (dict), ``preprocessing``, ``extra``,
+        ``format_version``.
+    :raises CheckpointError: missing, foreign, corrupted, truncated or newer-version files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}. Train one with `python pretrain/train_psb.py`.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != FORMAT_NAME:
+                raise CheckpointError(
+                    f"{path} is a safetensors file but not a psb-rl checkpoint (format="
+                    f"{metadata.get('format')!r}); save models with psb_rl.save_checkpoint."
+                )
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable psb-rl checkpoint (expected a safetensors file written by "
+            f"psb_rl.save_checkpoint; it may be truncated, corrupted, or another format such as a "
+            f"pickled torch file, which is never loaded for safety): {error}"
+        ) from error
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than this psb-rl supports "
+            f"({FORMAT_VERSION}); upgrade psb-rl to load it."
+        )
+    if _weights_digest(tensors) != metadata.get("weights_sha256"):
+        raise CheckpointError(f"{path} is corrupted: its weights do not match the checksum stored in its header.")
+    info = {
+        "format_version": version,
+        "config": json.loads(metadata["config"]),
+        "preprocessing": json.loads(metadata.get("preprocessing", "{}")),
+        "extra": json.loads(metadata.get("extra", "{}")),
+    }
+    return tensors, info
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a :class:`psb_rl.PSBAutoencoder` from a checkpoint, in eval mode.
+
+    :param path: file written by :func:`save_checkpoint`.
+    :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    :raises CheckpointError: see :func:`read_checkpoint`.
+    """
+    from psb_rl.model import PSBAutoencoder
+
+    tensors, info = read_checkpoint(path)
+    model = PSBAutoencoder(PSBConfig.from_dict(info["config"]))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match the model its config describes (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); it was probably written by an incompatible psb-rl version."
+        )
+    return model.to(resolve_device(device)).eval()

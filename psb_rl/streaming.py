@@ -1,0 +1,137 @@
+"""Causal streaming encoder: one frame per environment step, constant cost, exact to the parallel model.
+
+Per environment and per PSB block the state keeps a ring buffer of the last W steps of bottom-up
+keys/values (of frame tokens) and time-axis keys/values (of slots). A step encodes only the new
+frame and runs every block for the new time step against that cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from psb_rl.preprocessing import preprocess_frames
+from psb_rl.utils import resolve_device
+
+
+@dataclass
+class StreamingState:
+    """The whole state of a :class:`StreamingEncoder`; plain tensors you can inspect or copy.
+
+    ``caches`` is one :class:`psb_rl.model.BlockCache` per PSB block (ring buffers of shape
+    ``(B, C, ...)``), or the recurrent baseline's slot state for ``encoder="savi"``.
+    """
+
+    step_count: torch.Tensor
+    """long ``(B,)``: frames seen by each environment since its last reset (the next frame's t)."""
+    caches: list[Any] = field(default_factory=list)
+
+    def cache_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the cache, for inspection, memory accounting and resets."""
+        return [tensor for cache in self.caches for tensor in cache.tensors()]
+
+    def nbytes_per_env(self) -> int:
+        """Bytes of cache held per environment (constant over the episode)."""
+        batch = max(int(self.step_count.numel()), 1)
+        return sum(t.numel() * t.element_size() for t in self.cache_tensors()) // batch
+
+
+class StreamingEncoder:
+    """Encode a batch of environments one step at a time with a per-step key/value cache.
+
+    :param model: a :class:`psb_rl.PSBAutoencoder` (switched to eval mode; its weights are not changed).
+    :param num_envs: B, the number of environments stepped together.
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"``; default: where the model's weights are.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_envs: int = 1, device: str | torch.device | None = None) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.num_envs = num_envs
+        self.num_slots = self.config.num_slots
+        self.slot_dim = self.config.slot_dim
+        self.image_size = self.config.image_size
+        with torch.inference_mode():
+            self.state = StreamingState(
+                step_count=torch.zeros(num_envs, dtype=torch.long, device=self.device),
+                caches=self.model.slot_encoder.init_cache(num_envs, self.device),
+            )
+
+    def _as_mask(self, mask: Any, name: str) -> torch.Tensor:
+        tensor = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask, device=self.device)
+        if tensor.dtype != torch.bool or tensor.shape != (self.num_envs,):
+            raise ValueError(
+                f"{name} must be a bool array of shape ({self.num_envs},), got {tensor.dtype} {tuple(tensor.shape)}"
+            )
+        return tensor
+
+    def _check_frames(self, frames: Any) -> None:
+        shape = tuple(frames.shape)
+        dtype = frames.dtype
+        is_uint8 = dtype in (np.uint8, torch.uint8)
+        is_float = (torch.is_tensor(frames) and frames.is_floating_point()) or (
+            isinstance(frames, np.ndarray) and np.issubdtype(dtype, np.floating)
+        )
+        expected = (
+            f"expected uint8 frames (B={self.num_envs}, H, W, 3) or float frames (B={self.num_envs}, 3, H, W) in [0, 1]"
+        )
+        if not (is_uint8 or is_float):
+            raise TypeError(f"{expected}; got dtype {dtype}")
+        if len(shape) != 4:
+            raise ValueError(f"{expected}; got shape {shape}. Stack one frame per environment.")
+        if shape[0] != self.num_envs:
+            raise ValueError(
+                f"{expected}; got a batch of {shape[0]} frames for an encoder of num_envs={self.num_envs}"
+            )
+        channels = shape[3] if is_uint8 else shape[1]
+        if channels != 3:
+            raise ValueError(f"{expected}; got shape {shape} with {channels} channels (RGB needed)")
+
+    def step(self, frames: np.ndarray | torch.Tensor, mask: Any = None) -> torch.Tensor:
+        """Encode one new frame per environment.
+
+        :param frames: uint8 ``(B, H, W, 3)`` (any H, W: resized by the shared preprocessing) or
+            float ``(B, 3, H, W)`` in [0, 1].
+        :param mask: optional bool ``(B,)``: only these environments advance; the others' state is
+            untouched and their output rows are zero.
+        :return: slots ``(B, N, D)`` float32 on ``self.device``.
+        """
+        self._check_frames(frames)
+        with torch.inference_mode():
+            rows = (
+                torch.arange(self.num_envs, device=self.device)
+                if mask is None
+                else self._as_mask(mask, "mask").nonzero().flatten()
+            )
+            out = torch.zeros(self.num_envs, self.num_slots, self.slot_dim, device=self.device)
+            if rows.numel() == 0:
+                return out
+            step_count = self.state.step_count[rows]
+            if self.config.window is None and int(step_count.max()) >= self.config.max_cache_len:
+                raise RuntimeError(
+                    f"episode longer than max_cache_len={self.config.max_cache_len} steps for an unbounded "
+                    "(window=None) model: reset the environment, raise PSBConfig.max_cache_len, or use a model "
+                    "with a finite window (constant memory)."
+                )
+            video = preprocess_frames(frames, self.image_size, device=self.device)
+            if mask is not None:
+                video = video[rows]
+            features = self.model.frame_encoder(video)
+            slots = self.model.slot_encoder.step(features, self.state.caches, rows, step_count)
+            self.state.step_count[rows] += 1
+            out[rows] = slots.float()
+            return out
+
+    def reset(self, mask: Any = None) -> None:
+        """Forget the history of all environments, or of those where ``mask`` (bool ``(B,)``) is True."""
+        with torch.inference_mode():
+            rows = slice(None) if mask is None else self._as_mask(mask, "reset mask")
+            self.state.step_count[rows] = 0
+            for tensor in self.state.cache_tensors():
+                tensor[rows] = 0
