@@ -1,0 +1,131 @@
+"""SB3 features extractor over a set of object vectors (PSB slots or ground-truth object features).
+
+The observation is a float ``Box(K, F)``: K unordered objects (slots) of F features each. A small
+pre-LayerNorm transformer without positional encodings reads them together with a learned CLS token;
+the CLS output is the feature vector, so the result does not depend on the order of the slots.
+``pooling="deepsets"`` (per-slot MLP, mean, MLP) is the cheaper invariant alternative and
+``pooling="flatten"`` (an MLP on the concatenation, *not* order invariant) the naive baseline.
+
+Note: PPO/A2C's ``ortho_init`` re-initialises the Linear layers in here, which is fine because this
+module is trained from scratch with the policy. The frozen PSB encoder lives in the observation
+wrapper (:mod:`psb_rl.wrappers`), never in the extractor.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+POOLINGS = ("transformer", "deepsets", "flatten")
+
+
+class SlotTransformerExtractor(BaseFeaturesExtractor):
+    """Order-invariant features of a set of slots ``(B, K, F) -> (B, features_dim)``.
+
+    :param observation_space: float ``Box`` of shape ``(K, F)`` (K slots/objects, F features).
+    :param features_dim: size of the output feature vector.
+    :param pooling: ``"transformer"`` (CLS token + transformer, default), ``"deepsets"`` (per-slot MLP,
+        mean over slots, MLP) or ``"flatten"`` (MLP over all slots concatenated; not order invariant).
+    :param d_model: width of the transformer / per-slot embeddings.
+    :param num_layers: transformer layers (``"transformer"``) or per-slot MLP depth (``"deepsets"``).
+    :param num_heads: attention heads (``d_model`` must be divisible by it).
+    :param mlp_ratio: hidden width of the transformer MLP is ``mlp_ratio * d_model``.
+    :param dropout: dropout inside the transformer (keep 0 for RL).
+    :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
+        (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
+        for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        features_dim: int = 128,
+        pooling: str = "transformer",
+        d_model: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: int = 2,
+        dropout: float = 0.0,
+        mask_feature_index: int | None = None,
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 2:
+            raise ValueError(
+                "SlotTransformerExtractor expects a Box observation space of shape (num_slots, slot_dim); "
+                f"got {observation_space}. Wrap pixel environments with psb_rl.VecPSBWrapper / "
+                "psb_rl.PSBObservationWrapper, or use obs_mode='state' for ground-truth objects."
+            )
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        num_slots, slot_dim = (int(s) for s in observation_space.shape)
+        if mask_feature_index is not None and not -slot_dim <= mask_feature_index < slot_dim:
+            raise ValueError(f"mask_feature_index={mask_feature_index} out of range for {slot_dim} features")
+        if pooling == "transformer" and d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        super().__init__(observation_space, features_dim)
+        self.pooling = pooling
+        self.mask_feature_index = mask_feature_index
+        self.num_slots = num_slots
+        act = nn.GELU
+
+        if pooling == "flatten":
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.Linear(num_slots * slot_dim, 2 * d_model), act(), nn.Linear(2 * d_model, features_dim)
+            )
+        else:
+            self.input_proj = nn.Linear(slot_dim, d_model)
+            if pooling == "transformer":
+                self.cls_token = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+                layer = nn.TransformerEncoderLayer(
+                    d_model,
+                    num_heads,
+                    dim_feedforward=mlp_ratio * d_model,
+                    dropout=dropout,
+                    activation="gelu",
+                    batch_first=True,
+                    norm_first=True,
+                )
+                self.transformer = nn.TransformerEncoder(
+                    layer, num_layers=num_layers, enable_nested_tensor=False
+                )
+                self.norm = nn.LayerNorm(d_model)
+            else:  # deepsets
+                phi: list[nn.Module] = []
+                for _ in range(max(num_layers, 1)):
+                    phi += [act(), nn.Linear(d_model, d_model)]
+                self.phi = nn.Sequential(*phi)
+                self.norm = nn.LayerNorm(d_model)
+            self.head = nn.Linear(d_model, features_dim)
+        self.out_act = nn.ReLU()
+
+    def present_mask(self, observations: torch.Tensor) -> torch.Tensor | None:
+        """:param observations: ``(B, K, F)``. :return: bool ``(B, K)`` (True = present) or None."""
+        if self.mask_feature_index is None:
+            return None
+        return observations[..., self.mask_feature_index] > 0.5
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """:param observations: float ``(B, K, F)``. :return: features ``(B, features_dim)``."""
+        obs = observations.float()
+        present = self.present_mask(obs)
+        if self.pooling == "flatten":
+            if present is not None:
+                obs = obs * present[..., None]
+            return self.out_act(self.net(obs))
+        tokens = self.input_proj(obs)  # (B, K, d)
+        if self.pooling == "transformer":
+            cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([cls, tokens], dim=1)
+            padding = None
+            if present is not None:  # the CLS token is always present, so no row is fully masked
+                padding = torch.cat([present.new_zeros(present.shape[0], 1), ~present], dim=1)
+            pooled = self.transformer(tokens, src_key_padding_mask=padding)[:, 0]
+        else:
+            per_slot = self.phi(tokens)
+            if present is None:
+                pooled = per_slot.mean(dim=1)
+            else:
+                weight = present.float()[..., None]
+                pooled = (per_slot * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+        return self.out_act(self.head(self.norm(pooled)))

@@ -1,0 +1,204 @@
+"""Observation wrappers that turn pixel observations into PSB slots with a frozen streaming encoder.
+
+* :class:`PSBObservationWrapper` — a gymnasium ``ObservationWrapper`` for one environment (batch 1).
+  Works with ``make_vec_env(..., wrapper_class=...)`` and inside gymnasium vector envs.
+* :class:`VecPSBWrapper` — an SB3 ``VecEnvWrapper`` that encodes all environments in one batched
+  call (the fast path). Torch stays in the main process, so it works over ``SubprocVecEnv``.
+
+Both hold the frozen encoder (eval mode, ``requires_grad=False``, ``torch.inference_mode``), so
+SB3's ``ortho_init`` and ``policy.set_training_mode`` never touch it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from psb_rl.model import PSBAutoencoder
+from psb_rl.utils import resolve_device
+
+CheckpointLike = str | Path | PSBAutoencoder
+
+
+def load_frozen_encoder(checkpoint: CheckpointLike, device: torch.device | str | None = None) -> PSBAutoencoder:
+    """Load (or take) a PSB model and freeze it: eval mode and ``requires_grad=False``.
+
+    :param checkpoint: a checkpoint path written by :func:`psb_rl.save_checkpoint`, or a
+        :class:`psb_rl.PSBAutoencoder` (used as is, moved to ``device`` if one is given).
+    :param device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``); ``None`` keeps a given model where it is (CPU for a path).
+    :return: the frozen model.
+    """
+    resolved = resolve_device(device) if device is not None else None
+    if isinstance(checkpoint, PSBAutoencoder):
+        model = checkpoint if resolved is None else checkpoint.to(resolved)
+    elif isinstance(checkpoint, str | Path):
+        from psb_rl.checkpoint import load_checkpoint
+
+        model = load_checkpoint(checkpoint, device=resolved or "cpu")
+    else:
+        raise TypeError(
+            f"checkpoint must be a path to a PSB checkpoint or a psb_rl.PSBAutoencoder, got {type(checkpoint).__name__}"
+        )
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _image_layout(space: gym.Space, owner: str) -> str:
+    """Validate an image observation space and say its layout: ``"hwc"`` (uint8) or ``"chw"``.
+
+    :raises ValueError: for anything that is not an RGB image, with a hint on how to get one.
+    """
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
+        if space.dtype == np.uint8 and space.shape[-1] == 3:
+            return "hwc"
+        if space.shape[0] == 3 and (space.dtype == np.uint8 or np.issubdtype(space.dtype, np.floating)):
+            return "chw"
+    raise ValueError(
+        f"{owner} needs RGB image observations: a Box of uint8 (H, W, 3) (or (3, H, W)); got {space}. "
+        "For an environment with state observations, render frames with "
+        "gymnasium.wrappers.AddRenderObservation(env, render_only=True) (make it with render_mode='rgb_array'); "
+        "for the built-in PSB/ environments pass obs_mode='pixels'."
+    )
+
+
+def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
+    """Bring a batch of frames into a layout ``preprocess_frames`` accepts (uint8 HWC or float CHW)."""
+    frames = np.asarray(frames)
+    if layout == "chw" and frames.dtype == np.uint8:
+        return np.ascontiguousarray(np.moveaxis(frames, -3, -1))
+    return frames
+
+
+def _slot_space(num_slots: int, slot_dim: int) -> gym.spaces.Box:
+    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, slot_dim), dtype=np.float32)
+
+
+class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Replace each pixel observation by the PSB slots of the episode so far.
+
+    A :class:`psb_rl.StreamingEncoder` with one environment keeps the causal context; ``reset``
+    clears it before the first frame of an episode is encoded.
+
+    :param env: environment with RGB image observations (uint8 ``(H, W, 3)``, any size).
+    :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder`.
+    :param device: torch device of the encoder (default: CPU / the given model's device).
+    :param keep_pixels: return ``{"slots": (N, D), "pixels": frame}`` instead of the slots alone.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        checkpoint: CheckpointLike,
+        device: torch.device | str | None = None,
+        keep_pixels: bool = False,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels)
+        gym.ObservationWrapper.__init__(self, env)
+        from psb_rl.streaming import StreamingEncoder
+
+        self._layout = _image_layout(env.observation_space, "PSBObservationWrapper")
+        self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device)
+        self.keep_pixels = keep_pixels
+        slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim)
+        if keep_pixels:
+            self.observation_space = gym.spaces.Dict({"slots": slots, "pixels": env.observation_space})
+        else:
+            self.observation_space = slots
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        """Reset the environment and the encoder state, then encode the first frame."""
+        self.encoder.reset()
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.observation(obs), info
+
+    def encode(self, frame: np.ndarray) -> np.ndarray:
+        """Advance the encoder by one frame.
+
+        :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
+        :return: float32 slots ``(N, D)``.
+        """
+        frames = _to_model_frames(np.asarray(frame)[None], self._layout)
+        with torch.inference_mode():
+            slots = self.encoder.step(frames)
+        return slots[0].float().cpu().numpy()
+
+    def observation(self, observation: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """:param observation: a frame. :return: slots ``(N, D)`` float32 (or a dict with the pixels)."""
+        slots = self.encode(observation)
+        if self.keep_pixels:
+            return {"slots": slots, "pixels": observation}
+        return slots
+
+
+class VecPSBWrapper(VecEnvWrapper):
+    """Encode the frames of all environments of a VecEnv into slots with one batched streaming encoder.
+
+    For environments that finished in a step, ``infos[i]["terminal_observation"]`` (the last frame of
+    the finished episode) is replaced by its slots, computed with that episode's history; the env's
+    encoder state is then reset and the new episode's first frame (the returned observation) encoded.
+    Cost per step: one batched encoder step for all envs plus one for the envs that finished.
+
+    :param venv: SB3 VecEnv with RGB image observations (uint8 ``(H, W, 3)``; no ``VecTransposeImage``
+        needed). Any VecEnv works, e.g. ``SubprocVecEnv``: torch runs only in this process.
+    :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder` (shared, not copied).
+    :param device: torch device of the encoder.
+    """
+
+    def __init__(
+        self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None
+    ) -> None:
+        from psb_rl.streaming import StreamingEncoder
+
+        self._layout = _image_layout(venv.observation_space, "VecPSBWrapper")
+        self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device)
+        super().__init__(venv, observation_space=_slot_space(self.encoder.num_slots, self.encoder.slot_dim))
+
+    def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
+        envs advance (None = all). :return: float32 ``(B, N, D)`` (rows outside ``mask`` undefined)."""
+        frames = _to_model_frames(frames, self._layout)
+        with torch.inference_mode():
+            slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
+        return slots.float().cpu().numpy()
+
+    def reset(self) -> VecEnvObs:
+        """Reset all environments and all encoder states. :return: slots ``(B, N, D)`` float32."""
+        self.encoder.reset()
+        obs = self.venv.reset()
+        return self._step_encoder(obs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """:return: slots ``(B, N, D)`` float32, rewards, dones and infos (terminal observations as slots)."""
+        obs, rewards, dones, infos = self.venv.step_wait()
+        done = np.asarray(dones, dtype=bool)
+        if not done.any():
+            return self._step_encoder(obs), rewards, dones, infos
+        # 1) Advance every env; finished envs see their last frame (old state).
+        frames = np.array(obs, copy=True)
+        has_terminal = np.zeros_like(done)
+        for i in np.flatnonzero(done):
+            terminal = infos[i].get("terminal_observation")
+            if terminal is not None:
+                frames[i] = terminal
+                has_terminal[i] = True
+        slots = self._step_encoder(frames)
+        for i in np.flatnonzero(has_terminal):
+            infos[i]["terminal_observation"] = slots[i].copy()
+        # 2) Clear the finished envs' state and encode their new first frame (only they advance).
+        self.encoder.reset(mask=done)
+        first = self._step_encoder(obs, mask=done)
+        slots[done] = first[done]
+        return slots, rewards, dones, infos
+
+    def close(self) -> None:
+        """Close the wrapped VecEnv."""
+        self.venv.close()

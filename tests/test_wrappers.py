@@ -1,0 +1,210 @@
+"""Tests of psb_rl.wrappers: PSBObservationWrapper and VecPSBWrapper."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, StreamingEncoder, VecPSBWrapper
+
+TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
+
+
+class ToyImageEnv(gym.Env):
+    """Random uint8 frames, fixed episode length; records every frame it emits in ``self.emitted``."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self, episode_length: int = 5, size: int = 24) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.episode_length = episode_length
+        self.emitted: list[np.ndarray] = []
+        self._t = 0
+
+    def _frame(self) -> np.ndarray:
+        frame = self.np_random.integers(0, 256, self.observation_space.shape, dtype=np.uint8)
+        self.emitted.append(frame.copy())
+        return frame
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._frame(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._t += 1
+        done = self._t >= self.episode_length
+        return self._frame(), float(action), done, False, {"is_success": done}
+
+
+class StateEnv(ToyImageEnv):
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+
+
+@pytest.fixture(scope="module")
+def model() -> PSBAutoencoder:
+    torch.manual_seed(0)
+    return PSBAutoencoder(PSBConfig(**TINY)).eval()
+
+
+def test_observation_wrapper_space_and_dtype(model: PSBAutoencoder) -> None:
+    env = PSBObservationWrapper(ToyImageEnv(), checkpoint=model)
+    assert env.observation_space == gym.spaces.Box(-np.inf, np.inf, (4, 32), np.float32)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == (4, 32)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_observation_wrapper_matches_streaming_encoder(model: PSBAutoencoder) -> None:
+    base = ToyImageEnv(episode_length=100)
+    env = PSBObservationWrapper(base, checkpoint=model)
+    got = [env.reset(seed=1)[0]]
+    got += [env.step(0)[0] for _ in range(6)]
+    ref = StreamingEncoder(model, num_envs=1)
+    for frame, slots in zip(base.emitted, got):
+        np.testing.assert_allclose(slots, ref.step(frame[None])[0].numpy(), atol=1e-5)
+    # the streaming slots are the parallel model's slots
+    video = torch.as_tensor(np.stack(base.emitted))[None]
+    from psb_rl.preprocessing import preprocess_frames
+
+    parallel = model.encode(preprocess_frames(video, 32))[0].detach().numpy()
+    np.testing.assert_allclose(np.stack(got), parallel, atol=1e-4)
+
+
+def test_observation_wrapper_reset_clears_state(model: PSBAutoencoder) -> None:
+    env = PSBObservationWrapper(ToyImageEnv(episode_length=100), checkpoint=model)
+    first, _ = env.reset(seed=3)
+    for _ in range(4):
+        env.step(1)
+    again, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(first, again)
+    fresh = PSBObservationWrapper(ToyImageEnv(episode_length=100), checkpoint=model).reset(seed=3)[0]
+    np.testing.assert_array_equal(first, fresh)
+
+
+def test_observation_wrapper_keep_pixels(model: PSBAutoencoder) -> None:
+    env = PSBObservationWrapper(ToyImageEnv(), checkpoint=model, keep_pixels=True)
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    obs, _ = env.reset(seed=0)
+    assert obs["slots"].shape == (4, 32) and obs["pixels"].shape == (24, 24, 3)
+    assert obs["pixels"].dtype == np.uint8
+    gym_check_env(env, skip_render_check=True)
+
+
+def test_checkers_pass(model: PSBAutoencoder) -> None:
+    gym_check_env(PSBObservationWrapper(ToyImageEnv(), checkpoint=model), skip_render_check=True)
+    sb3_check_env(PSBObservationWrapper(ToyImageEnv(), checkpoint=model), warn=False)
+
+
+def test_non_image_space_error(model: PSBAutoencoder) -> None:
+    with pytest.raises(ValueError, match="AddRenderObservation"):
+        PSBObservationWrapper(StateEnv(), checkpoint=model)
+    with pytest.raises(ValueError, match="AddRenderObservation"):
+        VecPSBWrapper(DummyVecEnv([StateEnv]), checkpoint=model)
+
+
+def test_observation_wrapper_in_gymnasium_vector_env(model: PSBAutoencoder) -> None:
+    venv = gym.vector.SyncVectorEnv(
+        [lambda: PSBObservationWrapper(ToyImageEnv(episode_length=3), checkpoint=model) for _ in range(2)]
+    )
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (2, 4, 32) and obs.dtype == np.float32
+    for _ in range(5):
+        obs, *_ = venv.step(np.zeros(2, dtype=np.int64))
+    assert np.isfinite(obs).all()
+
+
+def test_vec_wrapper_terminal_observations(model: PSBAutoencoder) -> None:
+    lengths = [2, 3, 5]
+    venv = VecPSBWrapper(
+        DummyVecEnv([lambda n=n: ToyImageEnv(episode_length=n) for n in lengths]), checkpoint=model
+    )
+    assert venv.observation_space == gym.spaces.Box(-np.inf, np.inf, (4, 32), np.float32)
+    venv.seed(0)
+    obs = venv.reset()
+    envs = venv.venv.envs
+    refs = [StreamingEncoder(model, num_envs=1) for _ in lengths]
+    seen = [0] * len(lengths)
+
+    def ref_step(i: int) -> np.ndarray:
+        frame = envs[i].emitted[seen[i]]
+        seen[i] += 1
+        return refs[i].step(frame[None])[0].numpy()
+
+    for i in range(len(lengths)):
+        np.testing.assert_allclose(obs[i], ref_step(i), atol=1e-5)
+    num_done = 0
+    for _ in range(12):
+        obs, _, dones, infos = venv.step(np.zeros(len(lengths), dtype=np.int64))
+        assert obs.dtype == np.float32
+        for i, done in enumerate(dones):
+            if done:
+                num_done += 1
+                terminal = infos[i]["terminal_observation"]
+                assert terminal.dtype == np.float32 and terminal.shape == (4, 32)
+                np.testing.assert_allclose(terminal, ref_step(i), atol=1e-5)  # old history
+                refs[i].reset()
+            np.testing.assert_allclose(obs[i], ref_step(i), atol=1e-5)  # fresh first step when done
+    assert num_done >= 8
+    assert seen == [len(e.emitted) for e in envs]
+    # a done env's first slots equal a brand-new encoder's first-step slots for that frame
+    venv.close()
+
+
+def test_vec_wrapper_reset_resets_all_states(model: PSBAutoencoder) -> None:
+    venv = VecPSBWrapper(DummyVecEnv([lambda: ToyImageEnv(episode_length=50)] * 2), checkpoint=model)
+    venv.seed(5)
+    first = venv.reset()
+    for _ in range(3):
+        venv.step(np.zeros(2, dtype=np.int64))
+    venv.seed(5)
+    np.testing.assert_array_equal(venv.reset(), first)
+    assert int(venv.encoder.state.step_count.max()) == 1
+
+
+def test_vec_wrapper_subproc(model: PSBAutoencoder) -> None:
+    venv = VecPSBWrapper(
+        SubprocVecEnv([lambda n=n: ToyImageEnv(episode_length=n) for n in (2, 3)], start_method="fork"),
+        checkpoint=model,
+    )
+    try:
+        obs = venv.reset()
+        assert obs.shape == (2, 4, 32)
+        for _ in range(4):
+            obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+            for i in np.flatnonzero(dones):
+                assert infos[i]["terminal_observation"].shape == (4, 32)
+        assert obs.dtype == np.float32
+    finally:
+        venv.close()
+
+
+def test_vec_wrapper_from_checkpoint_file(model: PSBAutoencoder, tmp_path) -> None:
+    from psb_rl import save_checkpoint
+
+    path = tmp_path / "psb.ckpt"
+    save_checkpoint(model, path)
+    venv = VecPSBWrapper(DummyVecEnv([ToyImageEnv]), checkpoint=str(path), device="cpu")
+    venv.seed(0)
+    a = venv.reset()
+    b = VecPSBWrapper(DummyVecEnv([ToyImageEnv]), checkpoint=model)
+    b.seed(0)
+    np.testing.assert_allclose(a, b.reset(), atol=1e-6)
+
+
+def test_builtin_envs_check(model: PSBAutoencoder) -> None:
+    pytest.importorskip("envs")
+    if "PSB/OddOneOut-v0" not in gym.registry:
+        pytest.skip("built-in envs not registered")
+    for env_id in ("PSB/ObjectReach-v0", "PSB/OddOneOut-v0"):
+        env = PSBObservationWrapper(gym.make(env_id, obs_mode="pixels").unwrapped, checkpoint=model)
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(PSBObservationWrapper(gym.make(env_id, obs_mode="pixels"), checkpoint=model), warn=False)
