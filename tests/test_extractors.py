@@ -1,0 +1,98 @@
+"""Tests of psb_rl.extractors.SlotTransformerExtractor."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from psb_rl import SlotTransformerExtractor
+
+SPACE = gym.spaces.Box(-np.inf, np.inf, (5, 12), np.float32)
+
+
+@pytest.mark.parametrize("pooling", ["transformer", "deepsets", "flatten"])
+def test_output_shape_and_gradients(pooling: str) -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling)
+    assert extractor.features_dim == 16
+    obs = torch.randn(3, 5, 12)
+    out = extractor(obs)
+    assert out.shape == (3, 16) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in extractor.parameters())
+
+
+@pytest.mark.parametrize("pooling", ["transformer", "deepsets"])
+def test_order_invariance(pooling: str) -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling).eval()
+    obs = torch.randn(4, 5, 12)
+    perm = torch.randperm(5)
+    while torch.equal(perm, torch.arange(5)):
+        perm = torch.randperm(5)
+    torch.testing.assert_close(extractor(obs), extractor(obs[:, perm]), atol=1e-5, rtol=1e-5)
+
+
+def test_flatten_is_not_order_invariant() -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling="flatten")
+    obs = torch.randn(4, 5, 12)
+    assert not torch.allclose(extractor(obs), extractor(obs[:, [1, 0, 2, 3, 4]]), atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["transformer", "deepsets", "flatten"])
+def test_padded_objects_are_ignored(pooling: str) -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling, mask_feature_index=-1).eval()
+    obs = torch.randn(2, 5, 12)
+    obs[..., -1] = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])  # last two objects absent
+    other = obs.clone()
+    other[:, 3:, :-1] = torch.randn(2, 2, 11)
+    torch.testing.assert_close(extractor(obs), extractor(other), atol=1e-5, rtol=1e-5)
+    present_changed = obs.clone()
+    present_changed[:, 0, :-1] += 1.0
+    assert not torch.allclose(extractor(obs), extractor(present_changed), atol=1e-4)
+
+
+def test_no_objects_present_is_finite() -> None:
+    extractor = SlotTransformerExtractor(SPACE, features_dim=8, mask_feature_index=-1)
+    obs = torch.zeros(2, 5, 12)
+    assert torch.isfinite(extractor(obs)).all()
+
+
+def test_bad_space_error() -> None:
+    with pytest.raises(ValueError, match="num_slots, slot_dim"):
+        SlotTransformerExtractor(gym.spaces.Box(0, 255, (8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="pooling"):
+        SlotTransformerExtractor(SPACE, pooling="max")
+
+
+def test_with_ppo_on_state_space() -> None:
+    from stable_baselines3 import PPO
+
+    class SetEnv(gym.Env):
+        observation_space = SPACE
+        action_space = gym.spaces.Discrete(3)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return self.observation_space.sample().clip(-1, 1), {}
+
+        def step(self, action):
+            return self.observation_space.sample().clip(-1, 1), 0.0, True, False, {}
+
+    model = PPO(
+        "MlpPolicy",
+        SetEnv(),
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        policy_kwargs={
+            "features_extractor_class": SlotTransformerExtractor,
+            "features_extractor_kwargs": {"features_dim": 16, "d_model": 16, "num_heads": 2},
+        },
+    )
+    model.learn(32)
+    assert isinstance(model.policy.features_extractor, SlotTransformerExtractor)
