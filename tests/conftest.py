@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny model configs so the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from psb_rl.config import PSBConfig
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def tiny_config(**overrides) -> PSBConfig:
+    """A small PSB config (32×32 frames, 4 slots of 32 dims) for tests."""
+    fields = dict(image_size=32, num_slots=4, slot_dim=32, num_blocks=2, num_heads=2, window=3,
+                  encoder_channels=16, decoder_channels=16, decoder_grid=8)
+    fields.update(overrides)
+    return PSBConfig(**fields)
+
+
+def moving_squares_video(batch: int, steps: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Float video ``(B, T, 3, size, size)`` of 2–3 coloured squares moving on black, bouncing off walls."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.2, 0.3, 1.0]], dtype=np.float32)
+    video = np.zeros((batch, steps, 3, size, size), dtype=np.float32)
+    side = size // 5
+    for b in range(batch):
+        count = rng.integers(2, 4)
+        pos = rng.uniform(0, size - side, (count, 2))
+        vel = rng.uniform(-2, 2, (count, 2))
+        for t in range(steps):
+            for k in range(count):
+                y, x = pos[k].astype(int)
+                video[b, t, :, y : y + side, x : x + side] = colours[k][:, None, None]
+            pos += vel
+            bounce = (pos < 0) | (pos > size - side)
+            vel[bounce] *= -1
+            pos = pos.clip(0, size - side)
+    return torch.from_numpy(video)
+
+
+@pytest.fixture
+def tiny_cfg() -> PSBConfig:
+    return tiny_config()

@@ -1,0 +1,107 @@
+"""Checkpoints: exact round trip, no pickle ever executed, clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import save_file
+
+from psb_rl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from psb_rl.model import PSBAutoencoder
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[PSBAutoencoder, Path]:
+    torch.manual_seed(0)
+    model = PSBAutoencoder(tiny_config()).eval()
+    path = save_checkpoint(model, tmp_path / "psb.ckpt", extra={"step": 7})
+    return model, path
+
+
+def test_round_trip_is_identical(saved: tuple[PSBAutoencoder, Path]) -> None:
+    model, path = saved
+    loaded = load_checkpoint(path, device="cpu")
+    assert not loaded.training
+    assert loaded.config == model.config
+    video = torch.rand(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(video).recon, model(video).recon)
+    _, info = read_checkpoint(path)
+    assert info["extra"] == {"step": 7}
+    assert info["preprocessing"]["image_size"] == 32
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Exploit.marker),))
+
+
+def test_pickle_is_rejected_and_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _Exploit.marker = str(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"weights": _Exploit()}, evil)  # a zip of pickles that would touch `marker` on unpickling
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps(_Exploit()))
+    for path in (evil, plain):
+        with pytest.raises(CheckpointError, match="never loaded"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_truncated_file(saved: tuple[PSBAutoencoder, Path]) -> None:
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_flipped_bytes_fail_the_checksum(saved: tuple[PSBAutoencoder, Path]) -> None:
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # inside the tensor payload, past the JSON header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+
+
+def test_other_safetensors_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a psb-rl checkpoint"):
+        load_checkpoint(path)
+
+
+def test_newer_format_version(saved: tuple[PSBAutoencoder, Path], tmp_path: Path) -> None:
+    model, _ = saved
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / "future.ckpt"
+    save_file(tensors, str(path), metadata={"format": "psb-rl-checkpoint", "format_version": "99",
+                                            "config": json.dumps(model.config.to_dict())})
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(path)
+
+
+def test_failed_write_keeps_previous_checkpoint(saved: tuple[PSBAutoencoder, Path], monkeypatch) -> None:
+    model, path = saved
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("psb_rl.checkpoint.save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind

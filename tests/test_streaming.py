@@ -1,0 +1,142 @@
+"""StreamingEncoder: exact to the parallel forward, per-env resets, resizing, constant state, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from psb_rl.model import PSBAutoencoder
+from psb_rl.preprocessing import preprocess_frames
+from psb_rl.streaming import StreamingEncoder
+
+
+def make_model(**overrides) -> PSBAutoencoder:
+    torch.manual_seed(0)
+    return PSBAutoencoder(tiny_config(**overrides)).eval()
+
+
+def parallel_slots(model: PSBAutoencoder, history: list[np.ndarray]) -> torch.Tensor:
+    with torch.no_grad():
+        video = preprocess_frames(np.stack(history)[None], model.config.image_size)
+        return model.encode(video)[0, -1]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(window=3, num_blocks=2, num_slots=4), dict(window=2, num_blocks=3, num_slots=3), dict(window=None)],
+)
+def test_streaming_equals_parallel_with_random_resets(overrides: dict) -> None:
+    model = make_model(**overrides)
+    num_envs = 3
+    window = model.config.window or 4
+    steps = 5 * window + 2
+    encoder = StreamingEncoder(model, num_envs=num_envs)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (steps, num_envs, 32, 32, 3), dtype=np.uint8)
+    histories: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+    worst = 0.0
+    for t in range(steps):
+        if t > 0:
+            reset = rng.random(num_envs) < 0.1
+            encoder.reset(reset)
+            for i in np.flatnonzero(reset):
+                histories[i].clear()
+        slots = encoder.step(frames[t])
+        assert slots.shape == (num_envs, model.config.num_slots, model.config.slot_dim)
+        for i in range(num_envs):
+            histories[i].append(frames[t, i])
+            worst = max(worst, (slots[i] - parallel_slots(model, histories[i])).abs().max().item())
+    assert max(len(h) for h in histories) > 2 * window  # episodes longer than the window were checked
+    assert worst <= 1e-4
+
+
+def test_long_episode_beyond_training_length_stays_exact() -> None:
+    model = make_model(window=2, num_blocks=2)
+    encoder = StreamingEncoder(model, num_envs=1)
+    frames = np.random.default_rng(1).integers(0, 256, (60, 1, 32, 32, 3), dtype=np.uint8)
+    for t in range(60):
+        slots = encoder.step(frames[t])
+    assert (slots[0] - parallel_slots(model, list(frames[:, 0]))).abs().max().item() <= 1e-4
+    assert int(encoder.state.step_count[0]) == 60
+
+
+def test_reset_of_one_env_leaves_the_others_unchanged() -> None:
+    model = make_model()
+    frames = np.random.default_rng(2).integers(0, 256, (6, 3, 32, 32, 3), dtype=np.uint8)
+    plain, with_reset = StreamingEncoder(model, num_envs=3), StreamingEncoder(model, num_envs=3)
+    for t in range(6):
+        if t == 3:
+            with_reset.reset(np.array([False, True, False]))
+        a, b = plain.step(frames[t]), with_reset.step(frames[t])
+        assert torch.equal(a[[0, 2]], b[[0, 2]])
+    assert not torch.equal(a[1], b[1])
+    assert with_reset.state.step_count.tolist() == [6, 3, 6]
+
+
+def test_masked_step_advances_only_selected_envs() -> None:
+    model = make_model()
+    frames = np.random.default_rng(3).integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8)
+    full, partial = StreamingEncoder(model, num_envs=2), StreamingEncoder(model, num_envs=2)
+    for t in range(4):
+        reference = full.step(frames[t])
+        out = partial.step(frames[t], mask=np.array([True, t % 2 == 0]))
+        assert torch.allclose(out[0], reference[0], atol=1e-5)
+        if t % 2:
+            assert torch.count_nonzero(out[1]) == 0
+    assert partial.state.step_count.tolist() == [4, 2]
+    assert torch.allclose(out[0], parallel_slots(model, list(frames[:, 0])), atol=1e-4)
+
+
+def test_other_resolutions_are_resized_like_training() -> None:
+    model = make_model()
+    frames = np.random.default_rng(4).integers(0, 256, (3, 1, 48, 48, 3), dtype=np.uint8)
+    encoder = StreamingEncoder(model, num_envs=1)
+    for t in range(3):
+        slots = encoder.step(frames[t])
+    assert (slots[0] - parallel_slots(model, list(frames[:, 0]))).abs().max().item() <= 1e-4
+    float_encoder = StreamingEncoder(model, num_envs=1)
+    for t in range(3):
+        float_slots = float_encoder.step(torch.from_numpy(frames[t]).permute(0, 3, 1, 2).float() / 255)
+    assert torch.allclose(float_slots, slots, atol=1e-5)
+
+
+def test_state_size_is_constant_over_the_episode() -> None:
+    model = make_model(window=2)
+    encoder = StreamingEncoder(model, num_envs=2)
+    before = encoder.state.nbytes_per_env()
+    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    for _ in range(10):
+        encoder.step(frames)
+    assert encoder.state.nbytes_per_env() == before > 0
+
+
+def test_unbounded_window_raises_when_cache_is_full() -> None:
+    model = make_model(window=None, max_cache_len=4)
+    encoder = StreamingEncoder(model, num_envs=1)
+    frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    for _ in range(4):
+        encoder.step(frames)
+    with pytest.raises(RuntimeError, match="max_cache_len=4"):
+        encoder.step(frames)
+    encoder.reset()
+    encoder.step(frames)
+
+
+@pytest.mark.parametrize(
+    ("frames", "error", "match"),
+    [
+        (np.zeros((3, 32, 32, 3), dtype=np.uint8), ValueError, "num_envs=2"),
+        (np.zeros((2, 32, 32, 4), dtype=np.uint8), ValueError, "channels"),
+        (np.zeros((2, 32, 32, 3), dtype=np.int32), TypeError, "dtype"),
+        (np.zeros((32, 32, 3), dtype=np.uint8), ValueError, "shape"),
+        (torch.zeros(2, 32, 32, 3), ValueError, "channels"),
+    ],
+)
+def test_bad_input_gives_clear_errors(frames, error, match) -> None:
+    encoder = StreamingEncoder(make_model(), num_envs=2)
+    with pytest.raises(error, match=match):
+        encoder.step(frames)
+    with pytest.raises(ValueError, match="bool array of shape"):
+        encoder.reset(np.array([1, 0]))
