@@ -1,0 +1,450 @@
+"""Train PPO on object slots, raw pixels or ground-truth object states.
+
+    python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder slots --checkpoint runs/psb/psb.ckpt
+    python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder pixels      # NatureCNN on frames
+    python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder state       # oracle objects
+
+* ``slots``: frames are encoded by the frozen PSB checkpoint inside :class:`psb_rl.VecPSBWrapper`
+  (one batched streaming step for all envs) and read by :class:`psb_rl.SlotTransformerExtractor`.
+* ``pixels``: SB3's ``CnnPolicy`` (NatureCNN) on the raw frames.
+* ``state``: the environment's ``obs_mode="state"`` objects ``(K, F)`` through the same extractor.
+
+Writes to ``--out``: ``model.zip``, ``args.json``, ``eval.csv`` (timesteps, mean reward, success
+rate), ``learning_curve.png``, ``summary.json`` and TensorBoard logs under ``tb/``. ``train(args)``
+is importable (tests, ``pretrain/demo.py``, ``benchmarks/rl_oddoneout.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
+
+ENCODERS = ("slots", "pixels", "state")
+
+
+@dataclass
+class Args:
+    """Train PPO on object slots (PSB), raw pixels (NatureCNN) or ground-truth object states."""
+
+    env: str = "PSB/OddOneOut-v0"
+    """gymnasium id of the environment (the PSB/ ids are registered by ``import envs``)"""
+    encoder: str = "slots"
+    """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
+    checkpoint: str | None = None
+    """PSB checkpoint (``psb_rl.save_checkpoint``); required for --encoder slots"""
+    n_envs: int = 8
+    """number of parallel environments"""
+    total_steps: int = 200_000
+    """total environment steps of training (all envs together)"""
+    seed: int = 0
+    """seed of the environments, the policy and torch"""
+    out: str = "runs/ppo"
+    """output folder (model.zip, eval.csv, learning_curve.png, summary.json, tb/)"""
+    device: str = "auto"
+    """torch device of the policy and the encoder: auto, cpu or cuda"""
+    eval_freq: int = 20_000
+    """evaluate every this many environment steps (0 = only at the end)"""
+    eval_episodes: int = 20
+    """episodes per evaluation"""
+    vec_env: str = "dummy"
+    """dummy (in-process) or subproc (one process per env; torch stays in the main process)"""
+    env_kwargs: str = "{}"
+    """extra keyword arguments of gym.make, as JSON (obs_mode is set from --encoder for PSB/ envs)"""
+    n_steps: int = 128
+    """PPO: steps per env per rollout"""
+    batch_size: int = 256
+    """PPO: minibatch size"""
+    n_epochs: int = 4
+    """PPO: optimisation epochs per rollout"""
+    learning_rate: float = 3e-4
+    """PPO: Adam learning rate"""
+    gamma: float = 0.99
+    """PPO: discount factor"""
+    gae_lambda: float = 0.95
+    """PPO: GAE lambda"""
+    clip_range: float = 0.2
+    """PPO: clipping of the policy ratio"""
+    ent_coef: float = 0.01
+    """PPO: entropy bonus"""
+    vf_coef: float = 0.5
+    """PPO: value-loss weight"""
+    max_grad_norm: float = 0.5
+    """PPO: gradient clipping"""
+    features_dim: int = 128
+    """slot extractor: output features"""
+    pooling: str = "transformer"
+    """slot extractor: transformer, deepsets or flatten"""
+    d_model: int = 64
+    """slot extractor: width of the transformer"""
+    num_layers: int = 2
+    """slot extractor: transformer layers"""
+    num_heads: int = 4
+    """slot extractor: attention heads"""
+    mask_feature_index: int | None = -1
+    """state encoder: index of the ``present`` feature used to mask padded objects (None: no mask)"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
+    tensorboard: bool = True
+    """write TensorBoard logs to OUT/tb"""
+    progress_bar: bool = True
+    """show a progress bar"""
+    verbose: int = 0
+    """SB3 verbosity (0, 1, 2)"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line
+
+
+def _parse_dataclass_fallback(cls: type, argv: list[str] | None = None) -> Any:
+    """CLI from a dataclass (``--kebab-case`` flags, field docstrings as help) when psb_rl.cli is missing."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, [*body[1:], None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
+    hints = typing.get_type_hints(cls)
+    parser = argparse.ArgumentParser(description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        base = args[0] if args else tp
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            optional = type(None) in typing.get_args(tp)
+
+            def convert(value: str, base: type = base, optional: bool = optional) -> Any:
+                return None if optional and value.lower() == "none" else base(value)
+
+            parser.add_argument(flag, type=convert, default=f.default, help=help_text)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """:param argv: command-line arguments (default ``sys.argv[1:]``). :return: the parsed :class:`Args`."""
+    try:
+        from psb_rl.cli import parse_dataclass
+    except ImportError:
+        parse_dataclass = _parse_dataclass_fallback
+    return parse_dataclass(Args, argv)
+
+
+# ----------------------------------------------------------------------------------------------------
+# environments
+
+
+def resolve_torch_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU."""
+    from psb_rl.utils import resolve_device
+
+    return resolve_device(device)
+
+
+def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module | None = None) -> VecEnv:
+    """The vectorised environment for ``args.encoder``.
+
+    :param args: run arguments (env, encoder, vec_env, env_kwargs, device).
+    :param n_envs: number of parallel environments.
+    :param seed: seed of the first env (env i gets ``seed + i``).
+    :param encoder_model: the frozen PSB model (``--encoder slots``), shared by train and eval envs.
+    :return: a VecEnv whose observations are slots ``(B, N, D)``, frames ``(B, 3, H, W)`` or objects ``(B, K, F)``.
+    """
+    env_id = args.env
+    env_kwargs: dict[str, Any] = {}
+    if env_id.startswith("PSB/"):
+        import envs  # noqa: F401  (registers PSB/ ids in this process)
+
+        env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
+        env_id = "envs:" + env_id  # worker processes import the package themselves
+    env_kwargs.update(json.loads(args.env_kwargs))
+    if args.vec_env not in ("dummy", "subproc"):
+        raise ValueError(f"--vec-env must be dummy or subproc, got {args.vec_env!r}")
+    vec_env_cls = SubprocVecEnv if args.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs)
+    if args.encoder == "slots":
+        from psb_rl.wrappers import VecPSBWrapper
+
+        if encoder_model is None:
+            raise ValueError("--encoder slots needs the PSB model (load it with psb_rl.load_checkpoint)")
+        return VecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
+    if args.encoder == "pixels":
+        return VecTransposeImage(venv)
+    return venv
+
+
+def load_encoder(args: Args) -> torch.nn.Module | None:
+    """The frozen PSB model for ``--encoder slots`` (None otherwise)."""
+    if args.encoder != "slots":
+        return None
+    if not args.checkpoint:
+        raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
+    from psb_rl.wrappers import load_frozen_encoder
+
+    return load_frozen_encoder(args.checkpoint, resolve_torch_device(args.device))
+
+
+def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
+    """SB3 policy name and ``policy_kwargs`` for ``args.encoder``."""
+    if args.encoder == "pixels":
+        return "CnnPolicy", {}
+    from psb_rl.extractors import SlotTransformerExtractor
+
+    kwargs: dict[str, Any] = {
+        "features_dim": args.features_dim,
+        "pooling": args.pooling,
+        "d_model": args.d_model,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+    }
+    if args.encoder == "state":
+        kwargs["mask_feature_index"] = args.mask_feature_index
+    return "MlpPolicy", {"features_extractor_class": SlotTransformerExtractor, "features_extractor_kwargs": kwargs}
+
+
+# ----------------------------------------------------------------------------------------------------
+# callbacks and evaluation
+
+
+class TqdmCallback(BaseCallback):
+    """A tqdm progress bar over environment steps (SB3's ``progress_bar=True`` needs ``rich``)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.n = min(self.num_timesteps, self.total)
+        self.bar.refresh()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def evaluate_agent(model: PPO, venv: VecEnv, n_episodes: int, deterministic: bool = True) -> dict[str, float]:
+    """Roll ``n_episodes`` episodes and report returns and success rate.
+
+    :param model: a trained agent. :param venv: environment with the agent's observation pipeline.
+    :param n_episodes: episodes to roll. :param deterministic: greedy actions.
+    :return: ``mean_reward``, ``std_reward``, ``mean_length``, ``success_rate`` (NaN if the env reports none).
+    """
+    successes: list[float] = []
+
+    def record(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if locals_["done"] and "is_success" in locals_["info"]:
+            successes.append(float(locals_["info"]["is_success"]))
+
+    rewards, lengths = evaluate_policy(
+        model, venv, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True,
+        callback=record, warn=False,
+    )
+    return {
+        "mean_reward": float(np.mean(rewards)),
+        "std_reward": float(np.std(rewards)),
+        "mean_length": float(np.mean(lengths)),
+        "success_rate": float(np.mean(successes)) if successes else float("nan"),
+    }
+
+
+def save_curve(path: Path, rows: list[dict[str, float]], title: str) -> Path:
+    """Learning curve PNG (mean eval reward and success rate vs. environment steps)."""
+    xs = [r["timesteps"] for r in rows]
+    curves = {"mean reward": [r["mean_reward"] for r in rows], "success rate": [r["success_rate"] for r in rows]}
+    try:
+        from psb_rl.visualize import save_curve_png
+    except ImportError:
+        save_curve_png = None
+    if save_curve_png is not None:
+        save_curve_png(path, xs, curves, title, "environment steps", "evaluation")
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, ys in curves.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(title=title, xlabel="environment steps", ylabel="evaluation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# training
+
+
+def train(args: Args) -> dict[str, Any]:
+    """Train PPO as described by ``args`` and write the run folder.
+
+    :param args: run arguments.
+    :return: ``success_rate`` / ``mean_reward`` of the final evaluation, ``timesteps``, ``train_time_s``,
+        ``curve`` (list of eval rows) and the paths written: ``out_dir``, ``model_path``, ``csv_path``,
+        ``curve_path``, ``summary_path``, ``args_path``, ``tensorboard_dir`` (None if disabled).
+    """
+    if args.encoder not in ENCODERS:
+        raise ValueError(f"--encoder must be one of {ENCODERS}, got {args.encoder!r}")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    set_random_seed(args.seed)
+    device = resolve_torch_device(args.device)
+
+    encoder_model = load_encoder(args)
+    venv = make_env(args, args.n_envs, args.seed, encoder_model)
+    n_eval_envs = max(1, min(args.n_envs, args.eval_episodes, 8))
+    eval_env = make_env(
+        dataclasses.replace(args, vec_env="dummy"), n_eval_envs, args.seed + 10_000, encoder_model
+    )
+    policy, policy_kwargs = policy_for(args)
+    tb_dir = out / "tb" if args.tensorboard else None
+    model = PPO(
+        policy,
+        venv,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        learning_rate=args.learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=str(tb_dir) if tb_dir else None,
+        seed=args.seed,
+        device=device,
+        verbose=args.verbose,
+    )
+
+    callbacks: list[BaseCallback] = []
+    eval_callback = None
+    if args.eval_freq > 0:
+        eval_callback = EvalCallback(
+            eval_env,
+            n_eval_episodes=args.eval_episodes,
+            eval_freq=max(args.eval_freq // args.n_envs, 1),
+            log_path=str(out),
+            deterministic=True,
+            verbose=0,
+        )
+        callbacks.append(eval_callback)
+    use_rich = importlib.util.find_spec("rich") is not None
+    if args.progress_bar and not use_rich:
+        callbacks.append(TqdmCallback(args.total_steps))
+    start = time.perf_counter()
+    model.learn(
+        total_timesteps=args.total_steps,
+        callback=CallbackList(callbacks),
+        tb_log_name=f"ppo_{args.encoder}",
+        progress_bar=args.progress_bar and use_rich,
+    )
+    train_time = time.perf_counter() - start
+
+    rows: list[dict[str, float]] = []
+    if eval_callback is not None:
+        for i, steps in enumerate(eval_callback.evaluations_timesteps):
+            succ = eval_callback.evaluations_successes[i] if i < len(eval_callback.evaluations_successes) else []
+            rows.append(
+                {
+                    "timesteps": int(steps),
+                    "mean_reward": float(np.mean(eval_callback.evaluations_results[i])),
+                    "success_rate": float(np.mean(succ)) if len(succ) else float("nan"),
+                }
+            )
+    final = evaluate_agent(model, eval_env, args.eval_episodes)
+    if not rows or rows[-1]["timesteps"] != model.num_timesteps:
+        rows.append(
+            {"timesteps": int(model.num_timesteps), "mean_reward": final["mean_reward"], "success_rate": final["success_rate"]}
+        )
+
+    model_path = out / "model.zip"
+    model.save(model_path)
+    csv_path = out / "eval.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["timesteps", "mean_reward", "success_rate"])
+        writer.writeheader()
+        writer.writerows(rows)
+    curve_path = save_curve(out / "learning_curve.png", rows, f"PPO ({args.encoder}) on {args.env}")
+    summary: dict[str, Any] = {
+        "env": args.env,
+        "encoder": args.encoder,
+        "seed": args.seed,
+        "timesteps": int(model.num_timesteps),
+        "train_time_s": train_time,
+        "env_steps_per_s": model.num_timesteps / max(train_time, 1e-9),
+        **final,
+        "curve": rows,
+        "out_dir": str(out),
+        "model_path": str(model_path),
+        "csv_path": str(csv_path),
+        "curve_path": str(curve_path),
+        "args_path": str(out / "args.json"),
+        "tensorboard_dir": str(tb_dir) if tb_dir else None,
+    }
+    summary_path = out / "summary.json"
+    summary["summary_path"] = str(summary_path)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    venv.close()
+    eval_env.close()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line, train, print where the results are."""
+    args = parse_args(argv)
+    result = train(args)
+    print(
+        f"{args.encoder} on {args.env}: success rate {result['success_rate']:.3f}, "
+        f"mean reward {result['mean_reward']:.3f} after {result['timesteps']} steps "
+        f"({result['env_steps_per_s']:.0f} steps/s)"
+    )
+    for key in ("model_path", "csv_path", "curve_path", "summary_path", "tensorboard_dir"):
+        print(f"  {key}: {result[key]}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
