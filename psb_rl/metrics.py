@@ -1,0 +1,332 @@
+"""Video-level segmentation and reconstruction metrics (DESIGN.md §7).
+
+Segmentation metrics compare a ground-truth labelling of a clip with the model's segmentation, the
+argmax over slots of its alpha masks. Every segmentation metric is computed over all ``T·H·W`` pixels of
+a clip *jointly* — a slot is one segment across the whole clip — so a model whose slots swap objects
+over time scores lower than one whose slot identities stay consistent.
+
+Conventions shared by all segmentation metrics:
+
+- ground-truth label ``0`` is background; every other label present in a clip is one object;
+- ground-truth background pixels are excluded from everything, including the areas of predicted
+  segments, so changing predictions only on ground-truth background pixels never changes a metric;
+- a clip without any foreground pixel has no defined score: it gets ``NaN``, and the means (the
+  ``reduction="mean"`` results and :func:`segmentation_metrics`) skip it via ``np.nanmean``; if every clip
+  is ``NaN`` the mean is ``NaN`` too.
+
+All counting is done on one contingency table per clip (built with a single ``np.bincount`` over the
+whole batch) in integer arithmetic, turned into float64 only for the final ratios.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+ArrayLike = np.ndarray | torch.Tensor
+Reduction = Literal["none", "mean"]
+
+# Label spaces larger than this are compressed with ``np.unique`` before counting.
+_MAX_DIRECT_LABELS = 256
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    """Return ``x`` as a numpy array (detached and moved to CPU when it is a torch tensor)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # numpy has no bfloat16
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _as_labels(true_masks: ArrayLike, pred_masks: ArrayLike) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Bring ground truth and prediction to integer label arrays of shape ``(B, T·H·W)``.
+
+    :param true_masks: int ``(B, T, H, W)`` or ``(T, H, W)`` labels, 0 = background.
+    :param pred_masks: int labels of the same shape as ``true_masks``, or soft masks with an extra slot
+        axis ``(B, T, N, H, W)`` / ``(T, N, H, W)`` (reduced with argmax over ``N``).
+    :return: ``(true, pred, single)``: int64 ``(B, P)`` arrays and whether the input was a single clip.
+    """
+    true = _to_numpy(true_masks)
+    pred = _to_numpy(pred_masks)
+    if true.ndim not in (3, 4):
+        raise ValueError(f"true_masks must be (B, T, H, W) or (T, H, W) labels; got shape {true.shape}.")
+    if not (np.issubdtype(true.dtype, np.integer) or true.dtype == np.bool_):
+        raise TypeError(f"true_masks must hold integer labels; got dtype {true.dtype}.")
+    single = true.ndim == 3
+    if pred.ndim == true.ndim + 1:
+        # Soft masks (..., T, N, H, W): the segment of a pixel is its argmax slot.
+        pred = pred.argmax(axis=-3)
+    elif pred.ndim == true.ndim:
+        if not (np.issubdtype(pred.dtype, np.integer) or pred.dtype == np.bool_):
+            raise TypeError(
+                f"pred_masks with the same shape as true_masks must be integer labels; got dtype {pred.dtype}. "
+                "Pass soft masks with a slot axis (B, T, N, H, W) instead."
+            )
+    else:
+        raise ValueError(
+            f"pred_masks must be labels shaped like true_masks {true.shape} or soft masks with a slot axis "
+            f"(..., T, N, H, W); got shape {pred.shape}."
+        )
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"pred_masks segmentation shape {pred.shape} does not match true_masks {true.shape}."
+        )
+    if single:
+        true, pred = true[None], pred[None]
+    batch = true.shape[0]
+    return true.reshape(batch, -1).astype(np.int64), pred.reshape(batch, -1).astype(np.int64), single
+
+
+def _compact(labels: np.ndarray, keep_zero: bool) -> np.ndarray:
+    """Map labels to ``0..K-1`` when they are negative or very large (``0`` stays ``0`` if ``keep_zero``)."""
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() < _MAX_DIRECT_LABELS):
+        return labels
+    _, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if keep_zero:
+        # Reserve index 0 for background, shift every other label up by one.
+        inverse = np.where(labels == 0, 0, inverse + 1)
+    return inverse
+
+
+def contingency_tables(true_masks: ArrayLike, pred_masks: ArrayLike) -> tuple[np.ndarray, bool]:
+    """Per-clip contingency tables between foreground ground-truth objects and predicted segments.
+
+    :param true_masks: int ``(B, T, H, W)`` (or one clip ``(T, H, W)``) labels, 0 = background.
+    :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
+        ``(T, N, H, W)`` (argmax over ``N``).
+    :return: ``(tables, single)``: int64 ``(B, G, K)`` where ``tables[b, g, k]`` counts the pixels of clip
+        ``b`` (over all ``T·H·W`` jointly) with ground-truth label ``g + 1`` and predicted segment ``k``;
+        ground-truth background is dropped. ``single`` tells whether the input was one clip.
+    """
+    true, pred, single = _as_labels(true_masks, pred_masks)
+    true = _compact(true, keep_zero=True)
+    pred = _compact(pred, keep_zero=False)
+    batch = true.shape[0]
+    n_true = int(true.max()) + 1 if true.size else 1
+    n_pred = int(pred.max()) + 1 if pred.size else 1
+    clip = np.arange(batch, dtype=np.int64)[:, None]
+    index = (clip * n_true + true) * n_pred + pred
+    tables = np.bincount(index.ravel(), minlength=batch * n_true * n_pred).reshape(batch, n_true, n_pred)
+    return tables[:, 1:, :], single
+
+
+def _reduce(values: np.ndarray, reduction: Reduction, single: bool) -> np.ndarray | float:
+    """Apply ``reduction`` to per-clip ``values`` ``(B,)``; a single-clip input gives a float."""
+    if reduction == "mean" or single:
+        return _nanmean(values)
+    if reduction == "none":
+        return values
+    raise ValueError(f"reduction must be 'none' or 'mean'; got {reduction!r}.")
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean ignoring NaNs; NaN (without a warning) when every value is NaN or there are none."""
+    if values.size == 0 or np.all(np.isnan(values)):
+        return float("nan")
+    return float(np.nanmean(values))
+
+
+def _pairs(counts: np.ndarray) -> np.ndarray:
+    """Number of unordered pairs ``n·(n-1)/2`` of each count, exact in int64."""
+    counts = counts.astype(np.int64)
+    return counts * (counts - 1) // 2
+
+
+def ari_from_contingency(tables: np.ndarray) -> np.ndarray:
+    """Adjusted Rand index of each contingency table.
+
+    ``ARI = (Σ_ij C(n_ij,2) − E) / (½(Σ_i C(a_i,2) + Σ_j C(b_j,2)) − E)`` with
+    ``E = Σ_i C(a_i,2)·Σ_j C(b_j,2) / C(n,2)`` (Hubert & Arabie, 1985).
+
+    Edge cases:
+
+    - ``n = 0`` pixels: ``NaN``;
+    - zero denominator: this happens exactly when both clusterings are a single cluster (this includes
+      ``n = 1``) or both put every pixel in its own cluster; the clusterings are then identical and the ARI
+      is ``1.0``, as in the SAVi / Slot Attention reference implementations (one cluster each → 1) and
+      scikit-learn.
+
+    :param tables: int ``(B, G, K)`` contingency tables.
+    :return: float64 ``(B,)`` ARI values.
+    """
+    tables = np.asarray(tables, dtype=np.int64)
+    n = tables.sum(axis=(1, 2))
+    total = _pairs(n)
+    sum_comb = _pairs(tables).sum(axis=(1, 2))
+    sum_a = _pairs(tables.sum(axis=2)).sum(axis=1)
+    sum_b = _pairs(tables.sum(axis=1)).sum(axis=1)
+    # Exact integer test of the zero-denominator cases: one cluster each (all pairs together) or all
+    # singletons each (no pair together).
+    degenerate = ((sum_a == total) & (sum_b == total)) | ((sum_a == 0) & (sum_b == 0))
+    total_f = np.maximum(total, 1).astype(np.float64)
+    expected = sum_a.astype(np.float64) * (sum_b.astype(np.float64) / total_f)
+    numerator = sum_comb.astype(np.float64) - expected
+    denominator = 0.5 * (sum_a + sum_b).astype(np.float64) - expected
+    ari = numerator / np.where(degenerate, 1.0, denominator)
+    ari = np.where(degenerate, 1.0, ari)
+    return np.where(n == 0, np.nan, ari)
+
+
+def fg_ari(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+    """Video-level foreground adjusted Rand index.
+
+    The ARI between the ground-truth objects and the predicted segments over all ``T·H·W`` pixels of a
+    clip jointly, ground-truth background pixels excluded. Permuting slot indices does not change it;
+    slots that swap objects over time lower it.
+
+    Edge cases: a clip whose foreground is one ground-truth object and lies in one predicted segment
+    scores ``1.0`` (SAVi / Slot Attention convention: ARI is 1 when both clusterings have one cluster); a
+    clip with ≥ 2 objects all predicted as one segment scores ``0.0``; a clip with no foreground pixel
+    scores ``NaN`` and is skipped by the mean.
+
+    :param true_masks: int ``(B, T, H, W)`` labels (or a single clip ``(T, H, W)``), 0 = background.
+    :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
+        ``(T, N, H, W)`` whose argmax over ``N`` is the segmentation. numpy arrays or torch tensors.
+    :param reduction: ``"none"``: per-clip float64 ``(B,)`` array; ``"mean"``: ``nanmean`` over clips as a
+        float. A single-clip input always gives a float.
+    :return: FG-ARI per clip ``(B,)``, or a float.
+    """
+    tables, single = contingency_tables(true_masks, pred_masks)
+    return _reduce(ari_from_contingency(tables), reduction, single)
+
+
+def _iou_matrices(tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU between every ground-truth object and predicted segment, from contingency tables.
+
+    Areas are measured over ground-truth foreground pixels only (background is excluded).
+
+    :param tables: int ``(B, G, K)`` contingency tables.
+    :return: ``(iou, present)``: float64 ``(B, G, K)`` IoUs and bool ``(B, G)``, whether each ground-truth
+        object occurs in the clip.
+    """
+    intersection = tables.astype(np.float64)
+    true_area = intersection.sum(axis=2, keepdims=True)
+    pred_area = intersection.sum(axis=1, keepdims=True)
+    union = true_area + pred_area - intersection
+    iou = intersection / np.maximum(union, 1.0)  # union == 0 implies intersection == 0
+    return iou, true_area[..., 0] > 0
+
+
+def _miou_from_iou(iou: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Hungarian-matched mean IoU per clip from ``(B, G, K)`` IoUs and ``(B, G)`` object presence."""
+    values = np.full(iou.shape[0], np.nan)
+    for b in range(iou.shape[0]):
+        clip_iou = iou[b][present[b]]
+        if clip_iou.shape[0] == 0:
+            continue
+        rows, cols = linear_sum_assignment(clip_iou, maximize=True)
+        values[b] = clip_iou[rows, cols].sum() / clip_iou.shape[0]
+    return values
+
+
+def _mbo_from_iou(iou: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Mean best overlap per clip from ``(B, G, K)`` IoUs and ``(B, G)`` object presence."""
+    best = iou.max(axis=2) if iou.shape[2] > 0 else np.zeros(iou.shape[:2])
+    count = present.sum(axis=1)
+    total = np.where(present, best, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def miou(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+    """Mean IoU after Hungarian matching of predicted segments to ground-truth objects, per clip.
+
+    IoUs are computed over the whole clip (``T·H·W`` jointly) and over ground-truth foreground pixels
+    only. Each ground-truth object is matched to at most one predicted segment (and vice versa) so that
+    the total IoU is maximal; the score is the mean over the clip's ground-truth objects, unmatched
+    objects (more objects than segments) counting 0. A clip without foreground is ``NaN``.
+
+    :param true_masks: int ``(B, T, H, W)`` labels (or a single clip ``(T, H, W)``), 0 = background.
+    :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
+        ``(T, N, H, W)`` (argmax over ``N``).
+    :param reduction: ``"none"`` (per-clip ``(B,)`` array) or ``"mean"`` (``nanmean`` float). A single-clip
+        input always gives a float.
+    :return: mIoU per clip ``(B,)``, or a float.
+    """
+    tables, single = contingency_tables(true_masks, pred_masks)
+    iou, present = _iou_matrices(tables)
+    return _reduce(_miou_from_iou(iou, present), reduction, single)
+
+
+def mbo(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+    """Mean best overlap: for each ground-truth object its best IoU over predicted segments, averaged.
+
+    IoUs are over the whole clip (``T·H·W`` jointly) and over ground-truth foreground pixels only; one
+    predicted segment may be the best match of several objects. A clip without foreground is ``NaN``.
+
+    :param true_masks: int ``(B, T, H, W)`` labels (or a single clip ``(T, H, W)``), 0 = background.
+    :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
+        ``(T, N, H, W)`` (argmax over ``N``).
+    :param reduction: ``"none"`` (per-clip ``(B,)`` array) or ``"mean"`` (``nanmean`` float). A single-clip
+        input always gives a float.
+    :return: mBO per clip ``(B,)``, or a float.
+    """
+    tables, single = contingency_tables(true_masks, pred_masks)
+    iou, present = _iou_matrices(tables)
+    return _reduce(_mbo_from_iou(iou, present), reduction, single)
+
+
+def segmentation_metrics(true_masks: ArrayLike, pred_masks: ArrayLike) -> dict[str, float]:
+    """FG-ARI, mIoU and mBO averaged over clips (clips without foreground skipped).
+
+    :param true_masks: int ``(B, T, H, W)`` labels (or a single clip ``(T, H, W)``), 0 = background.
+    :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
+        ``(T, N, H, W)`` (argmax over ``N``). numpy arrays or torch tensors.
+    :return: ``{"fg_ari": float, "miou": float, "mbo": float}``.
+    """
+    tables, _ = contingency_tables(true_masks, pred_masks)
+    iou, present = _iou_matrices(tables)
+    return {
+        "fg_ari": _nanmean(ari_from_contingency(tables)),
+        "miou": _nanmean(_miou_from_iou(iou, present)),
+        "mbo": _nanmean(_mbo_from_iou(iou, present)),
+    }
+
+
+def _as_float_clips(recon: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as float64 ``(B, -1)`` (leading axis = clip)."""
+    r = _to_numpy(recon).astype(np.float64)
+    t = _to_numpy(target).astype(np.float64)
+    if r.shape != t.shape:
+        raise ValueError(f"recon shape {r.shape} does not match target shape {t.shape}.")
+    if r.ndim == 0:
+        raise ValueError("recon and target need at least one (clip) axis.")
+    return r.reshape(r.shape[0], -1), t.reshape(t.shape[0], -1)
+
+
+def mse(recon: ArrayLike, target: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+    """Mean squared error per clip.
+
+    :param recon: float ``(B, ...)`` reconstructions in ``[0, 1]`` (e.g. ``(B, T, 3, H, W)``).
+    :param target: float ``(B, ...)`` targets, same shape.
+    :param reduction: ``"none"``: per-clip float64 ``(B,)`` array (mean over all non-leading axes);
+        ``"mean"``: the mean of those as a float.
+    :return: MSE per clip ``(B,)``, or a float.
+    """
+    r, t = _as_float_clips(recon, target)
+    values = np.mean((r - t) ** 2, axis=1)
+    return _reduce(values, reduction, single=False)
+
+
+def psnr(
+    recon: ArrayLike, target: ArrayLike, max_value: float = 1.0, reduction: Reduction = "none"
+) -> np.ndarray | float:
+    """Peak signal-to-noise ratio per clip: ``10·log10(max_value² / MSE_clip)`` in dB.
+
+    A perfect reconstruction (MSE 0) gives ``inf``; the ``"mean"`` reduction averages per-clip PSNRs.
+
+    :param recon: float ``(B, ...)`` reconstructions in ``[0, max_value]``.
+    :param target: float ``(B, ...)`` targets, same shape.
+    :param max_value: the largest possible pixel value (1.0 for ``[0, 1]`` images).
+    :param reduction: ``"none"``: per-clip float64 ``(B,)`` array; ``"mean"``: their mean as a float.
+    :return: PSNR per clip ``(B,)``, or a float.
+    """
+    errors = np.asarray(mse(recon, target, reduction="none"))
+    with np.errstate(divide="ignore"):
+        values = 10.0 * np.log10(float(max_value) ** 2 / errors)
+    return _reduce(values, reduction, single=False)

@@ -1,0 +1,193 @@
+"""Tests for :mod:`psb_rl.metrics` against hand-computed values and brute-force pair counting."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from psb_rl.metrics import fg_ari, mbo, miou, mse, psnr, segmentation_metrics
+
+
+def brute_force_fg_ari(true: np.ndarray, pred: np.ndarray) -> float:
+    """ARI by counting every pixel pair (foreground only), via the pair-confusion closed form."""
+    fg = true.ravel() != 0
+    t, p = true.ravel()[fg], pred.ravel()[fg]
+    tp = fn = fp = tn = 0
+    for i, j in itertools.combinations(range(t.size), 2):
+        same_true, same_pred = t[i] == t[j], p[i] == p[j]
+        tp += same_true and same_pred
+        fn += same_true and not same_pred
+        fp += same_pred and not same_true
+        tn += not same_true and not same_pred
+    denominator = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    if denominator == 0:
+        return 1.0
+    return 2.0 * (tp * tn - fn * fp) / denominator
+
+
+def two_object_clip() -> np.ndarray:
+    """(T=2, H=4, W=4) labels: background 0, object 1 (left block), object 2 (right block)."""
+    frame = np.zeros((4, 4), dtype=np.int64)
+    frame[1:3, 0:2] = 1
+    frame[1:3, 2:4] = 2
+    return np.stack([frame, frame])
+
+
+def test_perfect_prediction_scores_one() -> None:
+    true = two_object_clip()[None]
+    for metric in (fg_ari, miou, mbo):
+        np.testing.assert_allclose(metric(true, true), [1.0])
+    assert segmentation_metrics(true, true) == {"fg_ari": 1.0, "miou": 1.0, "mbo": 1.0}
+
+
+def test_permuted_labels_score_one() -> None:
+    true = two_object_clip()[None]
+    permutation = np.array([5, 0, 3])  # background -> 5, object 1 -> 0, object 2 -> 3
+    pred = permutation[true]
+    for metric in (fg_ari, miou, mbo):
+        assert metric(true, pred, reduction="mean") == pytest.approx(1.0)
+
+
+def test_soft_masks_are_argmaxed_over_slots() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, size=(3, 2, 5, 5))
+    soft = rng.random((3, 2, 6, 5, 5)).astype(np.float32)
+    labels = soft.argmax(axis=2)
+    for metric in (fg_ari, miou, mbo):
+        np.testing.assert_allclose(metric(true, soft), metric(true, labels))
+        np.testing.assert_allclose(
+            metric(torch.from_numpy(true), torch.from_numpy(soft)), metric(true, labels)
+        )
+
+
+def test_hand_worked_example() -> None:
+    # Foreground objects {1,1,1,2,2,2} predicted as {0,0,1,1,2,2}:
+    # contingency [[2,1,0],[0,1,2]]; Σ C(n_ij,2)=2, Σ C(a_i,2)=6, Σ C(b_j,2)=3, C(6,2)=15,
+    # E = 6·3/15 = 1.2, ARI = (2 − 1.2) / (4.5 − 1.2) = 8/33.
+    true = np.array([[[0, 1, 1, 1, 2, 2, 2, 0]]])  # (T=1, H=1, W=8) clip
+    pred = np.array([[[4, 0, 0, 1, 1, 2, 2, 3]]])
+    assert fg_ari(true, pred) == pytest.approx(8 / 33)
+    assert brute_force_fg_ari(true, pred) == pytest.approx(8 / 33)
+    # IoUs: obj1–p0 2/3, obj1–p1 1/4, obj2–p1 1/4, obj2–p2 2/3 → matching and best overlap give 2/3.
+    assert miou(true, pred) == pytest.approx(2 / 3)
+    assert mbo(true, pred) == pytest.approx(2 / 3)
+
+
+def test_matches_brute_force_pair_counting_on_random_clips() -> None:
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 4, size=(6, 2, 3, 4))
+    pred = rng.integers(0, 5, size=(6, 2, 3, 4))
+    pred[0] = true[0]  # include a perfect clip
+    values = fg_ari(true, pred)
+    assert values.shape == (6,)
+    expected = [brute_force_fg_ari(true[b], pred[b]) for b in range(6)]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_all_one_slot_prediction() -> None:
+    # Object 1 has 3 foreground pixels, object 2 has 1; everything predicted as slot 0.
+    true = np.array([[[1, 1, 1, 2, 0, 0]]])
+    pred = np.zeros_like(true)
+    assert fg_ari(true, pred) == 0.0
+    assert brute_force_fg_ari(true, pred) == 0.0
+    # IoU(obj1, slot0) = 3/4, IoU(obj2, slot0) = 1/4: Hungarian gives (3/4 + 0)/2, best overlap (3/4 + 1/4)/2.
+    assert miou(true, pred) == pytest.approx(3 / 8)
+    assert mbo(true, pred) == pytest.approx(1 / 2)
+
+
+def test_single_object_edge_cases() -> None:
+    true = np.array([[[0, 3, 3, 3, 0]]])
+    # One ground-truth object and one predicted cluster: ARI is 1 by convention.
+    assert fg_ari(true, np.array([[[1, 2, 2, 2, 0]]])) == 1.0
+    # One object split over two predicted clusters: no agreement beyond chance.
+    assert fg_ari(true, np.array([[[1, 2, 2, 1, 0]]])) == pytest.approx(0.0)
+    assert miou(true, np.array([[[1, 2, 2, 1, 0]]])) == pytest.approx(2 / 3)
+
+
+def test_background_only_clip_is_nan_and_skipped_by_mean() -> None:
+    true = np.stack([np.zeros((2, 4, 4), dtype=np.int64), two_object_clip()])
+    pred = true.copy()
+    for metric in (fg_ari, miou, mbo):
+        values = metric(true, pred)
+        assert np.isnan(values[0]) and values[1] == pytest.approx(1.0)
+        assert metric(true, pred, reduction="mean") == pytest.approx(1.0)
+        assert math.isnan(metric(true[0], pred[0]))  # a single clip gives a float
+    assert all(math.isnan(v) for v in segmentation_metrics(true[:1], pred[:1]).values())
+
+
+def test_background_pixels_are_ignored() -> None:
+    rng = np.random.default_rng(2)
+    true = rng.integers(0, 4, size=(4, 3, 8, 8))
+    soft = rng.random((4, 3, 5, 8, 8))
+    changed = soft.copy()
+    background = np.broadcast_to((true == 0)[:, :, None], soft.shape)
+    changed[background] = rng.random(int(background.sum()))
+    assert not np.array_equal(soft.argmax(2)[true == 0], changed.argmax(2)[true == 0])
+    for metric in (fg_ari, miou, mbo):
+        np.testing.assert_allclose(metric(true, changed), metric(true, soft))
+    assert segmentation_metrics(true, changed) == segmentation_metrics(true, soft)
+
+
+def test_temporal_identity_swap_scores_lower() -> None:
+    true = np.repeat(two_object_clip(), 2, axis=0)  # T = 4
+    consistent = true.copy()
+    swapped = true.copy()
+    swapped[2:] = np.array([0, 2, 1])[true[2:]]  # slots swap objects halfway through the clip
+    # Frame by frame the swapped prediction is perfect ...
+    for t in range(4):
+        assert fg_ari(true[t : t + 1], swapped[t : t + 1]) == 1.0
+    # ... but video-level metrics see the inconsistency.
+    assert fg_ari(true, consistent) == 1.0
+    assert fg_ari(true, swapped) < 0.5
+    assert miou(true, swapped) < miou(true, consistent)
+    assert mbo(true, swapped) < mbo(true, consistent)
+
+
+def test_segmentation_metrics_means_and_torch_input() -> None:
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 3, size=(3, 2, 6, 6))
+    pred = rng.integers(0, 3, size=(3, 2, 6, 6))
+    result = segmentation_metrics(torch.from_numpy(true), torch.from_numpy(pred))
+    assert set(result) == {"fg_ari", "miou", "mbo"}
+    assert result["fg_ari"] == pytest.approx(float(np.mean(fg_ari(true, pred))))
+    assert result["miou"] == pytest.approx(float(np.mean(miou(true, pred))))
+    assert result["mbo"] == pytest.approx(float(np.mean(mbo(true, pred))))
+    assert all(isinstance(v, float) for v in result.values())
+
+
+def test_large_clip_is_fast_and_bounded() -> None:
+    rng = np.random.default_rng(4)
+    true = rng.integers(0, 7, size=(4, 24, 64, 64))
+    soft = rng.random((4, 24, 7, 64, 64), dtype=np.float32)
+    start = time.perf_counter()
+    result = segmentation_metrics(true, soft)
+    assert time.perf_counter() - start < 2.0
+    assert abs(result["fg_ari"]) < 0.01  # random prediction: ARI near chance
+    assert 0.0 <= result["miou"] <= result["mbo"] <= 1.0
+
+
+def test_mse_and_psnr_hand_computed() -> None:
+    target = np.zeros((2, 3, 3, 4, 4))
+    recon = target.copy()
+    recon[1] = 0.5
+    np.testing.assert_allclose(mse(recon, target), [0.0, 0.25])
+    assert mse(torch.from_numpy(recon), torch.from_numpy(target), reduction="mean") == pytest.approx(0.125)
+    values = psnr(recon, target)
+    assert values.shape == (2,)
+    assert np.isinf(values[0])
+    assert values[1] == pytest.approx(10 * math.log10(4.0))
+    assert psnr(recon[1:], target[1:], max_value=2.0, reduction="mean") == pytest.approx(
+        10 * math.log10(16.0)
+    )
+
+
+def test_shape_errors() -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        fg_ari(np.zeros((1, 2, 4, 4), dtype=int), np.zeros((1, 2, 4, 5), dtype=int))
+    with pytest.raises(TypeError):
+        fg_ari(np.zeros((1, 2, 4, 4), dtype=int), np.zeros((1, 2, 4, 4)))
