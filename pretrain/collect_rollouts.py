@@ -1,0 +1,86 @@
+"""Collect environment videos as checksummed shards for PSB pretraining.
+
+Examples::
+
+    python pretrain/collect_rollouts.py --env PSB/RandomObjects-v0 --episodes 1000 --num-envs 4 --out data/random
+    python pretrain/collect_rollouts.py --env ALE/Pong-v5 --episodes 20 --resize 64 --out data/pong
+    python pretrain/collect_rollouts.py --env CartPole-v1 --pixels render --resize 64 --episodes 50 --out data/cp
+    python pretrain/collect_rollouts.py ... --resume        # finish an interrupted collection
+
+The format is documented in :mod:`psb_rl.rollouts`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from psb_rl.cli import parse_dataclass
+from psb_rl.rollouts import RolloutError, collect_rollouts
+
+
+@dataclass
+class Args:
+    """Collect environment videos as checksummed shards (see psb_rl.rollouts for the format)."""
+
+    out: str = field(metadata={"help": "output directory (manifest.json + shard-*.npz)"})
+    env: str = "PSB/RandomObjects-v0"
+    """gymnasium id; PSB/ and ALE/ ids are registered automatically"""
+    episodes: int | None = None
+    """number of whole episodes to collect (default 100 when --steps is not given)"""
+    steps: int | None = None
+    """collect whole episodes until at least this many steps are stored"""
+    num_envs: int = 1
+    """parallel environments (AsyncVectorEnv workers when > 1)"""
+    policy: str = "random"
+    """'random' or a path to a stable-baselines3 .zip"""
+    deterministic_policy: bool = False
+    """act deterministically with an SB3 policy"""
+    pixels: Literal["obs", "render"] = "obs"
+    """'obs': frames are the image observations; 'render': frames are env.render() (non-image envs)"""
+    resize: int | None = None
+    """store frames resized to N x N (same filter as training)"""
+    seed: int = 0
+    """episode i is reset with seed + i"""
+    resume: bool = False
+    """continue the collection in --out until the requested amount is stored"""
+    episodes_per_shard: int = 100
+    """episodes per shard file"""
+    max_episode_steps: int | None = None
+    """override the env's time limit"""
+    masks: bool = True
+    """store ground-truth masks of PSB/ envs"""
+    compress: bool = False
+    """write compressed shards (smaller, but not memory-mappable)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, collect, print the manifest summary. Returns the exit code."""
+    args = parse_dataclass(Args, argv)
+    episodes = args.episodes if args.episodes is not None or args.steps is not None else 100
+    try:
+        manifest = collect_rollouts(
+            args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
+            policy=args.policy, pixels=args.pixels, resize=args.resize, seed=args.seed, resume=args.resume,
+            episodes_per_shard=args.episodes_per_shard, max_episode_steps=args.max_episode_steps,
+            masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
+            progress=args.progress,
+        )
+    except RolloutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {k: manifest[k] for k in ("env_id", "frame_shape", "has_masks", "num_shards", "num_episodes",
+                                        "num_steps", "num_frames")}
+    print(json.dumps({"out": args.out, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

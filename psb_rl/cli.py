@@ -1,0 +1,171 @@
+"""Turn a ``@dataclass`` of arguments into a command line (CleanRL style, no extra dependency).
+
+>>> @dataclass
+... class Args:
+...     env_id: str = "PSB/RandomObjects-v0"
+...     '''the environment id'''
+...     num_envs: int = 1
+...     '''number of parallel environments'''
+...     resize: int | None = None
+...     '''resize frames to this square size'''
+...     progress: bool = True
+...     '''show a progress bar'''
+>>> args = parse_dataclass(Args, ["--env-id", "ALE/Pong-v5", "--no-progress"])
+
+Rules:
+
+- every field becomes ``--kebab-case`` (``env_id`` → ``--env-id``); ``aliases`` in the field's
+  metadata adds more flags (e.g. ``field(default=..., metadata={"aliases": ["--env"]})``);
+- ``bool`` fields become ``--flag`` / ``--no-flag``;
+- ``X | None`` / ``Optional[X]`` accept a value of type ``X`` (or the word ``none``);
+- ``Literal["a", "b"]`` gives ``choices``; ``list[X]`` / ``tuple[X, ...]`` take several values;
+- fields without a default are required;
+- the help text is ``metadata["help"]`` when given, else the string literal written just below the
+  field (its "docstring"), else the field comment on the same line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_NONE_WORDS = {"none", "null"}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Return ``{field_name: help}`` from the string literal under each field (or its line comment).
+
+    :param cls: a dataclass.
+    :return: help text per field name; fields without documentation are absent.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        body = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
+        if body is None:
+            continue
+        stmts = body.body
+        for i, node in enumerate(stmts):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            name = node.target.id
+            nxt = stmts[i + 1] if i + 1 < len(stmts) else None
+            if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[name] = inspect.cleandoc(nxt.value.value)
+                continue
+            line = lines[node.end_lineno - 1] if node.end_lineno else ""
+            if "#" in line:
+                docs[name] = line.split("#", 1)[1].strip()
+    return docs
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _optional_converter(inner: Any) -> Any:
+    def convert(text: str) -> Any:
+        if text.lower() in _NONE_WORDS:
+            return None
+        return inner(text)
+
+    convert.__name__ = getattr(inner, "__name__", "value")
+    return convert
+
+
+def _str_to_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    """Build an :class:`argparse.ArgumentParser` for a dataclass (see the module docstring for rules).
+
+    :param cls: a dataclass type whose fields are the arguments.
+    :param description: parser description (default: the dataclass docstring).
+    :return: the parser; ``vars(parser.parse_args())`` maps field names to values.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    doc = description if description is not None else inspect.getdoc(cls)
+    parser = argparse.ArgumentParser(description=doc)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", docs.get(f.name, " "))}
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = f.default_factory()
+        else:
+            kwargs["required"] = True
+        if "default" in kwargs:
+            kwargs["help"] = f"{kwargs['help'].strip()} (default: {kwargs['default']!r})".lstrip()
+        tp, optional = _unwrap_optional(hints[f.name])
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            if optional:
+                kwargs["type"] = _optional_converter(_str_to_bool)
+                kwargs["metavar"] = "BOOL"
+            else:
+                kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is typing.Literal:
+            choices = typing.get_args(tp)
+            kwargs["choices"] = list(choices)
+            kwargs["type"] = type(choices[0])
+        elif origin in (list, tuple, Sequence) or tp in (list, tuple):
+            args = typing.get_args(tp)
+            inner = args[0] if args else str
+            kwargs["nargs"] = "*" if origin is not tuple or (len(args) == 2 and args[1] is Ellipsis) else len(args)
+            kwargs["type"] = inner
+        else:
+            kwargs["type"] = _optional_converter(tp) if optional else tp
+        parser.add_argument(*flags, **kwargs)
+    return parser
+
+
+def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Parse command-line arguments into an instance of the dataclass ``cls``.
+
+    :param cls: a dataclass type whose fields are the arguments.
+    :param argv: arguments to parse (default: ``sys.argv[1:]``).
+    :param description: parser description (default: the dataclass docstring).
+    :return: ``cls(**parsed)``; tuples fields are converted back to tuples.
+    """
+    parser = build_parser(cls, description)
+    values = vars(parser.parse_args(None if argv is None else list(argv)))
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        tp, _ = _unwrap_optional(hints[name])
+        if (typing.get_origin(tp) is tuple or tp is tuple) and isinstance(value, list):
+            values[name] = tuple(value)
+    return cls(**values)

@@ -1,0 +1,579 @@
+"""Collect environment videos into checksummed shards plus a manifest (the data format of §4).
+
+Layout of a rollout directory::
+
+    <dir>/manifest.json        # written atomically after every shard
+    <dir>/shard-00000.npz      # written as .shard-00000.npz.tmp, then os.replace'd
+    <dir>/shard-00001.npz
+    ...
+
+Shard format (``FORMAT_VERSION = 1``), *ragged*: episodes are concatenated along the first axis.
+With ``E`` episodes, episode ``e`` having ``T_e = steps_e + 1`` frames (the reset observation plus
+one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
+
+============================  =====================================================
+``frames``                    uint8 ``(F, H, W, 3)``
+``masks`` (if the env has)    uint8 or int32 ``(F, H, W)``, 0 = background
+``episode_lengths``           int64 ``(E,)`` frames per episode ``T_e``
+``episode_indices``           int64 ``(E,)`` global episode index (reset seed = seed + index)
+``actions``                   ``(S, *action_shape)`` the action taken after frame t
+``rewards``                   float32 ``(S,)``
+``terminated`` / ``truncated``  bool ``(S,)``
+============================  =====================================================
+
+Episode ``e``'s frames are ``frames[o_e : o_e + T_e]`` with ``o_e = sum(T_0..T_{e-1})``; its
+steps are ``actions[o_e - e : o_e - e + T_e - 1]``. :func:`load_shard_episodes` does this split.
+
+Episode ``i`` is always reset with seed ``seed + i`` and (for the random policy) samples actions
+from an action space seeded from ``(seed, i)``, so the collected episodes do not depend on the
+number of envs nor on interruptions: ``resume=True`` finishes exactly the requested amount.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+FORMAT_VERSION: int = 1
+MANIFEST_NAME: str = "manifest.json"
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.npz$")
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class RolloutError(ValueError):
+    """A rollout directory is missing, inconsistent with the request, or corrupted."""
+
+
+class ShardChecksumError(RolloutError):
+    """A shard's sha256 does not match the manifest (the file is corrupted or was modified)."""
+
+
+# --------------------------------------------------------------------------- helpers
+def shard_name(index: int) -> str:
+    """File name of shard ``index``: ``shard-00000.npz``."""
+    return f"shard-{index:05d}.npz"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    :param path: file path.
+    :param chunk: bytes per read.
+    :return: the hex digest.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically (temporary file + ``os.replace``).
+
+    :param root: rollout directory.
+    :param manifest: the manifest dict (JSON-serialisable).
+    """
+    _atomic_write_bytes(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+
+
+def no_rollouts_message(root: str | Path) -> str:
+    """The error text for a directory without rollouts."""
+    return f"no rollouts found at {root}: run python pretrain/collect_rollouts.py --out {root} first"
+
+
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    """Read and sanity-check ``<root>/manifest.json``.
+
+    :param root: rollout directory.
+    :return: the manifest dict.
+    :raises RolloutError: when the directory or manifest is missing, or of another format.
+    """
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise RolloutError(no_rollouts_message(root))
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RolloutError(f"{path} is not valid JSON ({e}); the rollout directory is corrupted") from e
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise RolloutError(f"{path} has format_version {version!r}; this psb_rl reads version {FORMAT_VERSION}")
+    return manifest
+
+
+def verify_shard(root: str | Path, entry: dict[str, Any]) -> None:
+    """Check one shard's existence and sha256 against its manifest entry.
+
+    :param root: rollout directory.
+    :param entry: the shard's entry in ``manifest["shards"]``.
+    :raises ShardChecksumError: naming the shard when it is missing or its checksum differs.
+    """
+    path = Path(root) / entry["file"]
+    if not path.is_file():
+        raise ShardChecksumError(f"shard {path} listed in the manifest is missing")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise ShardChecksumError(
+            f"shard {path} is corrupted: sha256 {digest} does not match the manifest's {entry['sha256']}. "
+            "Delete the shard and its manifest entry, or re-collect the rollouts."
+        )
+
+
+def verify_rollouts(root: str | Path) -> dict[str, Any]:
+    """Verify every shard's checksum and the manifest's counts.
+
+    :param root: rollout directory.
+    :return: the manifest.
+    :raises RolloutError: on any inconsistency (naming the shard).
+    """
+    manifest = load_manifest(root)
+    episodes = frames = 0
+    for entry in manifest["shards"]:
+        verify_shard(root, entry)
+        lengths = entry["episode_lengths"]
+        if len(lengths) != entry["num_episodes"] or len(entry["episode_indices"]) != len(lengths):
+            raise RolloutError(f"manifest entry of {entry['file']} has inconsistent episode counts")
+        episodes += len(lengths)
+        frames += sum(lengths)
+    if episodes != manifest["num_episodes"] or frames != manifest["num_frames"]:
+        raise RolloutError(f"manifest at {root} has inconsistent totals (episodes/frames)")
+    if frames - episodes != manifest["num_steps"]:
+        raise RolloutError(f"manifest at {root} has inconsistent num_steps")
+    return manifest
+
+
+def load_shard(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of a shard into memory (never unpickles).
+
+    :param path: shard file.
+    :return: ``{name: array}`` (see the module docstring for shapes).
+    """
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_shard_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """Split a shard into per-episode dicts: ``frames (T,H,W,3)``, ``masks (T,H,W)``, ``actions (T-1,...)``…
+
+    :param path: shard file.
+    :return: one dict per episode, with ``episode_index`` as a 0-d array.
+    """
+    data = load_shard(path)
+    out = []
+    f0 = s0 = 0
+    for e, t in enumerate(data["episode_lengths"].tolist()):
+        ep = {"frames": data["frames"][f0:f0 + t], "episode_index": data["episode_indices"][e]}
+        if "masks" in data:
+            ep["masks"] = data["masks"][f0:f0 + t]
+        for key in ("actions", "rewards", "terminated", "truncated"):
+            ep[key] = data[key][s0:s0 + t - 1]
+        out.append(ep)
+        f0, s0 = f0 + t, s0 + t - 1
+    return out
+
+
+# ------------------------------------------------------------------------ environments
+def ensure_registered(env_id: str) -> None:
+    """Import the module that registers ``env_id``: ``envs`` for ``PSB/``, ``ale_py`` for ``ALE/``.
+
+    :param env_id: a gymnasium id.
+    """
+    if env_id.startswith("PSB/"):
+        import envs  # noqa: F401  (registers the PSB/ ids)
+    elif env_id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
+             render: bool = False) -> gym.Env:
+    """Create one environment (used in vector-env workers, so it registers the id itself).
+
+    :param env_id: gymnasium id.
+    :param env_kwargs: extra ``gym.make`` kwargs.
+    :param max_episode_steps: override the registered time limit.
+    :param render: create it with ``render_mode="rgb_array"``.
+    :return: the environment.
+    """
+    ensure_registered(env_id)
+    kwargs = dict(env_kwargs or {})
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    return gym.make(env_id, **kwargs)
+
+
+def _is_image(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 3 and x.shape[-1] == 3
+
+
+def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, pixels: str,
+           seed: int) -> tuple[tuple[int, ...], bool]:
+    """Check that the env yields images; return ``(frame_shape, has_masks)``."""
+    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render")
+    try:
+        space = env.observation_space
+        if pixels == "obs":
+            ok = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 \
+                and space.shape[-1] == 3
+            if not ok:
+                raise RolloutError(
+                    f"{env_id} observations are {space}, not images (H, W, 3) uint8. Pass --pixels render "
+                    "(pixels='render') to record env.render() frames instead, or wrap the env with "
+                    "gymnasium.wrappers.AddRenderObservation."
+                )
+        obs, info = env.reset(seed=seed)
+        frame = env.render() if pixels == "render" else obs
+        if not _is_image(frame):
+            what = "env.render()" if pixels == "render" else "the observation"
+            raise RolloutError(f"{env_id}: {what} is not a uint8 (H, W, 3) image "
+                               f"(got {type(frame).__name__} {getattr(frame, 'shape', '')})")
+        return tuple(frame.shape), "masks" in info
+    finally:
+        env.close()
+
+
+def load_policy(policy: str | Policy, deterministic: bool = False) -> Policy | None:
+    """Turn the ``policy`` argument into a batched callable (``None`` = uniform random).
+
+    :param policy: ``"random"``, a path to a stable-baselines3 ``.zip``, or a callable
+        ``obs_batch -> actions``.
+    :param deterministic: use the SB3 policy's deterministic action.
+    :return: a callable mapping observations ``(num_envs, ...)`` to actions, or ``None``.
+    """
+    if callable(policy):
+        return policy
+    if policy == "random":
+        return None
+    path = Path(policy)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy must be 'random' or a path to an SB3 .zip; {policy} does not exist")
+    import stable_baselines3 as sb3
+
+    errors = []
+    for name in ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG"):
+        try:
+            model = getattr(sb3, name).load(str(path), device="cpu")
+        except Exception as e:  # try the next algorithm
+            errors.append(f"{name}: {e}")
+            continue
+        return lambda obs: model.predict(obs, deterministic=deterministic)[0]
+    raise RolloutError(f"could not load {path} as a stable-baselines3 model: " + "; ".join(errors))
+
+
+# ------------------------------------------------------------------------- collection
+class _Episode:
+    """Per-env buffers of the episode in progress."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.frames: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.terminated: list[bool] = []
+        self.truncated: list[bool] = []
+
+
+def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: int | None, seed: int,
+            max_episode_steps: int | None, policy: str | Policy) -> dict[str, Any]:
+    return {
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "pixels": pixels,
+        "resize": resize,
+        "seed": seed,
+        "max_episode_steps": max_episode_steps,
+        "policy": policy if isinstance(policy, str) else getattr(policy, "__name__", "callable"),
+    }
+
+
+def _new_manifest(config: dict[str, Any], frame_shape: tuple[int, ...], has_masks: bool,
+                  episodes_per_shard: int) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        **config,
+        "frame_shape": list(frame_shape),
+        "has_masks": has_masks,
+        "episodes_per_shard": episodes_per_shard,
+        "layout": "ragged: frames (sum T_e, H, W, 3) + episode_lengths (E,)",
+        "num_shards": 0,
+        "num_episodes": 0,
+        "num_steps": 0,
+        "num_frames": 0,
+        "complete": False,
+        "shards": [],
+    }
+
+
+def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], resize: int | None,
+                 compress: bool) -> None:
+    """Write one shard atomically, then the updated manifest atomically."""
+    from psb_rl.preprocessing import resize_masks, resize_uint8_frames
+
+    frames = [np.stack(ep.frames) for ep in episodes]
+    if resize is not None:
+        frames = [resize_uint8_frames(f, resize) for f in frames]
+    arrays: dict[str, np.ndarray] = {
+        "frames": np.concatenate(frames),
+        "episode_lengths": np.array([len(ep.frames) for ep in episodes], dtype=np.int64),
+        "episode_indices": np.array([ep.index for ep in episodes], dtype=np.int64),
+        "actions": np.concatenate([np.asarray(ep.actions) for ep in episodes]),
+        "rewards": np.concatenate([np.asarray(ep.rewards, dtype=np.float32) for ep in episodes]),
+        "terminated": np.concatenate([np.asarray(ep.terminated, dtype=bool) for ep in episodes]),
+        "truncated": np.concatenate([np.asarray(ep.truncated, dtype=bool) for ep in episodes]),
+    }
+    if manifest["has_masks"]:
+        masks = [np.stack(ep.masks) for ep in episodes]
+        if resize is not None:
+            masks = [resize_masks(m, resize) for m in masks]
+        m = np.concatenate(masks)
+        arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
+    index = len(manifest["shards"])
+    name = shard_name(index)
+    tmp = root / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        (np.savez_compressed if compress else np.savez)(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, root / name)
+    lengths = arrays["episode_lengths"].tolist()
+    manifest["shards"].append({
+        "file": name,
+        "sha256": digest,
+        "num_episodes": len(lengths),
+        "episode_lengths": lengths,
+        "episode_indices": arrays["episode_indices"].tolist(),
+        "num_frames": int(sum(lengths)),
+    })
+    manifest["num_shards"] = len(manifest["shards"])
+    manifest["num_episodes"] += len(lengths)
+    manifest["num_frames"] += int(sum(lengths))
+    manifest["num_steps"] += int(sum(lengths)) - len(lengths)
+    if manifest["frame_shape"] != list(arrays["frames"].shape[1:]):
+        manifest["frame_shape"] = list(arrays["frames"].shape[1:])
+    write_manifest(root, manifest)
+
+
+def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: Callable[[], dict[str, Any]]
+                    ) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST_NAME).is_file():
+        if not resume:
+            raise RolloutError(f"{root} already holds rollouts (manifest.json); pass --resume (resume=True) "
+                               "to continue that collection, or choose another --out directory")
+        manifest = load_manifest(root)
+        mismatched = {k: (manifest.get(k), v) for k, v in config.items() if manifest.get(k) != v}
+        if mismatched:
+            details = ", ".join(f"{k}: stored {a!r} vs requested {b!r}" for k, (a, b) in mismatched.items())
+            raise RolloutError(f"cannot resume {root}: settings differ from the stored collection ({details})")
+        for entry in manifest["shards"]:
+            verify_shard(root, entry)
+    else:
+        manifest = make_new()
+    listed = {e["file"] for e in manifest["shards"]}
+    for p in root.iterdir():  # leftovers of an interrupted run: partial temp files, unlisted shards
+        if (p.name.startswith(".shard-") and p.name.endswith(".tmp")) or (
+                _SHARD_RE.match(p.name) and p.name not in listed):
+            p.unlink()
+    write_manifest(root, manifest)
+    return manifest
+
+
+def collect_rollouts(
+    env_id: str,
+    out: str | Path,
+    episodes: int | None = None,
+    steps: int | None = None,
+    num_envs: int = 1,
+    policy: str | Policy = "random",
+    pixels: str = "obs",
+    resize: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    episodes_per_shard: int = 100,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    masks: bool = True,
+    deterministic_policy: bool = False,
+    compress: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a policy in ``num_envs`` environments and store the episodes as shards (module docstring).
+
+    :param env_id: any gymnasium id whose observation is an image ``(H, W, 3)`` uint8, or whose
+        ``render()`` is (with ``pixels="render"``). ``PSB/`` and ``ALE/`` ids are registered on demand.
+    :param out: rollout directory (created).
+    :param episodes: number of whole episodes to store (exclusive with ``steps``).
+    :param steps: store whole episodes until at least this many env steps are stored.
+    :param num_envs: parallel environments (``AsyncVectorEnv`` workers when > 1).
+    :param policy: ``"random"``, a path to a stable-baselines3 ``.zip`` (``predict`` on the raw
+        observation), or a callable ``obs (num_envs, ...) -> actions (num_envs, ...)``.
+    :param pixels: ``"obs"``: frames are the observations; ``"render"``: frames are ``env.render()``.
+    :param resize: store frames resized to ``resize × resize`` (the training filter,
+        :func:`psb_rl.preprocessing.resize_uint8_frames`; masks by nearest neighbour).
+    :param seed: episode ``i`` is reset with seed ``seed + i``.
+    :param resume: continue the collection stored in ``out`` until the requested amount is stored.
+    :param episodes_per_shard: episodes per shard file.
+    :param max_episode_steps: override the registered time limit (e.g. to keep Pong episodes short).
+    :param env_kwargs: extra ``gym.make`` kwargs.
+    :param masks: for ``PSB/`` envs, request ground-truth masks (``return_masks=True``) and store them.
+    :param deterministic_policy: SB3 policies act deterministically.
+    :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
+    :param progress: show a tqdm bar (frames/s).
+    :return: the final manifest.
+    """
+    if (episodes is None) == (steps is None):
+        raise ValueError("pass exactly one of episodes=... or steps=...")
+    if (episodes if episodes is not None else steps) <= 0:  # type: ignore[operator]
+        raise ValueError("episodes / steps must be positive")
+    if pixels not in ("obs", "render"):
+        raise ValueError(f"pixels must be 'obs' or 'render', got {pixels!r}")
+    if num_envs < 1 or episodes_per_shard < 1:
+        raise ValueError("num_envs and episodes_per_shard must be >= 1")
+    root = Path(out)
+    env_kwargs = dict(env_kwargs or {})
+    if env_id.startswith("PSB/") and masks:
+        env_kwargs.setdefault("return_masks", True)
+    config = _config(env_id, env_kwargs, pixels, resize, seed, max_episode_steps, policy)
+
+    def make_new() -> dict[str, Any]:
+        frame_shape, has_masks = _probe(env_id, env_kwargs, max_episode_steps, pixels, seed)
+        if resize is not None:
+            frame_shape = (resize, resize, 3)
+        return _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
+
+    ensure_registered(env_id)
+    if not (root / MANIFEST_NAME).is_file():
+        make_new()  # validate the env (clear error) before touching the directory
+    manifest = _open_or_create(root, resume, config, make_new)
+    manifest["target"] = {"episodes": episodes} if episodes is not None else {"steps": steps}
+    done = {i for e in manifest["shards"] for i in e["episode_indices"]}
+    todo: Iterator[int] = (i for i in itertools.count() if i not in done)
+    if episodes is not None:
+        todo = itertools.islice(todo, max(0, episodes - len(done)))
+
+    def finished() -> bool:
+        if episodes is not None:
+            return manifest["num_episodes"] + len(pending) >= episodes
+        return manifest["num_steps"] + sum(len(ep.actions) for ep in pending) >= steps  # type: ignore[operator]
+
+    pending: list[_Episode] = []
+    if not finished():
+        _run(manifest, root, todo, finished, pending, num_envs, policy, deterministic_policy, pixels, resize,
+             seed, episodes_per_shard, max_episode_steps, env_kwargs, compress, progress)
+    if pending:
+        _write_shard(root, manifest, pending, resize, compress)
+    manifest["complete"] = True
+    write_manifest(root, manifest)
+    return manifest
+
+
+def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Callable[[], bool],
+         pending: list[_Episode], num_envs: int, policy: str | Policy, deterministic: bool, pixels: str,
+         resize: int | None, seed: int, episodes_per_shard: int, max_episode_steps: int | None,
+         env_kwargs: dict[str, Any], compress: bool, progress: bool) -> None:
+    """The collection loop (see :func:`collect_rollouts`)."""
+    from tqdm.auto import tqdm
+
+    env_id = manifest["env_id"]
+    has_masks = manifest["has_masks"]
+    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render")
+    vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
+    venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, **vec_kwargs) if num_envs > 1
+                                  else gym.vector.SyncVectorEnv([fn], **vec_kwargs))
+    act = load_policy(policy, deterministic)
+    spaces = [venv.single_action_space for _ in range(num_envs)]
+    if act is None:
+        import copy
+
+        spaces = [copy.deepcopy(venv.single_action_space) for _ in range(num_envs)]
+    current: list[_Episode | None] = [None] * num_envs
+
+    def assign(i: int) -> int | None:
+        idx = next(todo, None)
+        current[i] = _Episode(idx) if idx is not None else None
+        if idx is not None:
+            spaces[i].seed(seed * 1_000_003 + idx)
+            return seed + idx
+        return None
+
+    def record(obs: np.ndarray, infos: dict[str, Any], which: np.ndarray) -> None:
+        frames = venv.call("render") if pixels == "render" else obs
+        for i in np.flatnonzero(which):
+            ep = current[i]
+            if ep is None:
+                continue
+            ep.frames.append(np.array(frames[i], dtype=np.uint8, copy=True))
+            if has_masks:
+                if "masks" not in infos or not infos["_masks"][i]:
+                    raise RolloutError(f"{env_id} did not return info['masks'] on every step")
+                ep.masks.append(np.array(infos["masks"][i], copy=True))
+
+    bar = tqdm(total=None, unit="frame", unit_scale=True, disable=not progress, desc=f"collect {env_id}")
+    try:
+        seeds = [assign(i) for i in range(num_envs)]
+        obs, infos = venv.reset(seed=seeds)
+        record(obs, infos, np.ones(num_envs, dtype=bool))
+        while True:
+            if act is None:
+                actions = np.stack([np.asarray(sp.sample()) for sp in spaces])
+            else:
+                actions = np.asarray(act(obs))
+            obs, rewards, terminated, truncated, infos = venv.step(actions)
+            active = np.array([ep is not None for ep in current])
+            record(obs, infos, active)
+            bar.update(int(active.sum()))
+            dones = np.logical_or(terminated, truncated)
+            for i in np.flatnonzero(active):
+                ep = current[i]
+                assert ep is not None
+                ep.actions.append(np.asarray(actions[i]))
+                ep.rewards.append(float(rewards[i]))
+                ep.terminated.append(bool(terminated[i]))
+                ep.truncated.append(bool(truncated[i]))
+                if dones[i]:
+                    pending.append(ep)
+                    current[i] = None
+                    if finished():
+                        return
+                    if len(pending) >= episodes_per_shard:
+                        _write_shard(root, manifest, pending, resize, compress)
+                        pending.clear()
+                        bar.set_postfix(episodes=manifest["num_episodes"], shards=manifest["num_shards"])
+            if not any(ep is not None for ep in current) and not dones.any():
+                return  # nothing left to run
+            if dones.any():
+                mask = dones.astype(bool)
+                seeds = [assign(i) if mask[i] else None for i in range(num_envs)]
+                if not any(ep is not None for ep in current):
+                    return
+                obs, new_infos = venv.reset(seed=seeds, options={"reset_mask": mask})
+                record(obs, new_infos, mask)
+    finally:
+        bar.close()
+        venv.close()
