@@ -53,6 +53,8 @@ class Args:
     """episodes per shard file"""
     max_episode_steps: int | None = None
     """override the env's time limit"""
+    env_kwargs: str | None = None
+    """JSON dict of extra gym.make kwargs, e.g. '{"obs_mode": "state"}'"""
     masks: bool = True
     """store ground-truth masks of PSB/ envs"""
     compress: bool = False
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
             policy=args.policy, pixels=args.pixels, resize=args.resize, seed=args.seed, resume=args.resume,
             episodes_per_shard=args.episodes_per_shard, max_episode_steps=args.max_episode_steps,
-            masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
+            env_kwargs=json.loads(args.env_kwargs) if args.env_kwargs else None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
             progress=args.progress,
         )
     except RolloutError as e:
