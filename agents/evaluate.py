@@ -1,0 +1,210 @@
+"""Roll a trained PPO agent for K episodes, report its success rate and write an episode GIF.
+
+    python agents/evaluate.py --run runs/ppo --episodes 50
+
+Reads ``RUN/args.json`` and ``RUN/model.zip`` written by ``agents/train_ppo.py``. For a slot agent
+the GIF shows each frame beside the PSB reconstruction and the slot masks (the streamed slots
+decoded with ``model.decode``); for pixel / state agents it shows the frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from agents.train_ppo import Args as TrainArgs  # noqa: E402
+from agents.train_ppo import resolve_torch_device  # noqa: E402
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a PPO agent trained by agents/train_ppo.py and save a GIF of one episode."""
+
+    run: str | None = None
+    """run folder of agents/train_ppo.py (holds args.json and model.zip)"""
+    model: str | None = None
+    """agent .zip (default: RUN/model.zip)"""
+    env: str | None = None
+    """environment id (default: the run's)"""
+    encoder: str | None = None
+    """slots, pixels or state (default: the run's)"""
+    checkpoint: str | None = None
+    """PSB checkpoint for --encoder slots (default: the run's)"""
+    env_kwargs: str | None = None
+    """extra gym.make keyword arguments as JSON (default: the run's)"""
+    episodes: int = 20
+    """number of evaluation episodes"""
+    seed: int = 100_000
+    """seed of the first episode (episode k uses seed + k)"""
+    deterministic: bool = True
+    """greedy actions"""
+    gif: str | None = None
+    """GIF of the first episode (default: RUN/episode.gif, or next to --model); 'none' to skip"""
+    gif_max_steps: int = 100
+    """at most this many steps in the GIF"""
+    fps: float = 8.0
+    """GIF frames per second"""
+    device: str = "cpu"
+    """torch device: auto, cpu or cuda"""
+
+
+def parse_args(argv: list[str] | None = None) -> EvalArgs:
+    """:param argv: command-line arguments. :return: parsed :class:`EvalArgs`."""
+    try:
+        from psb_rl.cli import parse_dataclass
+    except ImportError:
+        from agents.train_ppo import _parse_dataclass_fallback as parse_dataclass
+    return parse_dataclass(EvalArgs, argv)
+
+
+def _train_args(args: EvalArgs) -> TrainArgs:
+    """The training arguments of the run, with the overrides of ``args``."""
+    train = TrainArgs()
+    if args.run is not None and (Path(args.run) / "args.json").exists():
+        saved = json.loads((Path(args.run) / "args.json").read_text())
+        known = {f.name for f in dataclasses.fields(TrainArgs)}
+        train = TrainArgs(**{k: v for k, v in saved.items() if k in known})
+    overrides = {
+        k: getattr(args, k) for k in ("env", "encoder", "checkpoint", "env_kwargs") if getattr(args, k) is not None
+    }
+    return dataclasses.replace(train, **overrides)
+
+
+def make_single_env(train: TrainArgs, device: torch.device) -> gym.Env:
+    """One environment with the agent's observation pipeline (slots keep the pixels for the GIF)."""
+    kwargs: dict[str, Any] = {}
+    if train.env.startswith("PSB/"):
+        import envs  # noqa: F401
+
+        kwargs["obs_mode"] = "state" if train.encoder == "state" else "pixels"
+    kwargs.update(json.loads(train.env_kwargs or "{}"))
+    if train.encoder == "state":
+        kwargs.setdefault("render_mode", "rgb_array")
+    env = gym.make(train.env, **kwargs)
+    if train.encoder == "slots":
+        from psb_rl.wrappers import PSBObservationWrapper
+
+        if not train.checkpoint:
+            raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
+        env = PSBObservationWrapper(env, checkpoint=train.checkpoint, device=device, keep_pixels=True)
+    return env
+
+
+def evaluate(args: EvalArgs) -> dict[str, Any]:
+    """Roll the agent and write the GIF.
+
+    :param args: evaluation arguments.
+    :return: ``success_rate``, ``mean_reward``, ``std_reward``, ``mean_length``, ``episodes``,
+        per-episode ``returns`` / ``successes`` and ``gif_path`` (None if skipped).
+    """
+    train = _train_args(args)
+    device = resolve_torch_device(args.device)
+    model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
+    if not model_path.exists():
+        raise FileNotFoundError(f"no agent at {model_path}; pass --run RUN_DIR or --model PATH.zip")
+    agent = PPO.load(model_path, device=device)
+    env = make_single_env(train, device)
+
+    returns, lengths, successes = [], [], []
+    frames: list[np.ndarray] = []
+    slots: list[np.ndarray] = []
+
+    def record(obs: Any) -> None:
+        if len(frames) >= args.gif_max_steps:
+            return
+        if train.encoder == "slots":
+            frames.append(np.asarray(obs["pixels"]))
+            slots.append(np.asarray(obs["slots"]))
+        elif train.encoder == "pixels":
+            frames.append(np.asarray(obs))
+        else:
+            frame = env.render()
+            if frame is not None:
+                frames.append(np.asarray(frame))
+
+    for episode in range(args.episodes):
+        obs, info = env.reset(seed=args.seed + episode)
+        if episode == 0:
+            record(obs)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            policy_obs = obs["slots"] if train.encoder == "slots" else obs
+            action, _ = agent.predict(policy_obs, deterministic=args.deterministic)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+            if episode == 0:
+                record(obs)
+        returns.append(total)
+        lengths.append(steps)
+        if "is_success" in info:
+            successes.append(float(info["is_success"]))
+
+    gif_path = None
+    gif_arg = args.gif if args.gif is not None else str(model_path.with_name("episode.gif"))
+    if gif_arg.lower() != "none" and frames:
+        gif_path = Path(gif_arg)
+        from psb_rl import visualize
+
+        if train.encoder == "slots":
+            from psb_rl.preprocessing import preprocess_frames
+
+            psb = env.get_wrapper_attr("psb_model")
+            with torch.inference_mode():
+                stream = torch.as_tensor(np.stack(slots), device=psb_device(psb))
+                recon, masks, per_slot = psb.decode(stream)
+                video = preprocess_frames(np.stack(frames), psb.config.image_size)
+            visualize.save_slot_gif(
+                gif_path, video.cpu(), recon.clamp(0, 1).cpu(), masks.cpu(), per_slot.clamp(0, 1).cpu(), fps=args.fps
+            )
+        else:
+            visualize.save_gif(np.stack(frames).astype(np.uint8), gif_path, fps=args.fps)
+    env.close()
+    return {
+        "env": train.env,
+        "encoder": train.encoder,
+        "episodes": args.episodes,
+        "success_rate": float(np.mean(successes)) if successes else float("nan"),
+        "mean_reward": float(np.mean(returns)),
+        "std_reward": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "returns": returns,
+        "successes": successes,
+        "gif_path": str(gif_path) if gif_path else None,
+    }
+
+
+def psb_device(model: torch.nn.Module) -> torch.device:
+    """Device of a model's weights."""
+    return next(model.parameters()).device
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line, evaluate, print the result."""
+    result = evaluate(parse_args(argv))
+    print(
+        f"{result['encoder']} agent on {result['env']}: success rate {result['success_rate']:.3f} "
+        f"over {result['episodes']} episodes, return {result['mean_reward']:.3f} ± {result['std_reward']:.3f}, "
+        f"length {result['mean_length']:.1f}"
+    )
+    if result["gif_path"]:
+        print(f"  episode GIF: {result['gif_path']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Tests of agents/train_ppo.py and agents/evaluate.py (tiny PSB, a few hundred PPO steps)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from agents.evaluate import EvalArgs, evaluate  # noqa: E402
+from agents.train_ppo import Args, parse_args, train  # noqa: E402
+from psb_rl import PSBAutoencoder, PSBConfig, SlotTransformerExtractor, VecPSBWrapper, load_checkpoint  # noqa: E402
+
+TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
+
+
+def _builtin_envs() -> bool:
+    try:
+        import envs  # noqa: F401
+    except ImportError:
+        return False
+    return "PSB/OddOneOut-v0" in gym.registry
+
+
+needs_envs = pytest.mark.skipif(not _builtin_envs(), reason="built-in PSB/ envs not available yet")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from psb_rl import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "psb.ckpt"
+    save_checkpoint(PSBAutoencoder(PSBConfig(**TINY)), path)
+    return path
+
+
+def _tiny_args(tmp_path: Path, encoder: str, checkpoint: Path | None) -> Args:
+    return Args(
+        env="PSB/OddOneOut-v0",
+        encoder=encoder,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        n_envs=2,
+        total_steps=256,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        eval_freq=128,
+        eval_episodes=1,
+        features_dim=32,
+        d_model=32,
+        num_layers=1,
+        num_heads=2,
+        out=str(tmp_path / encoder),
+        device="cpu",
+        progress_bar=False,
+    )
+
+
+@needs_envs
+@pytest.mark.parametrize("encoder", ["slots", "pixels", "state"])
+def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> None:
+    result = train(_tiny_args(tmp_path, encoder, checkpoint if encoder == "slots" else None))
+    assert result["timesteps"] >= 256
+    assert 0.0 <= result["success_rate"] <= 1.0
+    for key in ("model_path", "csv_path", "curve_path", "summary_path", "args_path"):
+        assert Path(result[key]).is_file(), key
+    assert Path(result["tensorboard_dir"]).is_dir()
+    with open(result["csv_path"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["timesteps"]) for r in rows] == [128, 256]
+    assert json.loads(Path(result["summary_path"]).read_text())["encoder"] == encoder
+    if encoder == "slots":
+        out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif_max_steps=6))
+        assert out["episodes"] == 1 and 0.0 <= out["success_rate"] <= 1.0
+        assert Path(out["gif_path"]).is_file()
+
+
+def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--checkpoint"):
+        train(_tiny_args(tmp_path, "slots", None))
+
+
+def test_cli_parsing() -> None:
+    args = parse_args(["--encoder", "state", "--n-envs", "3", "--no-tensorboard", "--learning-rate", "1e-3"])
+    assert args.encoder == "state" and args.n_envs == 3 and args.tensorboard is False
+    assert args.learning_rate == pytest.approx(1e-3)
+    assert parse_args(["--checkpoint", "x.ckpt"]).checkpoint == "x.ckpt"
+
+
+class _BlobEnv(gym.Env):
+    """Tiny image env: a random square, reward for action 1, 8-step episodes."""
+
+    observation_space = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._frame(), {}
+
+    def _frame(self) -> np.ndarray:
+        frame = np.zeros((32, 32, 3), np.uint8)
+        x, y = self.np_random.integers(0, 24, 2)
+        frame[y : y + 8, x : x + 8] = 255
+        return frame
+
+    def step(self, action: int):
+        self._t += 1
+        return self._frame(), float(action), self._t >= 8, False, {"is_success": bool(action)}
+
+
+def test_frozen_encoder_stays_frozen_through_ppo(checkpoint: Path) -> None:
+    model = load_checkpoint(checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    venv = VecPSBWrapper(DummyVecEnv([_BlobEnv, _BlobEnv]), checkpoint=model)
+    agent = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=32,
+        batch_size=32,
+        n_epochs=2,
+        learning_rate=1e-2,
+        seed=0,
+        device="cpu",
+        policy_kwargs={
+            "features_extractor_class": SlotTransformerExtractor,
+            "features_extractor_kwargs": {"features_dim": 16, "d_model": 16, "num_heads": 2, "num_layers": 1},
+        },
+    )
+    agent.learn(128)
+    assert agent.num_timesteps >= 128
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    # the encoder is not part of the policy (ortho_init / set_training_mode cannot reach it)
+    policy_params = {id(p) for p in agent.policy.parameters()}
+    assert not policy_params & {id(p) for p in model.parameters()}
