@@ -31,6 +31,7 @@ number of envs nor on interruptions: ``resume=True`` finishes exactly the reques
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -329,6 +330,19 @@ def _new_manifest(config: dict[str, Any], frame_shape: tuple[int, ...], has_mask
     }
 
 
+@contextlib.contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    """Run small torch ops (frame resizing) on one thread: faster than contending with env workers."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], resize: int | None,
                  compress: bool) -> None:
     """Write one shard atomically, then the updated manifest atomically."""
@@ -336,7 +350,8 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
 
     frames = [np.stack(ep.frames) for ep in episodes]
     if resize is not None:
-        frames = [resize_uint8_frames(f, resize) for f in frames]
+        with _single_torch_thread():
+            frames = [resize_uint8_frames(f, resize) for f in frames]
     arrays: dict[str, np.ndarray] = {
         "frames": np.concatenate(frames),
         "episode_lengths": np.array([len(ep.frames) for ep in episodes], dtype=np.int64),
@@ -349,7 +364,8 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
     if manifest["has_masks"]:
         masks = [np.stack(ep.masks) for ep in episodes]
         if resize is not None:
-            masks = [resize_masks(m, resize) for m in masks]
+            with _single_torch_thread():
+                masks = [resize_masks(m, resize) for m in masks]
         m = np.concatenate(masks)
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
     index = len(manifest["shards"])
