@@ -217,3 +217,21 @@ def test_builtin_envs_check(model: PSBAutoencoder) -> None:
         env = PSBObservationWrapper(gym.make(env_id, obs_mode="pixels").unwrapped, checkpoint=model)
         gym_check_env(env, skip_render_check=True)
         sb3_check_env(PSBObservationWrapper(gym.make(env_id, obs_mode="pixels"), checkpoint=model), warn=False)
+
+
+def test_observation_wrapper_as_make_vec_env_wrapper_class(model: PSBAutoencoder) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(
+        lambda: ToyImageEnv(episode_length=2),
+        n_envs=2,
+        seed=0,
+        wrapper_class=PSBObservationWrapper,
+        wrapper_kwargs={"checkpoint": model},
+    )
+    obs = venv.reset()
+    assert obs.shape == (2, 4, 32) and obs.dtype == np.float32
+    for _ in range(2):
+        obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+    assert dones.all()
+    assert all(info["terminal_observation"].shape == (4, 32) for info in infos)
