@@ -46,7 +46,7 @@ class Args:
     resize: int | None = None
     """store frames resized to N x N (same filter as training)"""
     seed: int = 0
-    """episode i is reset with seed + i"""
+    """collection seed: episode i is reset with psb_rl.rollouts.episode_seed(seed, i)"""
     resume: bool = False
     """continue the collection in --out until the requested amount is stored"""
     episodes_per_shard: int = 100

@@ -15,7 +15,8 @@ one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
 ``frames``                    uint8 ``(F, H, W, 3)``
 ``masks`` (if the env has)    uint8 or int32 ``(F, H, W)``, 0 = background
 ``episode_lengths``           int64 ``(E,)`` frames per episode ``T_e``
-``episode_indices``           int64 ``(E,)`` global episode index (reset seed = seed + index)
+``episode_indices``           int64 ``(E,)`` global episode index ``i`` (reset seed
+                              ``episode_seed(seed, i)``)
 ``actions``                   ``(S, *action_shape)`` the action taken after frame t
 ``rewards``                   float32 ``(S,)``
 ``terminated`` / ``truncated``  bool ``(S,)``
@@ -24,8 +25,8 @@ one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
 Episode ``e``'s frames are ``frames[o_e : o_e + T_e]`` with ``o_e = sum(T_0..T_{e-1})``; its
 steps are ``actions[o_e - e : o_e - e + T_e - 1]``. :func:`load_shard_episodes` does this split.
 
-Episode ``i`` is always reset with seed ``seed + i`` and (for the random policy) samples actions
-from an action space seeded from ``(seed, i)``, so the collected episodes do not depend on the
+Episode ``i`` is always reset with seed :func:`episode_seed(seed, i) <episode_seed>` and (for the
+random policy) samples actions from an action space seeded from ``(seed, i)``, so the collected episodes do not depend on the
 number of envs nor on interruptions: ``resume=True`` finishes exactly the requested amount.
 """
 
@@ -61,6 +62,19 @@ class ShardChecksumError(RolloutError):
 
 
 # --------------------------------------------------------------------------- helpers
+def episode_seed(seed: int, index: int) -> int:
+    """Reset seed of episode ``index`` of a collection with seed ``seed``.
+
+    Derived with :class:`numpy.random.SeedSequence`, so collections with different seeds share no
+    episode (unlike ``seed + index``, which would make seed 0 and seed 1 overlap almost entirely).
+
+    :param seed: the collection seed.
+    :param index: the global episode index.
+    :return: a 32-bit reset seed.
+    """
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
 def shard_name(index: int) -> str:
     """File name of shard ``index``: ``shard-00000.npz``."""
     return f"shard-{index:05d}.npz"
@@ -452,7 +466,7 @@ def collect_rollouts(
     :param pixels: ``"obs"``: frames are the observations; ``"render"``: frames are ``env.render()``.
     :param resize: store frames resized to ``resize × resize`` (the training filter,
         :func:`psb_rl.preprocessing.resize_uint8_frames`; masks by nearest neighbour).
-    :param seed: episode ``i`` is reset with seed ``seed + i``.
+    :param seed: episode ``i`` is reset with seed ``episode_seed(seed, i)``.
     :param resume: continue the collection stored in ``out`` until the requested amount is stored.
     :param episodes_per_shard: episodes per shard file.
     :param max_episode_steps: override the registered time limit (e.g. to keep Pong episodes short).
@@ -478,15 +492,15 @@ def collect_rollouts(
     config = _config(env_id, env_kwargs, pixels, resize, seed, max_episode_steps, policy)
 
     def make_new() -> dict[str, Any]:
-        frame_shape, has_masks = _probe(env_id, env_kwargs, max_episode_steps, pixels, seed)
+        frame_shape, has_masks = _probe(env_id, env_kwargs, max_episode_steps, pixels, episode_seed(seed, 0))
         if resize is not None:
             frame_shape = (resize, resize, 3)
         return _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
 
     ensure_registered(env_id)
-    if not (root / MANIFEST_NAME).is_file():
-        make_new()  # validate the env (clear error) before touching the directory
-    manifest = _open_or_create(root, resume, config, make_new)
+    # validate the env (clear error) before touching the directory
+    fresh = None if (root / MANIFEST_NAME).is_file() else make_new()
+    manifest = _open_or_create(root, resume, config, lambda: fresh or make_new())
     manifest["target"] = {"episodes": episodes} if episodes is not None else {"steps": steps}
     done = {i for e in manifest["shards"] for i in e["episode_indices"]}
     todo: Iterator[int] = (i for i in itertools.count() if i not in done)
@@ -534,8 +548,9 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
         idx = next(todo, None)
         current[i] = _Episode(idx) if idx is not None else None
         if idx is not None:
-            spaces[i].seed(seed * 1_000_003 + idx)
-            return seed + idx
+            ep_seed = episode_seed(seed, idx)
+            spaces[i].seed(ep_seed)
+            return ep_seed
         return None
 
     def record(obs: np.ndarray, infos: dict[str, Any], which: np.ndarray) -> None:

@@ -13,11 +13,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from psb_rl.data import RolloutDataset, open_npz
-from psb_rl.rollouts import RolloutError, ShardChecksumError, collect_rollouts, load_shard_episodes
+from psb_rl.rollouts import (
+    RolloutError,
+    ShardChecksumError,
+    collect_rollouts,
+    episode_seed,
+    load_shard_episodes,
+)
 
 
 class CounterEnv(gym.Env):
-    """8×8 frames whose pixels encode (reset seed, time step); episodes of varying length 4..9 frames."""
+    """8×8 frames whose pixels encode (reset seed, time step, reset seed >> 8); episodes of 4..9 frames."""
 
     metadata = {"render_modes": []}  # noqa: RUF012
 
@@ -28,7 +34,7 @@ class CounterEnv(gym.Env):
 
     def _obs(self) -> tuple[np.ndarray, dict[str, Any]]:
         frame = np.zeros((8, 8, 3), np.uint8)
-        frame[..., 0], frame[..., 1] = self.seed_value, self.t
+        frame[..., 0], frame[..., 1], frame[..., 2] = self.seed_value % 256, self.t, (self.seed_value >> 8) % 256
         return frame, {"masks": np.full((8, 8), self.t % 3, np.int32)}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -54,7 +60,7 @@ def counter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_clips_never_cross_episode_boundaries(counter_dir: Path) -> None:
     ds = RolloutDataset(counter_dir, clip_len=5, split="all")
-    lengths = [4 + (100 + i) % 6 for i in range(30)]  # frames per episode
+    lengths = [4 + episode_seed(100, i) % 6 for i in range(30)]  # frames per episode
     assert ds.num_episodes == 30
     assert len(ds) == sum(max(0, n - 5 + 1) for n in lengths)
     seen = set()
@@ -62,11 +68,12 @@ def test_clips_never_cross_episode_boundaries(counter_dir: Path) -> None:
         clip = ds[i]
         frames = clip["frames"]
         assert frames.shape == (5, 8, 8, 3) and frames.dtype == torch.uint8
-        seeds, times = frames[:, 0, 0, 0], frames[:, 0, 0, 1]
+        seeds = frames[:, 0, 0, 0].long() + 256 * frames[:, 0, 0, 2].long()
+        times = frames[:, 0, 0, 1]
         assert torch.all(seeds == seeds[0]), "a clip must come from one episode"
         assert torch.equal(times, times[0] + torch.arange(5, dtype=torch.uint8)), "consecutive frames"
         episode, start = ds.window(i)
-        assert int(seeds[0]) == 100 + episode and int(times[0]) == start
+        assert int(seeds[0]) == episode_seed(100, episode) % 65536 and int(times[0]) == start
         assert clip["masks"].dtype == torch.int64 and torch.equal(clip["masks"][:, 0, 0], times.long() % 3)
         seen.add((episode, start))
     assert len(seen) == len(ds), "every valid window exactly once"
@@ -97,7 +104,7 @@ def test_whole_episodes_for_evaluation(counter_dir: Path) -> None:
     episodes = list(val.episodes())
     assert [e["episode_index"] for e in episodes] == val.episode_indices
     for e in episodes:
-        n = 4 + (100 + e["episode_index"]) % 6
+        n = 4 + episode_seed(100, e["episode_index"]) % 6
         assert e["frames"].shape == (n, 8, 8, 3) and e["masks"].shape == (n, 8, 8)
         assert torch.equal(e["frames"][:, 0, 0, 1], torch.arange(n, dtype=torch.uint8))
 
