@@ -116,7 +116,7 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     doc = description if description is not None else inspect.getdoc(cls)
-    parser = argparse.ArgumentParser(description=doc)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -130,6 +130,7 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
             kwargs["required"] = True
         if "default" in kwargs:
             kwargs["help"] = f"{kwargs['help'].strip()} (default: {kwargs['default']!r})".lstrip()
+        kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse %-formats help strings
         tp, optional = _unwrap_optional(hints[f.name])
         origin = typing.get_origin(tp)
         if tp is bool:

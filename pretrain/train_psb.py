@@ -1,0 +1,46 @@
+"""Pretrain PSB on rollouts of an environment.
+
+With no arguments: collects ``PSB/RandomObjects-v0`` rollouts into data/random_objects (if missing),
+trains the CPU-sized default, evaluates on held-out episodes and writes runs/psb/.
+
+    python pretrain/train_psb.py                                # the default run
+    python pretrain/train_psb.py --data DIR --out DIR --steps 2000 --window 8
+    python pretrain/train_psb.py --out runs/psb --resume        # continue an interrupted run
+    torchrun --nproc_per_node=2 pretrain/train_psb.py ...       # DistributedDataParallel
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from psb_rl.cli import parse_dataclass
+from psb_rl.training import TrainArgs, TrainingDivergedError, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_dataclass(TrainArgs, argv, description=__doc__)
+    try:
+        summary = train(args)
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if "checkpoint" not in summary:  # non-zero torchrun ranks
+        return 0
+    print("\nevaluation on held-out episodes:")
+    for length, metrics in summary["evaluation"].items():
+        print(f"  {length:>3} ({metrics['clip_len']} frames): " + ", ".join(
+            f"{key}={metrics[key]:.4f}" for key in ("fg_ari", "miou", "mbo", "mse", "psnr") if key in metrics))
+    print("\nwrote:")
+    for key in ("checkpoint", "metrics", "loss_curve", "tensorboard"):
+        print(f"  {key:<12} {summary[key]}")
+    for gif in summary["gifs"]:
+        print(f"  {'gif':<12} {gif}")
+    print("\nnext: python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder slots "
+          f"--checkpoint {summary['checkpoint']}")
+    print(json.dumps({"fg_ari": summary["evaluation"].get("1x", {}).get("fg_ari")}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

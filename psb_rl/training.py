@@ -1,0 +1,385 @@
+"""PSB pretraining: the loop behind ``pretrain/train_psb.py``.
+
+Single process or ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on CUDA). Batches are a
+pure function of ``(seed, step, rank)``, so a resumed run sees exactly the batches an uninterrupted
+run would, and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+
+from psb_rl.checkpoint import save_checkpoint
+from psb_rl.config import PSBConfig
+from psb_rl.evaluation import evaluate_episodes
+from psb_rl.model import PSBAutoencoder
+from psb_rl.preprocessing import preprocess_frames
+from psb_rl.utils import atomic_path, resolve_device
+
+TRAIN_STATE_NAME = "train_state.pt"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of ``pretrain/train_psb.py`` (each field is a ``--kebab-case`` flag)."""
+
+    data: str = "data/random_objects"
+    """rollout directory (shards + manifest); collected from --env first if it holds no rollouts"""
+    out: str = "runs/psb"
+    """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt"""
+    env: str = "PSB/RandomObjects-v0"
+    """environment to collect the default dataset from when --data is missing"""
+    collect_episodes: int = 300
+    """episodes to collect when --data is missing"""
+    steps: int = 4000
+    """optimizer steps"""
+    batch_size: int = 16
+    """clips per step (global: split across torchrun ranks)"""
+    clip_len: int = 6
+    """frames per training clip (longer than --window so the model sees the band)"""
+    lr: float = 1e-3
+    """peak AdamW learning rate"""
+    warmup_steps: int = 250
+    """linear warm-up steps, followed by cosine decay to 10% of --lr"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    grad_clip: float = 1.0
+    """clip the global gradient norm to this value"""
+    seed: int = 0
+    """seed of weights, batches and collection"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    resume: bool = False
+    """continue from <out>/train_state.pt"""
+    checkpoint_every: int = 250
+    """steps between atomic training checkpoints (train_state.pt and psb.ckpt)"""
+    eval_every: int = 1000
+    """steps between evaluations on held-out episodes (0: only at the end)"""
+    eval_clips: int = 32
+    """held-out clips per evaluated length"""
+    val_fraction: float = 0.1
+    """fraction of episodes held out for evaluation"""
+    num_workers: int = 0
+    """DataLoader worker processes"""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU)"""
+    max_minutes: float | None = None
+    """stop after this many minutes of training (still evaluates and saves)"""
+    progress: bool = True
+    """show a progress bar"""
+    num_gifs: int = 2
+    """slot-mask GIFs of held-out clips written at the end"""
+    image_size: int = 64
+    """model input resolution (frames of other sizes are resized)"""
+    num_slots: int = 8
+    """slots per frame (objects + background)"""
+    slot_dim: int = 128
+    """slot width D"""
+    num_blocks: int = 3
+    """PSB blocks M"""
+    num_heads: int = 4
+    """attention heads"""
+    window: int | None = 4
+    """attention window W (none: unbounded)"""
+    encoder: str = "psb"
+    """psb | savi"""
+    slot_init: str = "learned"
+    """learned | random"""
+    encoder_channels: int = 64
+    """CNN frame-encoder channels"""
+    feature_stride: int = 4
+    """frame-encoder downsampling (tokens per frame = (image_size/stride)^2)"""
+    decoder_channels: int = 32
+    """decoder channels"""
+    inverted_attention: bool = True
+    """ablation: --no-inverted-attention uses a plain softmax over keys"""
+    time_encoding: str = "relative"
+    """relative | absolute (ablation)"""
+
+    def model_config(self) -> PSBConfig:
+        """The :class:`PSBConfig` described by the model fields."""
+        names = {f.name for f in dataclasses.fields(PSBConfig)}
+        return PSBConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun (env ``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices that depend only on ``(seed, step, rank)``: resumable exactly.
+
+    :param candidates: indices this rank may draw from.
+    :param batch_size: clips per batch. :param start_step: first step. :param steps: last step (excl.).
+    """
+
+    def __init__(self, candidates: np.ndarray, batch_size: int, seed: int, rank: int, start_step: int, steps: int):
+        self.candidates, self.batch_size = candidates, batch_size
+        self.seed, self.rank, self.start_step, self.steps = seed, rank, start_step, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            yield self.candidates[rng.integers(0, len(self.candidates), self.batch_size)].tolist()
+
+
+def learning_rate(step: int, args: TrainArgs) -> float:
+    """Linear warm-up to ``args.lr`` then cosine decay to 10%."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may use the global RNG
+    torch.manual_seed(seed)
+
+
+def save_train_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                     args: TrainArgs, history: list[dict[str, float]]) -> None:
+    """Atomically write everything needed to resume (loadable with ``torch.load(weights_only=True)``)."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "args": json.dumps(dataclasses.asdict(args)),
+        "history": json.dumps(history),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def ensure_data(args: TrainArgs, info: DistInfo) -> None:
+    """Collect the default dataset from ``args.env`` when ``args.data`` holds no rollouts (rank 0 only)."""
+    from psb_rl.rollouts import collect_rollouts
+
+    manifest = Path(args.data) / "manifest.json"
+    if info.is_main and not manifest.exists():
+        if args.collect_episodes <= 0:
+            raise ValueError(
+                f"no rollouts found at {args.data}: collect some with `python pretrain/collect_rollouts.py "
+                f"--env {args.env} --out {args.data}` (psb_rl.collect_rollouts), or pass --collect-episodes N."
+            )
+        print(f"no rollouts at {args.data}: collecting {args.collect_episodes} episodes of {args.env} ...")
+        collect_rollouts(env_id=args.env, out=args.data, episodes=args.collect_episodes, seed=args.seed,
+                         resume=True, progress=args.progress)
+    if info.world_size > 1:
+        dist.barrier()
+
+
+def held_out_episodes(dataset: Any, limit: int = 64) -> list[dict[str, np.ndarray]]:
+    """Up to ``limit`` whole held-out episodes as numpy arrays (frames and, when present, masks)."""
+    episodes = []
+    for index in range(min(limit, dataset.num_episodes)):
+        episode = dataset.load_episode(index)
+        episodes.append({key: np.asarray(episode[key]) for key in ("frames", "masks") if key in episode})
+    return episodes
+
+
+def train(args: TrainArgs) -> dict[str, Any]:
+    """Train (or resume) a PSB autoencoder, evaluate it and write the run directory.
+
+    :return: a summary with the final metrics and the paths written.
+    :raises TrainingDivergedError: on a NaN/inf loss (nothing is overwritten with bad weights).
+    """
+    from psb_rl.data import RolloutDataset
+
+    device = resolve_device(args.device)
+    info = setup_distributed(device)
+    if info.world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if args.batch_size % info.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {info.world_size} ranks")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_data(args, info)
+
+    config = args.model_config()
+    train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
+    val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
+                             verify=False)
+
+    seed_everything(args.seed)
+    model = PSBAutoencoder(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history: list[dict[str, float]] = []
+    start_step = 0
+    state_path = out / TRAIN_STATE_NAME
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start_step, history = int(state["step"]), json.loads(state["history"])
+        if info.is_main:
+            print(f"resuming from step {start_step} ({state_path})")
+    elif args.resume and info.is_main:
+        print(f"--resume: no {state_path} yet, starting from scratch")
+
+    ddp_model: torch.nn.Module = model
+    if info.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    # Each rank draws from its own contiguous part of the training clips.
+    parts = np.array_split(np.arange(len(train_set)), info.world_size)
+    sampler = StepBatchSampler(parts[info.rank], args.batch_size // info.world_size, args.seed, info.rank,
+                               start_step, args.steps)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+
+    writer = None
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+    use_amp = args.amp and device.type == "cuda"
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.steps, initial=start_step, disable=not (args.progress and info.is_main),
+               dynamic_ncols=True, desc="train")
+    started = time.perf_counter()
+    frames_seen = 0
+    step = start_step
+    model.train()
+    eval_results: dict[str, Any] = {}
+    for batch in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args)
+        video = preprocess_frames(batch["frames"], config.image_size, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = ddp_model(video).loss
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "
+                "(lower --lr or --grad-clip and --resume, or start from a clean --out)."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        step += 1
+        frames_seen += video.shape[0] * video.shape[1] * info.world_size
+        elapsed = time.perf_counter() - started
+        record = {"step": step, "loss": float(loss.item()), "grad_norm": float(grad_norm), "lr": learning_rate(step - 1, args)}
+        history.append(record)
+        if info.is_main:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}")
+            for key in ("loss", "grad_norm", "lr"):
+                writer.add_scalar(f"train/{key}", record[key], step)
+        out_of_time = args.max_minutes is not None and elapsed > args.max_minutes * 60
+        last = step == args.steps or out_of_time
+        if info.is_main and (step % args.checkpoint_every == 0 or last):
+            save_train_state(state_path, model, optimizer, step, args, history)
+            save_checkpoint(model, out / "psb.ckpt", extra={"step": step})
+        if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
+            eval_results = evaluate_episodes(model, held_out_episodes(val_set), args.clip_len, (1,), args.eval_clips)
+            for key, value in eval_results.get("1x", {}).items():
+                writer.add_scalar(f"eval/{key}", value, step)
+            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items()
+                                                   if isinstance(v, float)))
+        if out_of_time:
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    if info.world_size > 1:
+        dist.barrier()
+    summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}
+    if info.is_main:
+        summary.update(finish_run(model, val_set, args, out, history, train_seconds, writer))
+        writer.close()
+    if info.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def finish_run(model: PSBAutoencoder, val_set: Any, args: TrainArgs, out: Path, history: list[dict[str, float]],
+               train_seconds: float, writer: Any) -> dict[str, Any]:
+    """Final evaluation (1×/2×/4× clip length), GIFs, loss curve and metrics.json."""
+    from psb_rl.visualize import save_curve_png, save_slot_gif
+
+    episodes = held_out_episodes(val_set)
+    evaluation = evaluate_episodes(model, episodes, args.clip_len, (1, 2, 4), args.eval_clips)
+    for length, metrics in evaluation.items():
+        for key, value in metrics.items():
+            writer.add_scalar(f"final_{length}/{key}", value, len(history))
+    gifs = []
+    model.eval()
+    with torch.no_grad():
+        for index, episode in enumerate(episodes[: args.num_gifs]):
+            clip = preprocess_frames(episode["frames"][: 4 * args.clip_len][None], model.config.image_size,
+                                     device=next(model.parameters()).device)
+            result = model(clip)
+            path = out / f"slots_{index}.gif"
+            save_slot_gif(path, clip[0].cpu(), result.recon[0].cpu(), result.masks[0].cpu(), result.per_slot_rgb[0].cpu())
+            gifs.append(str(path))
+    curve = out / "loss_curve.png"
+    if history:
+        save_curve_png(curve, [h["step"] for h in history], {"train loss (MSE)": [h["loss"] for h in history]},
+                       title="PSB pretraining", xlabel="step", ylabel="loss", logy=True)
+    metrics = {
+        "evaluation": evaluation,
+        "train_seconds": train_seconds,
+        "steps": history[-1]["step"] if history else 0,
+        "final_loss": history[-1]["loss"] if history else None,
+        "args": dataclasses.asdict(args),
+        "config": model.config.to_dict(),
+    }
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    return {
+        "evaluation": evaluation,
+        "checkpoint": str(out / "psb.ckpt"),
+        "metrics": str(out / "metrics.json"),
+        "gifs": gifs,
+        "loss_curve": str(curve),
+        "tensorboard": str(out / "tensorboard"),
+    }
+
+
+__all__ = ["TrainArgs", "TrainingDivergedError", "train"]

@@ -1,0 +1,144 @@
+"""Pretraining: CLI, a short run's outputs, exact kill-and-resume, torchrun DDP, NaN handling, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from psb_rl.checkpoint import load_checkpoint, read_checkpoint
+from psb_rl.model import PSBAutoencoder
+from psb_rl.rollouts import collect_rollouts
+from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, TrainingDivergedError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(image_size=32, num_slots=4, slot_dim=32, num_blocks=1, num_heads=2, window=2,
+            encoder_channels=16, decoder_channels=16, batch_size=4, clip_len=3, eval_clips=4,
+            progress=False, num_gifs=1, warmup_steps=2, eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rollouts")
+    collect_rollouts("PSB/RandomObjects-v0", root, episodes=10, resize=32, max_episode_steps=14, seed=0,
+                     episodes_per_shard=5, progress=False)
+    return root
+
+
+def tiny_args(data: Path, out: Path, **overrides) -> TrainArgs:
+    fields = dict(TINY, data=str(data), out=str(out), steps=6, checkpoint_every=3, val_fraction=0.2)
+    fields.update(overrides)
+    return TrainArgs(**fields)
+
+
+def run_script(*argv: str, timeout: int = 240, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_cli_help_lists_the_arguments() -> None:
+    result = run_script(sys.executable, "pretrain/train_psb.py", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--data", "--out", "--steps", "--batch-size", "--clip-len", "--lr", "--seed", "--device",
+                 "--resume", "--image-size", "--num-slots", "--slot-dim", "--num-blocks", "--window", "--encoder"):
+        assert flag in result.stdout
+
+
+def test_short_run_writes_checkpoint_metrics_and_gif(rollouts: Path, tmp_path: Path) -> None:
+    result = run_script(sys.executable, "pretrain/train_psb.py", *_flags(tiny_args(rollouts, tmp_path / "run")))
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    model = load_checkpoint(run / "psb.ckpt")
+    assert isinstance(model, PSBAutoencoder) and model.config.num_slots == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 6
+    for length in ("1x", "2x", "4x"):
+        assert 0.0 <= metrics["evaluation"][length]["fg_ari"] <= 1.0
+    assert (run / "slots_0.gif").stat().st_size > 0 and (run / "loss_curve.png").exists()
+    assert any((run / "tensorboard").iterdir())
+    assert "next:" in result.stdout and str(run / "psb.ckpt") in result.stdout
+
+
+def _flags(args: TrainArgs) -> list[str]:
+    flags = []
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
+    reference = tiny_args(rollouts, tmp_path / "straight")
+    train(reference)
+
+    import psb_rl.training as training
+
+    original = training.learning_rate
+
+    def crash_at_step_4(step: int, args: TrainArgs) -> float:
+        if step == 4:
+            raise KeyboardInterrupt("simulated kill after the step-3 checkpoint")
+        return original(step, args)
+
+    monkeypatch.setattr(training, "learning_rate", crash_at_step_4)
+    interrupted = tiny_args(rollouts, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    state = torch.load(tmp_path / "resumed" / TRAIN_STATE_NAME, weights_only=True)
+    assert state["step"] == 3
+    monkeypatch.setattr(training, "learning_rate", original)
+    interrupted.resume = True
+    train(interrupted)
+
+    straight, _ = read_checkpoint(tmp_path / "straight" / "psb.ckpt")
+    resumed, _ = read_checkpoint(tmp_path / "resumed" / "psb.ckpt")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
+    import psb_rl.training as training
+
+    calls = {"n": 0}
+
+    class PoisonedModel(PSBAutoencoder):
+        def forward(self, video):
+            out = super().forward(video)
+            calls["n"] += 1
+            if calls["n"] == 5:
+                out.loss = out.loss * float("nan")
+            return out
+
+    monkeypatch.setattr(training, "PSBAutoencoder", PoisonedModel)
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
+        train(tiny_args(rollouts, tmp_path / "nan", checkpoint_every=2))
+    _, info = read_checkpoint(tmp_path / "nan" / "psb.ckpt")
+    assert info["extra"]["step"] == 4
+    assert torch.load(tmp_path / "nan" / TRAIN_STATE_NAME, weights_only=True)["step"] == 4
+
+
+def test_missing_data_directory_is_explained(tmp_path: Path) -> None:
+    args = tiny_args(tmp_path / "empty", tmp_path / "run", collect_episodes=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="collect_rollouts"):
+        train(args)
+
+
+def test_torchrun_two_processes(rollouts: Path, tmp_path: Path) -> None:
+    args = tiny_args(rollouts, tmp_path / "ddp", steps=4, checkpoint_every=2)
+    result = run_script(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "pretrain/train_psb.py", *_flags(args), "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    assert metrics["args"]["batch_size"] == 4
+    assert load_checkpoint(tmp_path / "ddp" / "psb.ckpt").config.window == 2
