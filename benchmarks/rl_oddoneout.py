@@ -64,6 +64,8 @@ class Args:
     """folder of the individual runs"""
     results: str = "benchmarks/results/rl_oddoneout"
     """prefix of the summary files (.json, .png); --quick appends _quick"""
+    torch_threads: int | None = None
+    """torch CPU threads per run (None: torch's default; --quick uses 1)"""
     reuse: bool = True
     """reuse runs whose summary.json already exists"""
     quick: bool = False
@@ -83,6 +85,7 @@ def quick_args(args: Args) -> Args:
         eval_episodes=4,
         out=str(Path(args.out) / "quick"),
         results=args.results + "_quick",
+        torch_threads=args.torch_threads or 1,
     )
 
 
@@ -126,6 +129,7 @@ def run_one(args: Args, encoder: str, seed: int) -> dict[str, Any]:
         num_layers=1 if small else 2,
         num_heads=2 if small else 4,
         progress_bar=not small,
+        torch_threads=args.torch_threads,
     )
     start = time.perf_counter()
     summary = train(train_args)
