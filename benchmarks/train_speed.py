@@ -1,0 +1,265 @@
+"""Training-step time of PSB vs the SAVi baseline, per clip length T (same batch, resolution, config).
+
+    python benchmarks/train_speed.py [--ts 6 12 24 48] [--batch-size 8] [--repeats 5] [--quick]
+
+For every T both models (same ``PSBConfig`` except ``encoder``; SAVi is parameter-matched) are timed:
+
+- *slot module*: forward + backward of ``model.slot_encoder`` on precomputed, detached frame features
+  (``requires_grad``), loss ``slots.square().mean()``: PSB's parallel blocks vs SAVi's T recurrent steps;
+- *whole step*: ``model(video).loss.backward()`` + AdamW step (frame encoder and decoder included).
+
+After warm-up, PSB and SAVi alternate (A/B, B/A, ...) for ``--repeats`` rounds and medians are reported.
+Peak memory of one whole training step is measured per (encoder, T) in a fresh subprocess: max RSS
+(``resource.getrusage``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Prints a table with the
+ratio SAVi / PSB and writes JSON (atomically) to ``benchmarks/results/train_speed.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from psb_rl.config import PSBConfig  # noqa: E402
+from psb_rl.model import PSBAutoencoder  # noqa: E402
+from psb_rl.utils import atomic_path, resolve_device  # noqa: E402
+
+ENCODERS = ("psb", "savi")
+
+
+@dataclass
+class Args:
+    """Time a training step of PSB and of the SAVi baseline for several clip lengths T."""
+
+    ts: list[int] = field(default_factory=lambda: [6, 12, 24])
+    """clip lengths T to time (e.g. --ts 6 12 24 48)"""
+    batch_size: int = 8
+    """clips per batch"""
+    image_size: int = 64
+    """square frame resolution"""
+    num_slots: int = 7
+    """PSBConfig.num_slots"""
+    slot_dim: int = 128
+    """PSBConfig.slot_dim"""
+    num_blocks: int = 3
+    """PSBConfig.num_blocks (SAVi: predictor layers)"""
+    window: int | None = 8
+    """PSBConfig.window"""
+    repeats: int = 5
+    """alternating PSB/SAVi rounds per T (medians are reported)"""
+    warmup: int = 2
+    """untimed steps per model and T before timing"""
+    device: str = "auto"
+    """auto, cpu or cuda"""
+    bf16: bool = False
+    """CUDA only: autocast the forward passes to bfloat16"""
+    memory: bool = True
+    """measure peak memory of a whole step per (encoder, T) in a fresh subprocess"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
+    quick: bool = False
+    """smoke run: T = 6, 12, 3 repeats, batch 4, 1 warm-up step"""
+    seed: int = 0
+    """seed of the weights and the random videos"""
+    out: str = "benchmarks/results/train_speed.json"
+    """where the JSON results go"""
+    probe: str | None = None
+    """internal: 'ENCODER:T' runs one memory probe and prints JSON"""
+
+
+def make_config(args: Args, encoder: str) -> PSBConfig:
+    """The benchmark's model config for ``encoder`` (``"psb"`` or ``"savi"``)."""
+    return PSBConfig(image_size=args.image_size, num_slots=args.num_slots, slot_dim=args.slot_dim,
+                     num_blocks=args.num_blocks, window=args.window, encoder=encoder)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(args: Args, device: torch.device) -> contextlib.AbstractContextManager:
+    if args.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build(args: Args, encoder: str, t: int, device: torch.device) -> dict[str, Callable[[], None]]:
+    """Model, data and the two timed closures (``slot``, ``step``) for one encoder and clip length.
+
+    :return: ``{"slot": fn, "step": fn}``; each runs one forward + backward (the step also the optimizer).
+    """
+    torch.manual_seed(args.seed)
+    model = PSBAutoencoder(make_config(args, encoder)).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(args.seed + t)
+    video = torch.rand(args.batch_size, t, 3, args.image_size, args.image_size, generator=generator).to(device)
+    with torch.no_grad(), autocast(args, device):
+        features = model.encode_frames(video).float()
+    features.requires_grad_(True)
+
+    def slot() -> None:
+        with autocast(args, device):
+            slots, _ = model.slot_encoder(features)
+        slots.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+        features.grad = None
+
+    def step() -> None:
+        with autocast(args, device):
+            loss = model(video).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return {"slot": slot, "step": step}
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call of ``fn`` (CUDA-synchronised)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def probe_memory(args: Args, device: torch.device) -> dict:
+    """Run inside a fresh process: peak memory of warm-up + one whole training step of one config."""
+    encoder, t = args.probe.split(":")
+    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fns = build(args, encoder, int(t), device)
+    built_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(2):
+        fns["step"]()
+    synchronize(device)
+    result = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "rss_before_model_mb": before_kb / 1024, "rss_after_build_mb": built_kb / 1024}
+    if device.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def run_probe(args: Args, encoder: str, t: int) -> dict:
+    """Peak memory of one (encoder, T) config, measured in a subprocess so peaks do not mix."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--probe", f"{encoder}:{t}",
+            "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+            "--num-slots", str(args.num_slots), "--slot-dim", str(args.slot_dim),
+            "--num-blocks", str(args.num_blocks), "--window", str(args.window), "--device", args.device,
+            "--seed", str(args.seed), "--bf16" if args.bf16 else "--no-bf16"]
+    if args.torch_threads:
+        argv += ["--torch-threads", str(args.torch_threads)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "device": str(device), "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+            "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        info["load_average"] = os.getloadavg()
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print a table, write the JSON. :return: the results."""
+    from psb_rl.cli import parse_dataclass
+
+    args: Args = parse_dataclass(Args, argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    device = resolve_device(args.device)
+    if args.probe:
+        print(json.dumps(probe_memory(args, device)))
+        return {}
+    if args.quick:
+        args.ts, args.repeats, args.batch_size, args.warmup = [6, 12], 3, 4, 1
+
+    rows = []
+    for t in args.ts:
+        try:
+            fns = {encoder: build(args, encoder, t, device) for encoder in ENCODERS}
+            times: dict[str, dict[str, list[float]]] = {e: {"slot": [], "step": []} for e in ENCODERS}
+            for kind in ("slot", "step"):
+                for encoder in ENCODERS:
+                    for _ in range(args.warmup):
+                        fns[encoder][kind]()
+                for r in range(args.repeats):
+                    for encoder in ENCODERS if r % 2 == 0 else reversed(ENCODERS):
+                        times[encoder][kind].append(timed(fns[encoder][kind], device))
+        except torch.OutOfMemoryError as error:  # T too long for this device: report and go on
+            print(f"T={t}: out of memory ({error}); skipped")
+            rows.append({"T": t, "error": "out of memory"})
+            break
+        del fns
+        row: dict = {"T": t}
+        for kind in ("slot", "step"):
+            for encoder in ENCODERS:
+                row[f"{encoder}_{kind}_s"] = statistics.median(times[encoder][kind])
+                row[f"{encoder}_{kind}_all_s"] = times[encoder][kind]
+            row[f"{kind}_ratio_savi_over_psb"] = row[f"savi_{kind}_s"] / row[f"psb_{kind}_s"]
+            row[f"{kind}_ratio_paired_median"] = statistics.median(
+                s / p for s, p in zip(times["savi"][kind], times["psb"][kind])
+            )
+        if args.memory:
+            for encoder in ENCODERS:
+                row[f"{encoder}_memory"] = run_probe(args, encoder, t)
+        rows.append(row)
+        print(f"T={t}: slot PSB {row['psb_slot_s'] * 1e3:.0f} ms, SAVi {row['savi_slot_s'] * 1e3:.0f} ms; "
+              f"step PSB {row['psb_step_s'] * 1e3:.0f} ms, SAVi {row['savi_step_s'] * 1e3:.0f} ms", flush=True)
+
+    params = {e: sum(p.numel() for p in PSBAutoencoder(make_config(args, e)).slot_encoder.parameters())
+              for e in ENCODERS}
+    info = machine_info(device)
+    print(f"\nbatch {args.batch_size}, {args.image_size}px, N={args.num_slots} D={args.slot_dim} "
+          f"M={args.num_blocks} W={args.window}, slot-module params PSB {params['psb']:,} / SAVi "
+          f"{params['savi']:,}; {device} ({info['torch_threads']} threads), median of {args.repeats}")
+    mem_key = "cuda_peak_mb" if device.type == "cuda" else "max_rss_mb"
+    header = (f"| {'T':>3} | {'slot PSB ms':>11} | {'slot SAVi ms':>12} | {'SAVi/PSB':>8} | {'step PSB ms':>11} | "
+              f"{'step SAVi ms':>12} | {'SAVi/PSB':>8} | {'mem PSB MB':>10} | {'mem SAVi MB':>11} |")
+    print(header)
+    print("".join(c if c == "|" else "-" for c in header))
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['T']:>3} | {row['error']}")
+            continue
+        mem = [row.get(f"{e}_memory", {}).get(mem_key, float("nan")) for e in ENCODERS]
+        print(f"| {row['T']:>3} | {row['psb_slot_s'] * 1e3:>11.1f} | {row['savi_slot_s'] * 1e3:>12.1f} | "
+              f"{row['slot_ratio_savi_over_psb']:>8.2f} | {row['psb_step_s'] * 1e3:>11.1f} | "
+              f"{row['savi_step_s'] * 1e3:>12.1f} | {row['step_ratio_savi_over_psb']:>8.2f} | "
+              f"{mem[0]:>10.0f} | {mem[1]:>11.0f} |")
+    print(f"memory: {'peak CUDA allocation' if device.type == 'cuda' else 'max RSS of a fresh process'} "
+          "during one whole training step (incl. the Python/torch baseline)")
+
+    result = {"benchmark": "train_speed", "args": asdict(args), "machine": info, "slot_encoder_params": params,
+              "config": {e: make_config(args, e).to_dict() for e in ENCODERS}, "rows": rows}
+    with atomic_path(ROOT / args.out if not Path(args.out).is_absolute() else args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
