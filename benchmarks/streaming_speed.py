@@ -67,8 +67,9 @@ class Args:
     """max_cache_len values of the window=None contrast (e)"""
     device: str = "cpu"
     """torch device"""
-    torch_threads: int | None = None
-    """torch CPU threads (None: torch's default)"""
+    torch_threads: int | None = 1
+    """torch CPU threads (None: torch's default). 1 by default: on a shared, loaded CPU, 2+ threads
+    were measured 10-100x slower (spinning OpenMP workers)"""
     quick: bool = False
     """smoke run: 2,000-step episode, 3 repeats, 10 steps per round, (e) with max_cache_len 64 and 256"""
     seed: int = 0

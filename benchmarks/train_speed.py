@@ -9,8 +9,8 @@ For every T both models (same ``PSBConfig`` except ``encoder``; SAVi is paramete
 - *whole step*: ``model(video).loss.backward()`` + AdamW step (frame encoder and decoder included).
 
 After warm-up, PSB and SAVi alternate (A/B, B/A, ...) for ``--repeats`` rounds and medians are reported.
-Peak memory of one whole training step is measured per (encoder, T) in a fresh subprocess: max RSS
-(``resource.getrusage``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Prints a table with the
+Peak memory of one whole training step is measured per (encoder, T) in a fresh subprocess: peak RSS
+(``VmHWM``; ``ru_maxrss`` would be inherited from the parent across exec) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Prints a table with the
 ratio SAVi / PSB and writes JSON (atomically) to ``benchmarks/results/train_speed.json``.
 """
 
@@ -70,8 +70,9 @@ class Args:
     """CUDA only: autocast the forward passes to bfloat16"""
     memory: bool = True
     """measure peak memory of a whole step per (encoder, T) in a fresh subprocess"""
-    torch_threads: int | None = None
-    """torch CPU threads (None: torch's default)"""
+    torch_threads: int | None = 1
+    """torch CPU threads (None: torch's default). 1 by default: on a shared, loaded CPU, 2+ threads
+    were measured 10-100x slower (spinning OpenMP workers)"""
     quick: bool = False
     """smoke run: T = 6, 12, 3 repeats, batch 4, 1 warm-up step"""
     seed: int = 0
@@ -139,19 +140,33 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def rss_mb(key: str = "VmHWM") -> float:
+    """Peak (``VmHWM``) or current (``VmRSS``) resident memory of this process in MiB.
+
+    Reads ``/proc/self/status`` on Linux: unlike ``ru_maxrss``, ``VmHWM`` is not inherited across
+    ``fork`` + ``exec`` from the (large) parent. Elsewhere falls back to ``ru_maxrss``.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def probe_memory(args: Args, device: torch.device) -> dict:
-    """Run inside a fresh process: peak memory of warm-up + one whole training step of one config."""
+    """Run inside a fresh process: peak memory of two whole training steps of one (encoder, T) config."""
     encoder, t = args.probe.split(":")
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = rss_mb("VmRSS")
     fns = build(args, encoder, int(t), device)
-    built_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    built = rss_mb("VmRSS")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(2):
         fns["step"]()
     synchronize(device)
-    result = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "rss_before_model_mb": before_kb / 1024, "rss_after_build_mb": built_kb / 1024}
+    result = {"max_rss_mb": rss_mb("VmHWM"), "rss_before_model_mb": before, "rss_after_build_mb": built}
+    result["step_peak_over_build_mb"] = result["max_rss_mb"] - built
     if device.type == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
@@ -164,8 +179,7 @@ def run_probe(args: Args, encoder: str, t: int) -> dict:
             "--num-slots", str(args.num_slots), "--slot-dim", str(args.slot_dim),
             "--num-blocks", str(args.num_blocks), "--window", str(args.window), "--device", args.device,
             "--seed", str(args.seed), "--bf16" if args.bf16 else "--no-bf16"]
-    if args.torch_threads:
-        argv += ["--torch-threads", str(args.torch_threads)]
+    argv += ["--torch-threads", "none" if args.torch_threads is None else str(args.torch_threads)]
     proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"}
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nbatch {args.batch_size}, {args.image_size}px, N={args.num_slots} D={args.slot_dim} "
           f"M={args.num_blocks} W={args.window}, slot-module params PSB {params['psb']:,} / SAVi "
           f"{params['savi']:,}; {device} ({info['torch_threads']} threads), median of {args.repeats}")
-    mem_key = "cuda_peak_mb" if device.type == "cuda" else "max_rss_mb"
+    mem_key = "cuda_peak_mb" if device.type == "cuda" else "step_peak_over_build_mb"
     header = (f"| {'T':>3} | {'slot PSB ms':>11} | {'slot SAVi ms':>12} | {'SAVi/PSB':>8} | {'step PSB ms':>11} | "
               f"{'step SAVi ms':>12} | {'SAVi/PSB':>8} | {'mem PSB MB':>10} | {'mem SAVi MB':>11} |")
     print(header)
