@@ -367,6 +367,7 @@ def finish_run(model: PSBAutoencoder, val_set: Any, args: TrainArgs, out: Path, 
         "train_seconds": train_seconds,
         "steps": history[-1]["step"] if history else 0,
         "final_loss": history[-1]["loss"] if history else None,
+        "loss_curve": [[h["step"], h["loss"]] for h in history[:: max(1, len(history) // 500)]],
         "args": dataclasses.asdict(args),
         "config": model.config.to_dict(),
     }
