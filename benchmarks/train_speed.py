@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['slot_ratio_savi_over_psb']:>8.2f} | {row['psb_step_s'] * 1e3:>11.1f} | "
               f"{row['savi_step_s'] * 1e3:>12.1f} | {row['step_ratio_savi_over_psb']:>8.2f} | "
               f"{mem[0]:>10.0f} | {mem[1]:>11.0f} |")
-    print(f"memory: {'peak CUDA allocation' if device.type == 'cuda' else 'max RSS of a fresh process'} "
-          "during one whole training step (incl. the Python/torch baseline)")
+    print("memory: " + ("peak CUDA allocation of" if device.type == "cuda" else "peak RSS (VmHWM) during")
+          + " two whole training steps in a fresh process, minus its RSS once model and data are built")
 
     result = {"benchmark": "train_speed", "args": asdict(args), "machine": info, "slot_encoder_params": params,
               "config": {e: make_config(args, e).to_dict() for e in ENCODERS}, "rows": rows}
