@@ -47,8 +47,9 @@ class PSBConfig:
     softmax over the keys."""
     time_encoding: str = "relative"
     """``"relative"`` (bias of the offset t'-t) or ``"absolute"`` (ablation: sinusoid of t added to slots)."""
-    max_cache_len: int = 1024
-    """For ``window=None``: the longest episode the streaming encoder caches before raising."""
+    max_cache_len: int = 256
+    """For ``window=None``: the longest episode the streaming encoder caches (allocated up front) before
+    raising; prefer a finite ``window`` for long episodes."""
     savi_iterations: int = 2
     """SAVi baseline: slot-attention iterations per frame."""
 

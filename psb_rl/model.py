@@ -309,8 +309,10 @@ class PSBBlock(nn.Module):
             (rows == torch.arange(rows.numel(), device=rows.device)).all()
         )
 
+        steps_held = offsets.shape[1]  # C, or fewer for window=None while the episode is short
+
         def read(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor if full else tensor[rows]
+            return (tensor if full else tensor[rows])[:, :steps_held]
 
         biases = self.biases(offsets)  # (b, C, 1 + heads)
         keys, values = self.feature_keys_values(features)
@@ -421,12 +423,14 @@ class PSBSlotEncoder(nn.Module):
         """
         c = self.cache_len
         window = self.config.window
-        ring = torch.arange(c, device=features.device)
         if window is None:  # positions are absolute steps; the caller checks t < max_cache_len
+            # Attend only over the steps held so far, so cost grows with the episode, not max_cache_len.
+            ring = torch.arange(int(step_count.max()) + 1, device=features.device)
             position = step_count
             offsets = step_count[:, None] - ring[None]
             valid = offsets >= 0
         else:
+            ring = torch.arange(c, device=features.device)
             position = step_count % c
             offsets = (step_count[:, None] - ring[None]) % c
             valid = offsets <= step_count[:, None]

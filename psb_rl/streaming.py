@@ -113,7 +113,8 @@ class StreamingEncoder:
             if rows.numel() == 0:
                 return out
             step_count = self.state.step_count[rows]
-            if self.config.window is None and int(step_count.max()) >= self.config.max_cache_len:
+            unbounded = self.config.encoder == "psb" and self.config.window is None  # SAVi keeps only slots
+            if unbounded and int(step_count.max()) >= self.config.max_cache_len:
                 raise RuntimeError(
                     f"episode longer than max_cache_len={self.config.max_cache_len} steps for an unbounded "
                     "(window=None) model: reset the environment, raise PSBConfig.max_cache_len, or use a model "

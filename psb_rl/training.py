@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,8 +321,9 @@ def train(args: TrainArgs) -> dict[str, Any]:
             eval_results = evaluate_episodes(model, held_out_episodes(val_set), args.clip_len, (1,), args.eval_clips)
             for key, value in eval_results.get("1x", {}).items():
                 writer.add_scalar(f"eval/{key}", value, step)
-            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items()
-                                                   if isinstance(v, float)))
+            line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
+            bar.write(f"step {step}: {line}")
+            sys.stdout.flush()
         if out_of_time:
             break
     bar.close()
