@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import resolve_torch_device  # noqa: E402
+from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.utils import resolve_device  # noqa: E402
 
 
 @dataclass
@@ -63,10 +64,6 @@ class EvalArgs:
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
     """:param argv: command-line arguments. :return: parsed :class:`EvalArgs`."""
-    try:
-        from psb_rl.cli import parse_dataclass
-    except ImportError:
-        from agents.train_ppo import _parse_dataclass_fallback as parse_dataclass
     return parse_dataclass(EvalArgs, argv)
 
 
@@ -111,7 +108,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         per-episode ``returns`` / ``successes`` and ``gif_path`` (None if skipped).
     """
     train = _train_args(args)
-    device = resolve_torch_device(args.device)
+    device = resolve_device(args.device)
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():
         raise FileNotFoundError(f"no agent at {model_path}; pass --run RUN_DIR or --model PATH.zip")

@@ -16,14 +16,12 @@ is importable (tests, ``pretrain/demo.py``, ``benchmarks/rl_oddoneout.py``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import importlib.util
 import json
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,9 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
+
+from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.utils import resolve_device  # noqa: E402
 
 ENCODERS = ("slots", "pixels", "state")
 
@@ -118,54 +119,13 @@ class Args:
 # command line
 
 
-def _parse_dataclass_fallback(cls: type, argv: list[str] | None = None) -> Any:
-    """CLI from a dataclass (``--kebab-case`` flags, field docstrings as help) when psb_rl.cli is missing."""
-    import ast
-    import inspect
-
-    docs: dict[str, str] = {}
-    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, [*body[1:], None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
-    hints = typing.get_type_hints(cls)
-    parser = argparse.ArgumentParser(description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        base = args[0] if args else tp
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
-        if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        else:
-            optional = type(None) in typing.get_args(tp)
-
-            def convert(value: str, base: type = base, optional: bool = optional) -> Any:
-                return None if optional and value.lower() == "none" else base(value)
-
-            parser.add_argument(flag, type=convert, default=f.default, help=help_text)
-    return cls(**vars(parser.parse_args(argv)))
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """:param argv: command-line arguments (default ``sys.argv[1:]``). :return: the parsed :class:`Args`."""
-    try:
-        from psb_rl.cli import parse_dataclass
-    except ImportError:
-        parse_dataclass = _parse_dataclass_fallback
     return parse_dataclass(Args, argv)
 
 
 # ----------------------------------------------------------------------------------------------------
 # environments
-
-
-def resolve_torch_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
-    from psb_rl.utils import resolve_device
-
-    return resolve_device(device)
 
 
 def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module | None = None) -> VecEnv:
@@ -208,7 +168,7 @@ def load_encoder(args: Args) -> torch.nn.Module | None:
         raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
     from psb_rl.wrappers import load_frozen_encoder
 
-    return load_frozen_encoder(args.checkpoint, resolve_torch_device(args.device))
+    return load_frozen_encoder(args.checkpoint, resolve_device(args.device))
 
 
 def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
@@ -285,27 +245,9 @@ def save_curve(path: Path, rows: list[dict[str, float]], title: str) -> Path:
     """Learning curve PNG (mean eval reward and success rate vs. environment steps)."""
     xs = [r["timesteps"] for r in rows]
     curves = {"mean reward": [r["mean_reward"] for r in rows], "success rate": [r["success_rate"] for r in rows]}
-    try:
-        from psb_rl.visualize import save_curve_png
-    except ImportError:
-        save_curve_png = None
-    if save_curve_png is not None:
-        save_curve_png(path, xs, curves, title, "environment steps", "evaluation")
-        return path
-    import matplotlib
+    from psb_rl.visualize import save_curve_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, ys in curves.items():
-        ax.plot(xs, ys, marker="o", label=label)
-    ax.set(title=title, xlabel="environment steps", ylabel="evaluation")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_curve_png(path, xs, curves, title, "environment steps", "evaluation")
     return path
 
 
@@ -329,7 +271,7 @@ def train(args: Args) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     set_random_seed(args.seed)
-    device = resolve_torch_device(args.device)
+    device = resolve_device(args.device)
 
     encoder_model = load_encoder(args)
     venv = make_env(args, args.n_envs, args.seed, encoder_model)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs
 from psb_rl.cli import parse_dataclass
+from psb_rl.utils import atomic_path
 
 
 @dataclass
@@ -87,10 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
     return payload
 

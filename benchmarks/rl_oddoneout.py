@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
 from agents.train_ppo import train  # noqa: E402
+from psb_rl.cli import parse_dataclass  # noqa: E402
 from psb_rl.utils import atomic_path  # noqa: E402
 
 
@@ -170,33 +171,13 @@ def aggregate(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], li
 
 def save_plot(path: Path, xs: list[float], curves: dict[str, list[float]], title: str) -> None:
     """Success-rate curves of all encoders in one PNG."""
-    try:
-        from psb_rl.visualize import save_curve_png
-    except ImportError:
-        save_curve_png = None
-    if save_curve_png is not None:
-        save_curve_png(path, xs, curves, title, "environment steps", "success rate")
-        return
-    import matplotlib
+    from psb_rl.visualize import save_curve_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, ys in curves.items():
-        ax.plot(xs, ys, label=name)
-    ax.set(title=title, xlabel="environment steps", ylabel="success rate")
-    ax.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_curve_png(path, xs, curves, title, "environment steps", "success rate")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every (encoder, seed), aggregate, write the PNG and JSON. :return: the summary."""
-    try:
-        from psb_rl.cli import parse_dataclass
-    except ImportError:
-        from agents.train_ppo import _parse_dataclass_fallback as parse_dataclass
     args: Args = parse_dataclass(Args, argv)
     if args.quick:
         args = quick_args(args)

@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
 
 import envs  # noqa: E402, F401
 from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, VecPSBWrapper  # noqa: E402
+from psb_rl.cli import parse_dataclass  # noqa: E402
 from psb_rl.utils import atomic_path, resolve_device  # noqa: E402
 
 
@@ -81,10 +82,6 @@ def measure(venv: VecEnv, steps: int, warmup: int, seed: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print a table, write the JSON. :return: the results."""
-    try:
-        from psb_rl.cli import parse_dataclass
-    except ImportError:
-        from agents.train_ppo import _parse_dataclass_fallback as parse_dataclass
     args: Args = parse_dataclass(Args, argv)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

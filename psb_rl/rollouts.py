@@ -3,7 +3,7 @@
 Layout of a rollout directory::
 
     <dir>/manifest.json        # written atomically after every shard
-    <dir>/shard-00000.npz      # written as .shard-00000.npz.tmp, then os.replace'd
+    <dir>/shard-00000.npz      # written as .shard-00000.npz.<random>.tmp, then os.replace'd
     <dir>/shard-00001.npz
     ...
 
@@ -37,7 +37,6 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +44,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from psb_rl.utils import atomic_path
 
 FORMAT_VERSION: int = 1
 MANIFEST_NAME: str = "manifest.json"
@@ -94,22 +95,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` atomically (temporary file + ``os.replace``).
 
     :param root: rollout directory.
     :param manifest: the manifest dict (JSON-serialisable).
     """
-    _atomic_write_bytes(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    with atomic_path(Path(root) / MANIFEST_NAME) as tmp:
+        tmp.write_bytes(json.dumps(manifest, indent=1).encode())
 
 
 def no_rollouts_message(root: str | Path) -> str:
@@ -384,13 +377,10 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
     index = len(manifest["shards"])
     name = shard_name(index)
-    tmp = root / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        (np.savez_compressed if compress else np.savez)(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    digest = sha256_file(tmp)
-    os.replace(tmp, root / name)
+    with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
+        digest = sha256_file(tmp)
     lengths = arrays["episode_lengths"].tolist()
     manifest["shards"].append({
         "file": name,
@@ -427,7 +417,7 @@ def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: 
         manifest = make_new()
     listed = {e["file"] for e in manifest["shards"]}
     for p in root.iterdir():  # leftovers of an interrupted run: partial temp files, unlisted shards
-        if (p.name.startswith(".shard-") and p.name.endswith(".tmp")) or (
+        if (p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp")) or (
                 _SHARD_RE.match(p.name) and p.name not in listed):
             p.unlink()
     write_manifest(root, manifest)

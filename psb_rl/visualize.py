@@ -13,21 +13,22 @@ Tiles are separated by :data:`SEPARATOR_PX` white pixels and, for frames of heig
 (nearest neighbour) first. For ``T`` frames of size ``H × W`` with ``N`` slots the frames are
 ``(T, s·H, (3 + N)·s·W + (2 + N)·SEPARATOR_PX, 3)`` uint8 with ``s = 2 if H <= 64 else 1``.
 
-Files are written atomically (temporary file in the same folder, then ``os.replace``), so a reader never
-sees a half-written GIF or PNG.
+Files are written atomically (:func:`psb_rl.utils.atomic_path`: temporary file in the same folder, then
+``os.replace``), so a reader never sees a half-written GIF or PNG.
 """
 
 from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import torch
+
+from psb_rl.utils import atomic_path
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -145,15 +146,6 @@ def slot_video_frames(
     return np.ascontiguousarray(np.concatenate(row, axis=2))
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, str]:
-    """Make the parent folder of ``path`` and return it with a temporary file name next to it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp", dir=target.parent)
-    os.close(fd)
-    return target, tmp
-
-
 def save_gif(frames: ArrayLike, path: str | os.PathLike, fps: float = 4.0) -> Path:
     """Write frames as a looping GIF, atomically.
 
@@ -169,13 +161,9 @@ def save_gif(frames: ArrayLike, path: str | os.PathLike, fps: float = 4.0) -> Pa
         raise ValueError(f"frames must be uint8 (T, H, W, 3); got {frames_np.dtype} {frames_np.shape}.")
     if fps <= 0:
         raise ValueError(f"fps must be positive; got {fps}.")
-    target, tmp = _atomic_target(path)
-    try:
+    target = Path(path)
+    with atomic_path(target, suffix=target.suffix or ".tmp") as tmp:
         iio.imwrite(tmp, frames_np, extension=".gif", duration=round(1000.0 / fps), loop=0)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target
 
 
@@ -243,13 +231,9 @@ def save_curve_png(
         if ys_dict:
             ax.legend()
         fig.tight_layout()
-        target, tmp = _atomic_target(path)
-        try:
+        target = Path(path)
+        with atomic_path(target, suffix=target.suffix or ".tmp") as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     finally:
         plt.close(fig)
     return target
