@@ -40,6 +40,31 @@ def moving_squares_video(batch: int, steps: int, size: int = 32, seed: int = 0) 
     return torch.from_numpy(video)
 
 
+def fit(model: torch.nn.Module, video: torch.Tensor, steps: int, lr: float) -> tuple[float, float]:
+    """Train ``model`` on ``video`` for ``steps`` Adam steps; return the loss before and after (no grad)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    with torch.no_grad():
+        initial = model(video).loss.item()
+    for _ in range(steps):
+        loss = model(video).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = model(video).loss.item()
+    return initial, final
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models gain nothing from intra-op threads, and on a busy 2-core
+    machine they cost a lot (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_cfg() -> PSBConfig:
     return tiny_config()

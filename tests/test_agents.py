@@ -36,13 +36,7 @@ def _builtin_envs() -> bool:
 needs_envs = pytest.mark.skipif(not _builtin_envs(), reason="built-in PSB/ envs not available yet")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

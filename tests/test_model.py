@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import moving_squares_video, tiny_config
+from conftest import fit, moving_squares_video, tiny_config
 
 from psb_rl.config import PSBConfig
 from psb_rl.model import PSBAutoencoder
@@ -134,14 +134,5 @@ def test_learns_moving_squares() -> None:
     torch.manual_seed(0)
     model = PSBAutoencoder(tiny_config(num_blocks=1, window=2))
     video = moving_squares_video(batch=8, steps=4, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    with torch.no_grad():
-        initial = model(video).loss.item()
-    for _ in range(200):
-        loss = model(video).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        final = model(video).loss.item()
+    initial, final = fit(model, video, steps=200, lr=2e-3)
     assert final < 0.5 * initial, (initial, final)

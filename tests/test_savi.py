@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import moving_squares_video, tiny_config
+from conftest import fit, moving_squares_video, tiny_config
 
 from psb_rl.config import PSBConfig
 from psb_rl.model import PSBAutoencoder
@@ -13,14 +13,7 @@ from psb_rl.preprocessing import preprocess_frames
 from psb_rl.savi import SAViCache, SAViSlotEncoder
 from psb_rl.streaming import StreamingEncoder
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread: these tiny models are much faster so, above all on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def make_model(**overrides) -> PSBAutoencoder:
@@ -117,14 +110,5 @@ def test_a_few_training_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
     model = PSBAutoencoder(tiny_config(encoder="savi", num_blocks=1)).train()
     video = moving_squares_video(4, 4, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with torch.no_grad():
-        initial = model(video).loss.item()
-    for _ in range(60):
-        loss = model(video).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        final = model(video).loss.item()
+    initial, final = fit(model, video, steps=60, lr=3e-3)
     assert np.isfinite(final) and final < 0.85 * initial, (initial, final)
