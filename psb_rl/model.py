@@ -226,6 +226,48 @@ class PSBBlock(nn.Module):
         mask = head_bias.movedim(-1, -3).to(dtype)
         return mask.masked_fill(~valid.unsqueeze(-3), torch.finfo(dtype).min)
 
+    def bottom_up(
+        self, slots: torch.Tensor, features: torch.Tensor, k_steps: int, bias: torch.Tensor, return_attention: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Parallel causal bottom-up attention, computed blockwise over time.
+
+        Queries are taken in chunks of ``k_steps`` consecutive steps; a chunk's keys are the frames its
+        windows can reach (at most ``2·k_steps - 1``), so each chunk is two large matrix products and
+        memory stays O(T·W·N·L) instead of materialising the (T·N)×(T·L) matrix.
+
+        :param slots: ``(B, T, N, D)``. :param features: ``(B, T, L, D)``.
+        :param k_steps: K = min(W, T) (T for an unbounded window). :param bias: ``(K,)`` bias per offset.
+        :return: the update ``(B, T, N, D)`` and, if requested, the softmax over slots per window offset
+            ``(B, T, N, K, L)`` (offset w = t - t'; entries before the first frame are 0).
+        """
+        b, t, n, d = slots.shape
+        keys, values = self.feature_keys_values(features)
+        tokens = keys.shape[2]
+        query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
+        device = slots.device
+        updates, attention = [], []
+        for start in range(0, t, k_steps):
+            end = min(start + k_steps, t)
+            key_start = max(0, start - k_steps + 1)
+            q_steps, k_count = end - start, end - key_start
+            logits = torch.bmm(
+                query[:, start:end].reshape(b, q_steps * n, d),
+                keys[:, key_start:end].reshape(b, k_count * tokens, d).transpose(1, 2),
+            ).view(b, q_steps, n, k_count, tokens)
+            offset = torch.arange(start, end, device=device)[:, None] - torch.arange(key_start, end, device=device)
+            valid = ((offset >= 0) & (offset < k_steps))[None]  # (1, Q, Kc)
+            weights, slot_softmax = self.bottom_up_weights(logits, valid, bias[offset.clamp(0, k_steps - 1)][None])
+            chunk_values = values[:, key_start:end].reshape(b, k_count * tokens, d)
+            updates.append(torch.bmm(weights.reshape(b, q_steps * n, k_count * tokens), chunk_values))
+            if return_attention:  # re-index the chunk's key steps by window offset for inspection
+                index = torch.arange(q_steps, device=device)[:, None] + (start - key_start) - torch.arange(k_steps, device=device)
+                gathered = torch.gather(
+                    slot_softmax, 3, index.clamp(min=0)[None, :, None, :, None].expand(b, -1, n, -1, tokens)
+                )
+                attention.append(gathered * (index >= 0)[None, :, None, :, None])
+        update = torch.cat(updates, dim=1).view(b, t, n, d)
+        return update, (torch.cat(attention, dim=1) if return_attention else None)
+
     # -- parallel forward ---------------------------------------------------------------------
     def forward(
         self,
@@ -247,30 +289,11 @@ class PSBBlock(nn.Module):
         offsets = torch.arange(k_steps, device=device)
         biases = self.biases(offsets)  # (K, 1 + heads)
 
-        # Bottom-up: for key offset w, query step t reads frame t - w. Loop over the K offsets so that
-        # memory stays O(T·K·N·L) instead of materialising a (T·N)×(T·L) matrix.
-        keys, values = self.feature_keys_values(features)
-        pad = (0, 0, 0, 0, k_steps - 1, 0)
-        keys, values = F.pad(keys, pad), F.pad(values, pad)
-        query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
-        logits = torch.stack(
-            [
-                torch.einsum("btnd,btld->btnl", query, keys[:, k_steps - 1 - w : k_steps - 1 - w + t])
-                for w in range(k_steps)
-            ],
-            dim=3,
-        )
-        steps = torch.arange(t, device=device)
-        valid = (steps[:, None] >= offsets[None, :])[None]  # (1, T, K)
-        bu_bias = biases[:, 0].expand(1, t, k_steps)
-        weights, slot_softmax = self.bottom_up_weights(logits, valid, bu_bias)
-        update = sum(
-            torch.einsum("btnl,btld->btnd", weights[:, :, :, w], values[:, k_steps - 1 - w : k_steps - 1 - w + t])
-            for w in range(k_steps)
-        )
+        update, slot_softmax = self.bottom_up(slots, features, k_steps, biases[:, 0], return_attention)
         slots = slots + self.bu_out(update)
 
         # Time axis: slot n at t attends to slot n at t' with 0 <= t - t' < K.
+        steps = torch.arange(t, device=device)
         q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)
         q, k, v = (split_heads(x.transpose(1, 2), self.num_heads) for x in (q, k, v))  # (B, N, H, T, d)
         delta = steps[:, None] - steps[None, :]  # (T, T): t - t'

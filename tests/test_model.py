@@ -98,9 +98,12 @@ def test_inverted_attention_sums_to_one_over_slots() -> None:
     video = torch.rand(2, 5, 3, 32, 32)
     _, attention = model.encode(video, return_attention=True)
     assert len(attention) == model.config.num_blocks
+    offsets = torch.arange(3)
+    in_episode = (torch.arange(5)[:, None] >= offsets[None, :])[None, :, :, None]  # frame t - w exists
     for weights in attention:
         assert weights.shape == (2, 5, 4, 3, model.config.num_tokens)  # (B, T, N, K, L)
-        assert torch.allclose(weights.sum(dim=2), torch.ones_like(weights.sum(dim=2)), atol=1e-5)
+        totals = weights.sum(dim=2)  # over the slots of the query's step
+        assert torch.allclose(totals, in_episode.expand_as(totals).float(), atol=1e-5)
 
 
 def test_relative_time_bias_depends_on_offsets_only() -> None:
