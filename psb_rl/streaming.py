@@ -120,9 +120,9 @@ class StreamingEncoder:
                     "(window=None) model: reset the environment, raise PSBConfig.max_cache_len, or use a model "
                     "with a finite window (constant memory)."
                 )
+            if mask is not None:  # preprocess only the frames of the envs that advance
+                frames = frames[rows.cpu().numpy()] if isinstance(frames, np.ndarray) else frames[rows.to(frames.device)]
             video = preprocess_frames(frames, self.image_size, device=self.device)
-            if mask is not None:
-                video = video[rows]
             features = self.model.frame_encoder(video)
             slots = self.model.slot_encoder.step(features, self.state.caches, rows, step_count)
             self.state.step_count[rows] += 1
