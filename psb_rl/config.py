@@ -11,14 +11,15 @@ from typing import Any
 class PSBConfig:
     """Configuration of :class:`psb_rl.PSBAutoencoder`.
 
-    The defaults are sized for a 2-core CPU at 64×64 frames. On a GPU raise ``slot_dim`` (256),
-    ``encoder_channels``/``decoder_channels`` (64–128), ``num_blocks`` (4) and use ``feature_stride=2``
-    for finer features.
+    The defaults are the CPU recipe of ``pretrain/train_psb.py``: environment frames (64×64) are
+    resized to 32×32, 8×8 tokens per frame, 8 slots (background + up to 7 objects), W = 4. On a GPU use
+    ``image_size=64``, ``feature_stride=2`` or 4, ``slot_dim`` 256, ``encoder_channels``/``decoder_channels``
+    64–128 and ``num_blocks`` 4.
     """
 
-    image_size: int = 64
+    image_size: int = 32
     """Square input resolution; frames of other sizes are resized by ``preprocess_frames``."""
-    num_slots: int = 7
+    num_slots: int = 8
     """N: slots per time step (objects + background)."""
     slot_dim: int = 128
     """D: width of slots and frame tokens."""
@@ -26,7 +27,7 @@ class PSBConfig:
     """M: number of PSB blocks."""
     num_heads: int = 4
     """Heads of the time-axis and object-axis self-attention."""
-    window: int | None = 8
+    window: int | None = 4
     """W: attention reaches frames/slots with ``t - W < t' <= t`` in every block; None = unbounded."""
     slot_init: str = "learned"
     """``"learned"`` (N learned vectors) or ``"random"`` (learned Gaussian, sampled per clip in training)."""

@@ -49,7 +49,7 @@ class TrainArgs:
     """environment to collect the default dataset from when --data is missing"""
     collect_episodes: int = 300
     """episodes to collect when --data is missing"""
-    steps: int = 4000
+    steps: int = 1000
     """optimizer steps"""
     batch_size: int = 16
     """clips per step (global: split across torchrun ranks)"""
@@ -71,7 +71,7 @@ class TrainArgs:
     """continue from <out>/train_state.pt"""
     checkpoint_every: int = 250
     """steps between atomic training checkpoints (train_state.pt and psb.ckpt)"""
-    eval_every: int = 1000
+    eval_every: int = 250
     """steps between evaluations on held-out episodes (0: only at the end)"""
     eval_clips: int = 32
     """held-out clips per evaluated length"""
@@ -87,7 +87,7 @@ class TrainArgs:
     """show a progress bar"""
     num_gifs: int = 2
     """slot-mask GIFs of held-out clips written at the end"""
-    image_size: int = 64
+    image_size: int = 32
     """model input resolution (frames of other sizes are resized)"""
     num_slots: int = 8
     """slots per frame (objects + background)"""

@@ -30,9 +30,11 @@ def test_shapes_and_mask_invariants(steps: int) -> None:
 
 
 def test_default_config_runs_on_its_resolution() -> None:
-    model = PSBAutoencoder(PSBConfig())
-    out = model(torch.rand(1, 2, 3, 64, 64))
-    assert out.masks.shape == (1, 2, 7, 64, 64)
+    cfg = PSBConfig()
+    model = PSBAutoencoder(cfg)
+    size = cfg.image_size
+    out = model(torch.rand(1, 2, 3, size, size))
+    assert out.masks.shape == (1, 2, cfg.num_slots, size, size)
 
 
 def test_bfloat16_autocast_on_cpu() -> None:
