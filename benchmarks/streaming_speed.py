@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n(d) streaming state per environment")
     for name, nbytes in d.items():
         print(f"    {name}: {nbytes / 2**20:.3f} MiB ({nbytes:,} bytes)")
-    print("\n(e) window=None: every step attends over the whole max_cache_len cache")
+    print("\n(e) window=None: the cache (and the cost of a step) grows with the episode, up to max_cache_len")
     print(f"| {'max_cache_len':>13} | {'step ~10 ms':>11} | {'last steps ms':>13} | {'MiB/env':>8} |")
     print(f"|{'-' * 15}|{'-' * 13}|{'-' * 15}|{'-' * 10}|")
     for row in e:
