@@ -200,9 +200,12 @@ class PSBBlock(nn.Module):
         # Softmax over slots: slots compete for every input token. A bias that is constant over slots
         # would cancel in this softmax, so the relative-time bias weights the keys multiplicatively
         # (exp(bias)) in the renormalisation over keys: the same as adding it to the logits of a
-        # softmax over the keys.
+        # softmax over the keys. Only differences between offsets matter, so the largest valid bias is
+        # subtracted first: weights stay <= 1 (no overflow; trained biases otherwise grow to exp(86))
+        # and the 1e-5 of the renormalisation keeps its scale.
         slot_softmax = logits.softmax(dim=2)
-        key_weight = torch.where(valid, bias.exp(), torch.zeros_like(bias)).to(logits.dtype)
+        bias = bias.float().masked_fill(~valid, float("-inf"))
+        key_weight = (bias - bias.amax(dim=-1, keepdim=True)).exp().to(logits.dtype)
         weights = slot_softmax * key_weight[:, :, None, :, None]
         weights = weights / (weights.sum(dim=(-2, -1), keepdim=True) + RENORM_EPS)
         return weights, slot_softmax
