@@ -19,6 +19,8 @@ from psb_rl.config import PSBConfig
 
 RENORM_EPS = 1e-5
 """Added to the per-slot sum of bottom-up weights before renormalising over keys."""
+MAX_KEY_BIAS = 30.0
+"""Cap of the bottom-up relative-time bias before exp(): exp(30) ≈ 1e13 keeps float32 sums finite."""
 
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -200,15 +202,14 @@ class PSBBlock(nn.Module):
         # Softmax over slots: slots compete for every input token. A bias that is constant over slots
         # would cancel in this softmax, so the relative-time bias weights the keys multiplicatively
         # (exp(bias)) in the renormalisation over keys: the same as adding it to the logits of a
-        # softmax over the keys. Only differences between offsets matter, so the largest valid bias is
-        # subtracted first: weights stay <= 1 (no overflow; trained biases otherwise grow to exp(86))
-        # and the 1e-5 of the renormalisation keeps its scale.
+        # softmax over the keys. Training drives this bias up (it shrinks the relative size of the
+        # 1e-5 in the renormalisation); it is capped so exp() stays finite, and the renormalisation
+        # runs in float32 so half-precision autocast cannot overflow.
         slot_softmax = logits.softmax(dim=2)
-        bias = bias.float().masked_fill(~valid, float("-inf"))
-        key_weight = (bias - bias.amax(dim=-1, keepdim=True)).exp().to(logits.dtype)
-        weights = slot_softmax * key_weight[:, :, None, :, None]
+        key_weight = torch.where(valid, bias.float().clamp(max=MAX_KEY_BIAS).exp(), torch.zeros_like(bias, dtype=torch.float32))
+        weights = slot_softmax.float() * key_weight[:, :, None, :, None]
         weights = weights / (weights.sum(dim=(-2, -1), keepdim=True) + RENORM_EPS)
-        return weights, slot_softmax
+        return weights.to(logits.dtype), slot_softmax
 
     def object_attention(self, slots: torch.Tensor) -> torch.Tensor:
         """Residual object-axis self-attention among the N slots of each step: ``(..., N, D)``."""
