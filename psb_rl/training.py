@@ -31,6 +31,7 @@ from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import atomic_path, resolve_device
 
 TRAIN_STATE_NAME = "train_state.pt"
+_MODEL = PSBConfig()  # the model fields of TrainArgs default to PSBConfig's: one source of defaults
 
 
 class TrainingDivergedError(RuntimeError):
@@ -87,31 +88,31 @@ class TrainArgs:
     """show a progress bar"""
     num_gifs: int = 2
     """slot-mask GIFs of held-out clips written at the end"""
-    image_size: int = 32
+    image_size: int = _MODEL.image_size
     """model input resolution (frames of other sizes are resized)"""
-    num_slots: int = 8
+    num_slots: int = _MODEL.num_slots
     """slots per frame (objects + background)"""
-    slot_dim: int = 128
+    slot_dim: int = _MODEL.slot_dim
     """slot width D"""
-    num_blocks: int = 3
+    num_blocks: int = _MODEL.num_blocks
     """PSB blocks M"""
-    num_heads: int = 4
+    num_heads: int = _MODEL.num_heads
     """attention heads"""
-    window: int | None = 4
+    window: int | None = _MODEL.window
     """attention window W (none: unbounded)"""
-    encoder: str = "psb"
+    encoder: str = _MODEL.encoder
     """psb | savi"""
-    slot_init: str = "learned"
+    slot_init: str = _MODEL.slot_init
     """learned | random"""
-    encoder_channels: int = 64
+    encoder_channels: int = _MODEL.encoder_channels
     """CNN frame-encoder channels"""
-    feature_stride: int = 4
+    feature_stride: int = _MODEL.feature_stride
     """frame-encoder downsampling (tokens per frame = (image_size/stride)^2)"""
-    decoder_channels: int = 32
+    decoder_channels: int = _MODEL.decoder_channels
     """decoder channels"""
-    inverted_attention: bool = True
+    inverted_attention: bool = _MODEL.inverted_attention
     """ablation: --no-inverted-attention uses a plain softmax over keys"""
-    time_encoding: str = "relative"
+    time_encoding: str = _MODEL.time_encoding
     """relative | absolute (ablation)"""
 
     def model_config(self) -> PSBConfig:
