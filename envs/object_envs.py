@@ -134,6 +134,19 @@ class ObjectEnv(gym.Env):
         self.pos = self._place(list(self.size), margins)
         assert len(self.color) <= MAX_OBJECTS
 
+    def _sample_distractors(self) -> tuple[int, np.ndarray, np.ndarray, list[int]]:
+        """Draw ``num_distractors`` (inclusive range) distractors, never of the target colour (index 0).
+
+        :return: count, colour indices, shape indices, sizes in pixels.
+        """
+        rng = self.np_random
+        low, high = self.num_distractors
+        n = int(rng.integers(low, high + 1))
+        colors = rng.choice(np.arange(1, NUM_OBJECT_COLORS), size=n, replace=False)
+        shapes = rng.integers(0, NUM_SHAPES, size=n)
+        sizes = [self._px(s) for s in rng.choice(OBJECT_SIZES, size=n)]
+        return n, colors, shapes, sizes
+
     def _overlaps(self, i: int, j: int) -> bool:
         """Whether the bounding boxes of objects ``i`` and ``j`` overlap."""
         reach = (self.size[i] + self.size[j]) / 2.0
@@ -272,11 +285,7 @@ class ObjectReachEnv(ObjectEnv):
         super().__init__(**kwargs)
 
     def _spawn(self) -> None:
-        rng = self.np_random
-        n = int(rng.integers(self.num_distractors[0], self.num_distractors[1] + 1))
-        colors = rng.choice(np.arange(1, NUM_OBJECT_COLORS), size=n, replace=False)
-        shapes = rng.integers(0, NUM_SHAPES, size=n)
-        sizes = [self._px(s) for s in rng.choice(OBJECT_SIZES, size=n)]
+        n, colors, shapes, sizes = self._sample_distractors()
         vel = np.concatenate([np.zeros((1, 2)), self._random_velocities(n + 1)])
         self._set_objects([AGENT_COLOR, self.TARGET_COLOR, *colors], [_CIRCLE, self.TARGET_SHAPE, *shapes],
                           [self._px(AGENT_SIZE), self._px(9), *sizes], vel)
@@ -306,11 +315,7 @@ class ObjectPushEnv(ObjectEnv):
         super().__init__(**kwargs)
 
     def _spawn(self) -> None:
-        rng = self.np_random
-        n = int(rng.integers(self.num_distractors[0], self.num_distractors[1] + 1))
-        colors = rng.choice(np.arange(1, NUM_OBJECT_COLORS), size=n, replace=False)
-        shapes = rng.integers(0, NUM_SHAPES, size=n)
-        sizes = [self._px(s) for s in rng.choice(OBJECT_SIZES, size=n)]
+        n, colors, shapes, sizes = self._sample_distractors()
         vel = np.concatenate([np.zeros((3, 2)), self._random_velocities(n)])
         # object 1 = goal, object 2 = target (kept away from walls so it can be pushed anywhere)
         margins = [0.0, 0.0, 8.0 * self.scale] + [0.0] * n
