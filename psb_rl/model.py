@@ -302,7 +302,7 @@ class PSBBlock(nn.Module):
         q, k, v = (split_heads(x.transpose(1, 2), self.num_heads) for x in (q, k, v))  # (B, N, H, T, d)
         delta = steps[:, None] - steps[None, :]  # (T, T): t - t'
         in_window = (delta >= 0) & (delta < k_steps)
-        head_bias = self.biases(delta.clamp(min=0))[..., 1:]  # (T, T, heads)
+        head_bias = biases[delta.clamp(0, k_steps - 1), 1:]  # (T, T, heads); out-of-window entries are masked
         mask = self.time_mask(in_window, head_bias, q.dtype)
         attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).transpose(1, 2)
         slots = slots + self.time_out(attended)
@@ -341,7 +341,7 @@ class PSBBlock(nn.Module):
         def read(tensor: torch.Tensor) -> torch.Tensor:
             return (tensor if full else tensor[rows])[:, :steps_held]
 
-        biases = self.biases(offsets)  # (b, C, 1 + heads)
+        biases = self.biases(torch.arange(steps_held, device=offsets.device))[offsets]  # (b, C, 1 + heads)
         keys, values = self.feature_keys_values(features)
         cache.feature_keys[rows, position] = keys
         cache.feature_values[rows, position] = values
