@@ -28,7 +28,7 @@ from psb_rl.config import PSBConfig
 from psb_rl.evaluation import evaluate_episodes
 from psb_rl.model import PSBAutoencoder
 from psb_rl.preprocessing import preprocess_frames
-from psb_rl.utils import atomic_path, resolve_device
+from psb_rl.utils import atomic_path, resolve_device, write_json
 
 TRAIN_STATE_NAME = "train_state.pt"
 _MODEL = PSBConfig()  # the model fields of TrainArgs default to PSBConfig's: one source of defaults
@@ -242,6 +242,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
     train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
     val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
                              verify=False)
+    val_episodes = held_out_episodes(val_set) if info.is_main else []  # read once, reused by every evaluation
 
     seed_everything(args.seed)
     model = PSBAutoencoder(config).to(device)
@@ -319,7 +320,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
             save_train_state(state_path, model, optimizer, step, args, history)
             save_checkpoint(model, out / "psb.ckpt", extra={"step": step})
         if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
-            eval_results = evaluate_episodes(model, held_out_episodes(val_set), args.clip_len, (1,), args.eval_clips)
+            eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips)
             for key, value in eval_results.get("1x", {}).items():
                 writer.add_scalar(f"eval/{key}", value, step)
             line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
@@ -333,7 +334,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
         dist.barrier()
     summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}
     if info.is_main:
-        summary.update(finish_run(model, val_set, args, out, history, train_seconds, writer))
+        summary.update(finish_run(model, val_episodes, args, out, history, train_seconds, writer))
         writer.close()
     if info.world_size > 1:
         dist.barrier()
@@ -341,12 +342,11 @@ def train(args: TrainArgs) -> dict[str, Any]:
     return summary
 
 
-def finish_run(model: PSBAutoencoder, val_set: Any, args: TrainArgs, out: Path, history: list[dict[str, float]],
-               train_seconds: float, writer: Any) -> dict[str, Any]:
+def finish_run(model: PSBAutoencoder, episodes: list[dict[str, np.ndarray]], args: TrainArgs, out: Path,
+               history: list[dict[str, float]], train_seconds: float, writer: Any) -> dict[str, Any]:
     """Final evaluation (1×/2×/4× clip length), GIFs, loss curve and metrics.json."""
     from psb_rl.visualize import save_curve_png, save_slot_gif
 
-    episodes = held_out_episodes(val_set)
     evaluation = evaluate_episodes(model, episodes, args.clip_len, (1, 2, 4), args.eval_clips)
     for length, metrics in evaluation.items():
         for key, value in metrics.items():
@@ -374,8 +374,7 @@ def finish_run(model: PSBAutoencoder, val_set: Any, args: TrainArgs, out: Path, 
         "args": dataclasses.asdict(args),
         "config": model.config.to_dict(),
     }
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return {
         "evaluation": evaluation,
         "checkpoint": str(out / "psb.ckpt"),
