@@ -40,7 +40,7 @@ from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
 
 from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import resolve_device  # noqa: E402
+from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("slots", "pixels", "state")
 
@@ -269,7 +269,7 @@ def train(args: Args) -> dict[str, Any]:
         torch.set_num_threads(args.torch_threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    write_json(out / "args.json", dataclasses.asdict(args))
     set_random_seed(args.seed)
     device = resolve_device(args.device)
 
@@ -368,7 +368,7 @@ def train(args: Args) -> dict[str, Any]:
     }
     summary_path = out / "summary.json"
     summary["summary_path"] = str(summary_path)
-    summary_path.write_text(json.dumps(summary, indent=2))
+    write_json(summary_path, summary)
     venv.close()
     eval_env.close()
     return summary

@@ -8,7 +8,6 @@ Prints a table and writes the JSON results atomically. Target: >= 5,000 steps/s 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs
 from psb_rl.cli import parse_dataclass
-from psb_rl.utils import atomic_path
+from psb_rl.utils import write_json
 
 
 @dataclass
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
     }
     out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+    write_json(out, payload)
     print(f"wrote {out}")
     return payload
 

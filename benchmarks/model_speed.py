@@ -8,7 +8,6 @@ Prints the median of --repeats timed steps (after --warmup) and writes JSON.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -20,7 +19,7 @@ import torch
 from psb_rl.cli import parse_dataclass
 from psb_rl.config import PSBConfig
 from psb_rl.model import PSBAutoencoder
-from psb_rl.utils import atomic_path, resolve_device
+from psb_rl.utils import resolve_device, write_json
 
 
 @dataclass
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.encoder} {config.image_size}x{config.image_size}, B={args.batch_size}, T={args.clip_len}: "
           f"{params:,} parameters, forward+backward+AdamW median {result['median_step_s'] * 1000:.0f} ms "
           f"over {args.repeats} steps ({device}, {torch.get_num_threads()} threads)")
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     return 0
 
 

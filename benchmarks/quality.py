@@ -21,7 +21,7 @@ import torch
 
 from psb_rl.cli import parse_dataclass
 from psb_rl.training import TrainArgs, train
-from psb_rl.utils import atomic_path
+from psb_rl.utils import write_json
 
 VARIANTS: dict[str, dict[str, object]] = {
     "psb": {},
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "quality", "minutes_per_variant": args.minutes, "rows": rows,
                "machine": {"platform": platform.platform(), "torch": torch.__version__,
                            "threads": torch.get_num_threads(), "device": args.device}}
-    with atomic_path(args.results) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+    write_json(args.results, payload)
     print(f"wrote {args.results}")
     return 0
 

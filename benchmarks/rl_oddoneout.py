@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
 from agents.train_ppo import train  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import atomic_path  # noqa: E402
+from psb_rl.utils import write_json  # noqa: E402
 
 
 @dataclass
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plot": str(png),
     }
     json_path = results.with_suffix(".json")
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_json(json_path, summary)
 
     print(f"\nPPO on {args.env}, {args.total_steps} steps, seeds {seeds}")
     print(f"| {'encoder':<8} | {'success rate':>16} | {'reward':>8} | {'env steps/s':>11} |")

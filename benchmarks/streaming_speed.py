@@ -23,7 +23,6 @@ Measurements alternate between the compared variants, medians are reported, all 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -42,7 +41,7 @@ import torch  # noqa: E402
 from psb_rl.config import PSBConfig  # noqa: E402
 from psb_rl.model import PSBAutoencoder  # noqa: E402
 from psb_rl.streaming import StreamingEncoder  # noqa: E402
-from psb_rl.utils import atomic_path, resolve_device  # noqa: E402
+from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 
 @dataclass
@@ -284,8 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     with contextlib.suppress(OSError):
         info["load_average_end"] = os.getloadavg()
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"wrote {args.out}")
     return result
 

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from psb_rl.config import PSBConfig  # noqa: E402
 from psb_rl.model import PSBAutoencoder  # noqa: E402
-from psb_rl.utils import atomic_path, resolve_device  # noqa: E402
+from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("psb", "savi")
 
@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"benchmark": "train_speed", "args": asdict(args), "machine": info, "slot_encoder_params": params,
               "config": {e: make_config(args, e).to_dict() for e in ENCODERS}, "rows": rows}
-    with atomic_path(ROOT / args.out if not Path(args.out).is_absolute() else args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(ROOT / args.out if not Path(args.out).is_absolute() else args.out, result)
     print(f"wrote {args.out}")
     return result
 

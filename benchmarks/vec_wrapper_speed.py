@@ -12,7 +12,6 @@ and writes JSON (atomically) to ``benchmarks/results/vec_wrapper_speed.json``.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -33,7 +32,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
 import envs  # noqa: E402, F401
 from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, VecPSBWrapper  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import atomic_path, resolve_device  # noqa: E402
+from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 
 @dataclass
@@ -153,8 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         "goal": 4.0,
         "passed": speedup >= 4.0,
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     for venv in venvs.values():
         venv.close()

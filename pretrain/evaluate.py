@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass
 from psb_rl.evaluation import evaluate_episodes
 from psb_rl.training import held_out_episodes
-from psb_rl.utils import atomic_path, resolve_device
+from psb_rl.utils import resolve_device, write_json
 
 
 @dataclass
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "
               + " ".join(f"{metrics.get(k, float('nan')):>8.4f}" for k in keys))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics_eval.json")
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps({"checkpoint": args.checkpoint, "data": args.data, "results": results}, indent=2))
+    write_json(out, {"checkpoint": args.checkpoint, "data": args.data, "results": results})
     print(f"wrote {out}")
     return 0
 

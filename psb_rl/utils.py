@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported on use, so atomic_path stays light (psb_rl.rollouts imports no torch)
     import torch
@@ -62,3 +63,13 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_path`).
+
+    :return: the path written.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    return Path(path)
