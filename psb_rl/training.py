@@ -83,7 +83,8 @@ class TrainArgs:
     amp: bool = True
     """bfloat16 autocast on CUDA (ignored on CPU)"""
     max_minutes: float | None = None
-    """stop after this many minutes of training (still evaluates and saves)"""
+    """stop after this many minutes of training (still evaluates and saves); the learning-rate schedule then
+    follows whichever of steps and time is further along (resume is exact only without this budget)"""
     progress: bool = True
     """show a progress bar"""
     num_gifs: int = 2
@@ -162,12 +163,30 @@ class StepBatchSampler(Sampler[list[int]]):
             yield self.candidates[rng.integers(0, len(self.candidates), self.batch_size)].tolist()
 
 
-def learning_rate(step: int, args: TrainArgs) -> float:
-    """Linear warm-up to ``args.lr`` then cosine decay to 10%."""
+def learning_rate(step: int, args: TrainArgs, time_fraction: float = 0.0) -> float:
+    """Linear warm-up to ``args.lr`` then cosine decay to 10%.
+
+    :param step: optimizer steps taken.
+    :param time_fraction: elapsed fraction of ``args.max_minutes`` (0 without a time budget). The
+        schedule follows whichever of steps and time is further along, so a time-budgeted run (the
+        quality benchmark) still warms up and decays within its budget.
+    """
+    step = max(float(step), time_fraction * args.steps)
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
     progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
     return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def time_budget_used(elapsed: float, max_minutes: float, info: DistInfo, device: torch.device) -> tuple[float, bool]:
+    """Fraction of the time budget used and whether it is spent, taken from rank 0 so that every rank
+    uses the same learning rate and stops at the same step."""
+    fraction = elapsed / (max_minutes * 60.0)
+    if info.world_size > 1:
+        shared = torch.tensor([fraction], dtype=torch.float64, device=device)
+        dist.broadcast(shared, src=0)
+        fraction = float(shared.item())
+    return fraction, fraction > 1.0
 
 
 def seed_everything(seed: int) -> None:
@@ -289,9 +308,11 @@ def train(args: TrainArgs) -> dict[str, Any]:
     step = start_step
     model.train()
     eval_results: dict[str, Any] = {}
+    time_fraction, out_of_time = 0.0, False
     for batch in loader:
+        lr = learning_rate(step, args, time_fraction)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args)
+            group["lr"] = lr
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = ddp_model(video).loss
@@ -307,14 +328,15 @@ def train(args: TrainArgs) -> dict[str, Any]:
         step += 1
         frames_seen += video.shape[0] * video.shape[1] * info.world_size
         elapsed = time.perf_counter() - started
-        record = {"step": step, "loss": float(loss.item()), "grad_norm": float(grad_norm), "lr": learning_rate(step - 1, args)}
+        record = {"step": step, "loss": float(loss.item()), "grad_norm": float(grad_norm), "lr": lr}
         history.append(record)
         if info.is_main:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}")
             for key in ("loss", "grad_norm", "lr"):
                 writer.add_scalar(f"train/{key}", record[key], step)
-        out_of_time = args.max_minutes is not None and elapsed > args.max_minutes * 60
+        if args.max_minutes is not None:
+            time_fraction, out_of_time = time_budget_used(elapsed, args.max_minutes, info, device)
         last = step == args.steps or out_of_time
         if info.is_main and (step % args.checkpoint_every == 0 or last):
             save_train_state(state_path, model, optimizer, step, args, history)

@@ -14,7 +14,7 @@ import torch
 from psb_rl.checkpoint import load_checkpoint, read_checkpoint
 from psb_rl.model import PSBAutoencoder
 from psb_rl.rollouts import collect_rollouts
-from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, TrainingDivergedError, train
+from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, TrainingDivergedError, learning_rate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, num_slots=4, slot_dim=32, num_blocks=1, num_heads=2, window=2,
@@ -75,6 +75,18 @@ def _flags(args: TrainArgs) -> list[str]:
     return flags
 
 
+def test_learning_rate_warms_up_decays_and_follows_the_time_budget() -> None:
+    args = TrainArgs(lr=1e-3, steps=100, warmup_steps=10)
+    assert learning_rate(0, args) == pytest.approx(1e-4)
+    assert learning_rate(9, args) == pytest.approx(1e-3)
+    assert learning_rate(55, args) == pytest.approx(0.55e-3)  # half-way through the cosine
+    assert learning_rate(100, args) == pytest.approx(1e-4)
+    # With a time budget the schedule follows whichever of steps and time is further along.
+    assert learning_rate(1, args, time_fraction=0.55) == pytest.approx(0.55e-3)
+    assert learning_rate(55, args, time_fraction=0.01) == pytest.approx(0.55e-3)
+    assert learning_rate(1, args, time_fraction=1.5) == pytest.approx(1e-4)
+
+
 def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
     reference = tiny_args(rollouts, tmp_path / "straight")
     train(reference)
@@ -83,10 +95,10 @@ def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: 
 
     original = training.learning_rate
 
-    def crash_at_step_4(step: int, args: TrainArgs) -> float:
+    def crash_at_step_4(step: int, args: TrainArgs, time_fraction: float = 0.0) -> float:
         if step == 4:
             raise KeyboardInterrupt("simulated kill after the step-3 checkpoint")
-        return original(step, args)
+        return original(step, args, time_fraction)
 
     monkeypatch.setattr(training, "learning_rate", crash_at_step_4)
     interrupted = tiny_args(rollouts, tmp_path / "resumed")
