@@ -167,14 +167,13 @@ def learning_rate(step: int, args: TrainArgs, time_fraction: float = 0.0) -> flo
     """Linear warm-up to ``args.lr`` then cosine decay to 10%.
 
     :param step: optimizer steps taken.
-    :param time_fraction: elapsed fraction of ``args.max_minutes`` (0 without a time budget). The
-        schedule follows whichever of steps and time is further along, so a time-budgeted run (the
-        quality benchmark) still warms up and decays within its budget.
+    :param time_fraction: elapsed fraction of ``args.max_minutes`` (0 without a time budget). The decay
+        follows whichever of steps and time is further along, so a time-budgeted run (the quality
+        benchmark) decays within its budget; the warm-up always counts steps.
     """
-    step = max(float(step), time_fraction * args.steps)
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    progress = max((step - args.warmup_steps) / max(1, args.steps - args.warmup_steps), time_fraction)
     return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 

@@ -81,10 +81,11 @@ def test_learning_rate_warms_up_decays_and_follows_the_time_budget() -> None:
     assert learning_rate(9, args) == pytest.approx(1e-3)
     assert learning_rate(55, args) == pytest.approx(0.55e-3)  # half-way through the cosine
     assert learning_rate(100, args) == pytest.approx(1e-4)
-    # With a time budget the schedule follows whichever of steps and time is further along.
-    assert learning_rate(1, args, time_fraction=0.55) == pytest.approx(0.55e-3)
+    # With a time budget the decay follows whichever of steps and time is further along.
+    assert learning_rate(10, args, time_fraction=0.5) == pytest.approx(0.55e-3)
     assert learning_rate(55, args, time_fraction=0.01) == pytest.approx(0.55e-3)
-    assert learning_rate(1, args, time_fraction=1.5) == pytest.approx(1e-4)
+    assert learning_rate(12, args, time_fraction=1.5) == pytest.approx(1e-4)
+    assert learning_rate(0, args, time_fraction=0.9) == pytest.approx(1e-4)  # the warm-up counts steps
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
