@@ -47,7 +47,7 @@ class QualityArgs:
     """run directories: <out>/<variant>_s<seed>"""
     steps: int = 100_000
     """step cap (the time budget normally ends training first; sets the cosine schedule length)"""
-    eval_clips: int = 32
+    eval_clips: int = 64
     """held-out clips per length"""
     device: str = "auto"
     """auto | cpu | cuda"""

@@ -30,7 +30,7 @@ class EvalArgs:
     """base clip length (the training --clip-len)"""
     multipliers: tuple[int, ...] = (1, 2, 4)
     """evaluate clips of clip_len × each multiplier"""
-    clips: int = 32
+    clips: int = 64
     """clips per length"""
     batch_size: int = 8
     """clips per forward pass at 1×"""

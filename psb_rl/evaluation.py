@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +48,8 @@ def evaluate_clips(
 def sample_eval_clips(
     episodes: Sequence[dict[str, np.ndarray]], clip_len: int, max_clips: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Deterministically cut up to ``max_clips`` clips of ``clip_len`` steps from whole episodes.
+    """Deterministically cut ``max_clips`` clips of ``clip_len`` steps from whole episodes, taking the
+    episodes in turn (a random start in each), so the score covers every held-out episode.
 
     :param episodes: dicts with ``frames`` ``(T, H, W, 3)`` and optionally ``masks`` ``(T, H, W)``.
     :return: frames ``(C, clip_len, H, W, 3)`` and masks ``(C, clip_len, H, W)`` (or None).
@@ -59,16 +59,13 @@ def sample_eval_clips(
     long_enough = [ep for ep in episodes if len(ep["frames"]) >= clip_len]
     if not long_enough:
         raise ValueError(f"no held-out episode has {clip_len} frames; collect longer episodes or evaluate shorter clips")
-    per_episode = max(1, math.ceil(max_clips / len(long_enough)))
     frames, masks = [], []
-    for episode in long_enough:
-        starts = rng.choice(len(episode["frames"]) - clip_len + 1, size=per_episode, replace=True)
-        for start in starts[: max_clips - len(frames)]:
-            frames.append(episode["frames"][start : start + clip_len])
-            if "masks" in episode:
-                masks.append(episode["masks"][start : start + clip_len])
-        if len(frames) >= max_clips:
-            break
+    for i in range(max_clips):  # round-robin over episodes, so every held-out episode is scored
+        episode = long_enough[i % len(long_enough)]
+        start = int(rng.integers(len(episode["frames"]) - clip_len + 1))
+        frames.append(episode["frames"][start : start + clip_len])
+        if "masks" in episode:
+            masks.append(episode["masks"][start : start + clip_len])
     return np.stack(frames), (np.stack(masks) if len(masks) == len(frames) else None)
 
 
@@ -77,7 +74,7 @@ def evaluate_episodes(
     episodes: Sequence[dict[str, np.ndarray]],
     clip_len: int,
     length_multipliers: Sequence[int] = (1, 2, 4),
-    max_clips: int = 32,
+    max_clips: int = 64,
     batch_size: int = 8,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -74,7 +74,7 @@ class TrainArgs:
     """steps between atomic training checkpoints (train_state.pt and psb.ckpt)"""
     eval_every: int = 250
     """steps between evaluations on held-out episodes (0: only at the end)"""
-    eval_clips: int = 32
+    eval_clips: int = 64
     """held-out clips per evaluated length"""
     val_fraction: float = 0.1
     """fraction of episodes held out for evaluation"""

@@ -191,3 +191,19 @@ def test_shape_errors() -> None:
         fg_ari(np.zeros((1, 2, 4, 4), dtype=int), np.zeros((1, 2, 4, 5), dtype=int))
     with pytest.raises(TypeError):
         fg_ari(np.zeros((1, 2, 4, 4), dtype=int), np.zeros((1, 2, 4, 4)))
+
+
+def test_eval_clips_cover_every_episode_deterministically() -> None:
+    from psb_rl.evaluation import sample_eval_clips
+
+    # Episode e has frames filled with e, so a clip's value says which episode it came from.
+    episodes = [{"frames": np.full((8 + e, 4, 4, 3), e, np.uint8), "masks": np.zeros((8 + e, 4, 4), np.int32)}
+                for e in range(5)]
+    episodes.append({"frames": np.zeros((3, 4, 4, 3), np.uint8)})  # too short for 6-frame clips: skipped
+    frames, masks = sample_eval_clips(episodes, clip_len=6, max_clips=12, seed=3)
+    assert frames.shape == (12, 6, 4, 4, 3) and masks.shape == (12, 6, 4, 4)
+    assert sorted(set(frames[:, 0, 0, 0, 0].tolist())) == [0, 1, 2, 3, 4]
+    again, _ = sample_eval_clips(episodes, clip_len=6, max_clips=12, seed=3)
+    np.testing.assert_array_equal(frames, again)
+    with pytest.raises(ValueError, match="no held-out episode has 20 frames"):
+        sample_eval_clips(episodes, clip_len=20, max_clips=4)
