@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed)
-    keys = ("fg_ari", "miou", "mbo", "mse", "psnr")
-    print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>8}" for k in keys))
+    keys = ("fg_ari", "fg_ari_frame", "miou", "mbo", "mse", "psnr")
+    print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "
-              + " ".join(f"{metrics.get(k, float('nan')):>8.4f}" for k in keys))
+              + " ".join(f"{metrics.get(k, float('nan')):>12.4f}" for k in keys))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics_eval.json")
     write_json(out, {"checkpoint": args.checkpoint, "data": args.data, "results": results})
     print(f"wrote {out}")

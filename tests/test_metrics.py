@@ -207,3 +207,32 @@ def test_eval_clips_cover_every_episode_deterministically() -> None:
     np.testing.assert_array_equal(frames, again)
     with pytest.raises(ValueError, match="no held-out episode has 20 frames"):
         sample_eval_clips(episodes, clip_len=20, max_clips=4)
+
+
+def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None:
+    from types import SimpleNamespace
+
+    from psb_rl.evaluation import evaluate_clips
+
+    class SwappingModel(torch.nn.Module):
+        """Segments every frame perfectly (slot k = object k) but swaps slots 1 and 2 half-way."""
+
+        def __init__(self, masks: np.ndarray) -> None:
+            super().__init__()
+            self.config = SimpleNamespace(image_size=masks.shape[-1])
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.masks = torch.as_tensor(masks)
+
+        def forward(self, video: torch.Tensor) -> SimpleNamespace:
+            labels = self.masks.clone()
+            later = labels[:, labels.shape[1] // 2 :]
+            labels[:, labels.shape[1] // 2 :] = torch.where(later == 1, 2, torch.where(later == 2, 1, later))
+            soft = torch.nn.functional.one_hot(labels.long(), 3).permute(0, 1, 4, 2, 3).float()
+            return SimpleNamespace(recon=video, masks=soft)
+
+    masks = np.zeros((2, 4, 8, 8), np.int64)
+    masks[:, :, 1:4, 1:4], masks[:, :, 5:7, 5:7] = 1, 2
+    frames = np.zeros((2, 4, 8, 8, 3), np.uint8)
+    scores = evaluate_clips(SwappingModel(masks), frames, masks)
+    assert scores["fg_ari_frame"] == pytest.approx(1.0)  # every frame alone is perfect
+    assert scores["fg_ari"] < 0.5  # the swap breaks the video-level score
