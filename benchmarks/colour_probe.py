@@ -42,9 +42,9 @@ class ColourProbeArgs:
     """JSON output"""
 
 
-def square_video(colour: np.ndarray, size: int, top: int, length: int) -> torch.Tensor:
-    """A ``(1, length, 3, size, size)`` video of a static 5×5 square of ``colour`` (RGB in [0, 1])."""
-    video = torch.zeros(1, length, 3, size, size)
+def square_frame(colour: np.ndarray, size: int, top: int) -> torch.Tensor:
+    """A ``(1, 1, 3, size, size)`` one-frame video of a 5×5 square of ``colour`` (RGB in [0, 1]) on black."""
+    video = torch.zeros(1, 1, 3, size, size)
     video[..., top : top + 5, top : top + 5] = torch.as_tensor(colour, dtype=torch.float32)[:, None, None]
     return video
 
@@ -56,12 +56,12 @@ def token_probe(model: torch.nn.Module) -> dict:
     top = cfg.image_size // 2 - 2
     token = (top + 2) // cfg.feature_stride * cfg.feature_size + (top + 2) // cfg.feature_stride
     colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
-    tokens = torch.stack([model.encode_frames(square_video(c, cfg.image_size, top, 1))[0, 0, token]
+    tokens = torch.stack([model.encode_frames(square_frame(c, cfg.image_size, top))[0, 0, token]
                           for c in colours])
     distances = torch.cdist(tokens, tokens)
     shifted_top = top + cfg.feature_stride
     shifted_token = token + cfg.feature_size + 1
-    shifted = model.encode_frames(square_video(colours[0], cfg.image_size, shifted_top, 1))[0, 0, shifted_token]
+    shifted = model.encode_frames(square_frame(colours[0], cfg.image_size, shifted_top))[0, 0, shifted_token]
     return {"colours": list(COLOR_NAMES), "token_distances": distances.tolist(),
             "mean_colour_distance": float(distances[~torch.eye(len(colours), dtype=torch.bool)].mean()),
             "shift_distance": float((tokens[0] - shifted).norm()), "token_norm": float(tokens.norm(dim=1).mean())}
