@@ -4,7 +4,7 @@
 
 1. Token probe: one 5×5 square of each palette colour on black, at the same place. Prints the distance
    between the frame tokens under the square for every pair of colours, next to the distance between
-   the tokens of one colour moved by 4 pixels (what the encoder must also tell apart).
+   the tokens of one colour moved by one token diagonally (what the encoder must also tell apart).
 2. Slot probe: on held-out clips, for each ground-truth object at the last frame, the slot with the
    largest alpha there, its alpha, and that slot's decoded RGB next to the input colour. A colour-blind
    model decodes every object in the same grey.
@@ -54,7 +54,8 @@ def token_probe(model: torch.nn.Module) -> dict:
     """Distances between the tokens under a square of each colour, and under a shifted square."""
     cfg = model.config
     top = cfg.image_size // 2 - 2
-    token = (top + 2) // cfg.feature_stride * cfg.feature_size + (top + 2) // cfg.feature_stride
+    cell = (top + 2) // cfg.feature_stride  # grid row and column of the square's centre
+    token = cell * cfg.feature_size + cell
     colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
     tokens = torch.stack([model.encode_frames(square_frame(c, cfg.image_size, top))[0, 0, token]
                           for c in colours])
