@@ -117,7 +117,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     from psb_rl.model import PSBAutoencoder
 
     tensors, info = read_checkpoint(path)
-    model = PSBAutoencoder(PSBConfig.from_dict(info["config"]))
+    # Checkpoints written before the colour_values field existed were built without that path.
+    config = {"colour_values": False, **info["config"]}
+    model = PSBAutoencoder(PSBConfig.from_dict(config))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(

@@ -53,6 +53,11 @@ class PSBConfig:
     raising; prefer a finite ``window`` for long episodes."""
     savi_iterations: int = 2
     """SAVi baseline: slot-attention iterations per frame."""
+    colour_values: bool = True
+    """Append each token's mean input colour (its patch, pooled at the feature stride) to the frame tokens
+    and add a learned projection of it to the bottom-up *values* (not the keys) of every block, or of the
+    SAVi corrector. Without it the CNN tokens barely separate colours and slots decode objects in grey
+    (``benchmarks/colour_probe.py``); keys stay colour-free so slots do not specialise by colour."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,6 +90,11 @@ class PSBConfig:
     def feature_size(self) -> int:
         """Side of the frame-feature grid."""
         return self.image_size // self.feature_stride
+
+    @property
+    def token_dim(self) -> int:
+        """Width of a frame token: D, plus 3 patch-colour channels with ``colour_values``."""
+        return self.slot_dim + (3 if self.colour_values else 0)
 
     @property
     def num_tokens(self) -> int:

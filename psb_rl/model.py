@@ -21,6 +21,11 @@ RENORM_EPS = 1e-5
 """Added to the per-slot sum of bottom-up weights before renormalising over keys."""
 MAX_KEY_BIAS = 30.0
 """Cap of the bottom-up relative-time bias before exp(): exp(30) ≈ 1e13 keeps float32 sums finite."""
+PATCH_COLOUR_SCALE = 4.0
+"""Patch colours in [0, 1] are appended to the tokens times this, near the scale of LayerNormed features."""
+COLOUR_VALUE_INIT_STD = 2.0
+"""Init std of the colour-to-value projection: large, so colour is in the values from the first step
+(with a default-sized init the slots learned to reconstruct objects in grey and never recovered)."""
 
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -53,6 +58,22 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-3, -2).flatten(-2)
 
 
+def colour_value_projection(cfg: PSBConfig) -> nn.Linear | None:
+    """The learned map from a token's patch colour to a bottom-up value (``cfg.colour_values``), else None."""
+    if not cfg.colour_values:
+        return None
+    layer = nn.Linear(3, cfg.slot_dim)
+    nn.init.normal_(layer.weight, std=COLOUR_VALUE_INIT_STD)
+    return layer
+
+
+def split_tokens(tokens: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split frame tokens ``(..., L, D[+3])`` into features ``(..., L, D)`` and patch colours (or None)."""
+    if tokens.shape[-1] == dim:
+        return tokens, None
+    return tokens[..., :dim], tokens[..., dim:]
+
+
 def init_residual_output(layer: nn.Linear, gain: float) -> None:
     """Small-gain init of a residual branch's output projection (keeps early blocks near identity)."""
     nn.init.xavier_uniform_(layer.weight, gain=gain)
@@ -60,14 +81,18 @@ def init_residual_output(layer: nn.Linear, gain: float) -> None:
 
 
 class FrameEncoder(nn.Module):
-    """CNN over each frame independently, 2-D position embedding, flatten, LayerNorm + MLP to D.
+    """CNN over each frame independently, 2-D position embedding, flatten, LayerNorm + MLP to D; with
+    ``colour_values`` each token also carries its patch's mean colour (3 more channels).
 
-    :param cfg: model configuration (uses image_size, feature_stride, encoder_channels, slot_dim).
+    :param cfg: model configuration (uses image_size, feature_stride, encoder_channels, slot_dim,
+        colour_values).
     """
 
     def __init__(self, cfg: PSBConfig) -> None:
         super().__init__()
         c = cfg.encoder_channels
+        self.feature_stride = cfg.feature_stride
+        self.colour_values = cfg.colour_values
         strides = [2 if cfg.feature_stride >= 2 else 1, 2 if cfg.feature_stride >= 4 else 1]
         strides.append(2 if cfg.feature_stride >= 8 else 1)
         self.cnn = nn.Sequential(
@@ -85,10 +110,15 @@ class FrameEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(c, cfg.slot_dim), nn.ReLU(), nn.Linear(cfg.slot_dim, cfg.slot_dim))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """:param frames: ``(X, 3, H, W)``. :return: tokens ``(X, L, D)``."""
+        """:param frames: ``(X, 3, H, W)``. :return: tokens ``(X, L, D)``, or ``(X, L, D + 3)`` with
+        ``colour_values`` (the last 3 channels: the patch's mean RGB times :data:`PATCH_COLOUR_SCALE`)."""
         features = self.cnn(frames).permute(0, 2, 3, 1)  # (X, h, w, C)
         features = F.relu(features + self.position(self.grid))
-        return self.mlp(self.norm(features.flatten(1, 2)))
+        tokens = self.mlp(self.norm(features.flatten(1, 2)))
+        if not self.colour_values:
+            return tokens
+        colours = F.avg_pool2d(frames, self.feature_stride).flatten(2).transpose(1, 2)  # (X, L, 3)
+        return torch.cat([tokens, PATCH_COLOUR_SCALE * colours.to(tokens.dtype)], dim=-1)
 
 
 class TimeBias(nn.Module):
@@ -142,7 +172,7 @@ class PSBBlock(nn.Module):
 
     def __init__(self, cfg: PSBConfig) -> None:
         super().__init__()
-        d = cfg.slot_dim
+        d = self.dim = cfg.slot_dim
         self.num_heads = cfg.num_heads
         self.inverted = cfg.inverted_attention
         self.scale = d**-0.5
@@ -153,6 +183,7 @@ class PSBBlock(nn.Module):
         self.bu_query = nn.Linear(d, d, bias=False)
         self.bu_key = nn.Linear(d, d, bias=False)
         self.bu_value = nn.Linear(d, d, bias=False)
+        self.bu_colour = colour_value_projection(cfg)
         self.bu_out = nn.Linear(d, d)
 
         self.norm_time = nn.LayerNorm(d)
@@ -179,9 +210,14 @@ class PSBBlock(nn.Module):
         return self.time_bias(offsets)
 
     def feature_keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bottom-up keys and values of frame tokens ``(..., L, D)``; the streaming encoder caches them."""
+        """Bottom-up keys and values ``(..., L, D)`` of frame tokens ``(..., L, D[+3])``; the streaming
+        encoder caches them. Patch colours (``colour_values``) enter the values only."""
+        features, colours = split_tokens(features, self.dim)
         normed = self.norm_bu_features(features)
-        return self.bu_key(normed), self.bu_value(normed)
+        values = self.bu_value(normed)
+        if self.bu_colour is not None:
+            values = values + self.bu_colour(colours)
+        return self.bu_key(normed), values
 
     def bottom_up_weights(
         self, logits: torch.Tensor, valid: torch.Tensor, bias: torch.Tensor

@@ -34,7 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from psb_rl.config import PSBConfig
-from psb_rl.model import RENORM_EPS, PSBSlotEncoder, SlotInitializer, merge_heads, split_heads
+from psb_rl.model import (
+    RENORM_EPS,
+    PSBSlotEncoder,
+    SlotInitializer,
+    colour_value_projection,
+    merge_heads,
+    split_heads,
+    split_tokens,
+)
 
 
 @dataclass
@@ -57,7 +65,7 @@ class SlotAttentionCorrector(nn.Module):
 
     def __init__(self, cfg: PSBConfig) -> None:
         super().__init__()
-        d = cfg.slot_dim
+        d = self.dim = cfg.slot_dim
         self.iterations = cfg.savi_iterations
         self.scale = d**-0.5
         self.norm_inputs = nn.LayerNorm(d)
@@ -65,14 +73,20 @@ class SlotAttentionCorrector(nn.Module):
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(d, d, bias=False)
+        self.colour = colour_value_projection(cfg)
         self.gru = nn.GRUCell(d, d)
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.ReLU(), nn.Linear(cfg.mlp_ratio * d, d))
 
     def keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:param features: ``(..., L, D)`` frame tokens. :return: keys and values ``(..., L, D)``."""
+        """:param features: ``(..., L, D[+3])`` frame tokens. :return: keys and values ``(..., L, D)``
+        (patch colours enter the values only, as in :meth:`psb_rl.model.PSBBlock.feature_keys_values`)."""
+        features, colours = split_tokens(features, self.dim)
         normed = self.norm_inputs(features)
-        return self.key(normed), self.value(normed)
+        values = self.value(normed)
+        if self.colour is not None:
+            values = values + self.colour(colours)
+        return self.key(normed), values
 
     def forward(
         self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor

@@ -115,6 +115,8 @@ class TrainArgs:
     """ablation: --no-inverted-attention uses a plain softmax over keys"""
     time_encoding: str = _MODEL.time_encoding
     """relative | absolute (ablation)"""
+    colour_values: bool = _MODEL.colour_values
+    """add each token's patch colour to the bottom-up values (--no-colour-values: CNN tokens only)"""
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from psb_rl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
@@ -91,6 +92,23 @@ def test_newer_format_version(saved: tuple[PSBAutoencoder, Path], tmp_path: Path
                                             "config": json.dumps(model.config.to_dict())})
     with pytest.raises(CheckpointError, match="newer"):
         load_checkpoint(path)
+
+
+def test_checkpoint_from_before_colour_values_loads_without_it(tmp_path: Path) -> None:
+    """Configs written before the colour_values field existed describe models without that path."""
+    torch.manual_seed(0)
+    model = PSBAutoencoder(tiny_config(colour_values=False)).eval()
+    old_config = {k: v for k, v in model.config.to_dict().items() if k != "colour_values"}
+    path = save_checkpoint(model, tmp_path / "old.ckpt")
+    tensors, _ = read_checkpoint(path)
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    metadata["config"] = json.dumps(old_config)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    loaded = load_checkpoint(path)
+    assert loaded.config.colour_values is False
+    video = torch.rand(1, 3, 3, 32, 32)
+    assert torch.equal(loaded.encode(video), model.encode(video))
 
 
 def test_failed_write_keeps_previous_checkpoint(saved: tuple[PSBAutoencoder, Path], monkeypatch) -> None:

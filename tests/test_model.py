@@ -108,6 +108,28 @@ def test_inverted_attention_sums_to_one_over_slots() -> None:
         assert torch.allclose(totals, in_episode.expand_as(totals).float(), atol=1e-5)
 
 
+@pytest.mark.parametrize("encoder", ["psb", "savi"])
+def test_patch_colour_enters_the_values_only(encoder: str) -> None:
+    """colour_values: tokens end with the patch's mean colour; it moves the values, never the keys."""
+    model = make_model(encoder=encoder)
+    video = torch.rand(1, 2, 3, 32, 32)
+    tokens = model.encode_frames(video)
+    d, stride = model.config.slot_dim, model.config.feature_stride
+    assert tokens.shape[-1] == model.config.token_dim == d + 3
+    patch_mean = video[0, 0, :, :stride, :stride].mean(dim=(1, 2))
+    assert torch.allclose(tokens[0, 0, 0, d:], 4.0 * patch_mean, atol=1e-6)  # PATCH_COLOUR_SCALE
+    recoloured = torch.cat([tokens[..., :d], tokens[..., d:].flip(-1)], dim=-1)
+    layers = model.slot_encoder.blocks if encoder == "psb" else [model.slot_encoder.corrector]
+    for layer in layers:
+        project = layer.feature_keys_values if encoder == "psb" else layer.keys_values
+        (keys, values), (keys2, values2) = project(tokens), project(recoloured)
+        assert torch.equal(keys, keys2)
+        assert not torch.allclose(values, values2)
+    plain = make_model(encoder=encoder, colour_values=False)
+    assert plain.encode_frames(video).shape[-1] == d
+    assert plain.encode(video).shape == (1, 2, 4, d)
+
+
 def test_relative_time_bias_depends_on_offsets_only() -> None:
     """A clip shifted in time gives the same slots once both have a full window: no absolute time."""
     model = make_model(window=2, num_blocks=1)
