@@ -64,6 +64,10 @@ class TrainArgs:
     """AdamW weight decay"""
     grad_clip: float = 1.0
     """clip the global gradient norm to this value"""
+    mask_consistency: float = 0.1
+    """weight of the temporal mask-consistency term (the fraction of pixels that change slot between
+    consecutive frames, see mask_change) added to the pixel MSE: reconstruction alone does not care which
+    slot holds an object, so without it slots swap objects over time; 0 = reconstruction only"""
     seed: int = 0
     """seed of weights, batches and collection"""
     device: str = "auto"
@@ -163,6 +167,20 @@ class StepBatchSampler(Sampler[list[int]]):
         for step in range(self.start_step, self.steps):
             rng = np.random.default_rng([self.seed, step, self.rank])
             yield self.candidates[rng.integers(0, len(self.candidates), self.batch_size)].tolist()
+
+
+def mask_change(masks: torch.Tensor) -> torch.Tensor:
+    """Mean fraction of pixels whose slot ownership changes between consecutive frames.
+
+    ``½ Σ_n |m_{t+1} - m_t|`` averaged over pixels, steps and clips: about perimeter × speed / area for
+    objects that move and keep their slot, twice the objects' area when two slots swap objects.
+
+    :param masks: ``(B, T, N, H, W)`` alpha masks (sum to 1 over N).
+    :return: scalar tensor in [0, 1] (0 for single-frame clips).
+    """
+    if masks.shape[1] < 2:
+        return masks.new_zeros(())
+    return (masks[:, 1:] - masks[:, :-1]).abs().sum(dim=2).mean() / 2
 
 
 def learning_rate(step: int, args: TrainArgs, time_fraction: float = 0.0) -> float:
@@ -316,7 +334,9 @@ def train(args: TrainArgs) -> dict[str, Any]:
             group["lr"] = lr
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = ddp_model(video).loss
+            output = ddp_model(video)
+        change = mask_change(output.masks)
+        loss = output.loss + args.mask_consistency * change
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "
@@ -329,12 +349,13 @@ def train(args: TrainArgs) -> dict[str, Any]:
         step += 1
         frames_seen += video.shape[0] * video.shape[1] * info.world_size
         elapsed = time.perf_counter() - started
-        record = {"step": step, "loss": float(loss.item()), "grad_norm": float(grad_norm), "lr": lr}
+        record = {"step": step, "loss": float(loss.item()), "mse": float(output.loss.item()),
+                  "mask_change": float(change.item()), "grad_norm": float(grad_norm), "lr": lr}
         history.append(record)
         if info.is_main:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}")
-            for key in ("loss", "grad_norm", "lr"):
+            for key in ("loss", "mse", "mask_change", "grad_norm", "lr"):
                 writer.add_scalar(f"train/{key}", record[key], step)
         if args.max_minutes is not None:
             time_fraction, out_of_time = time_budget_used(elapsed, args.max_minutes, info, device)
@@ -386,7 +407,10 @@ def finish_run(model: PSBAutoencoder, episodes: list[dict[str, np.ndarray]], arg
             gifs.append(str(path))
     curve = out / "loss_curve.png"
     if history:
-        save_curve_png(curve, [h["step"] for h in history], {"train loss (MSE)": [h["loss"] for h in history]},
+        curves = {"train loss": [h["loss"] for h in history]}
+        if args.mask_consistency:
+            curves["pixel MSE"] = [h.get("mse", h["loss"]) for h in history]
+        save_curve_png(curve, [h["step"] for h in history], curves,
                        title="PSB pretraining", xlabel="step", ylabel="loss", logy=True)
     metrics = {
         "evaluation": evaluation,

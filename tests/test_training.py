@@ -14,7 +14,14 @@ import torch
 from psb_rl.checkpoint import load_checkpoint, read_checkpoint
 from psb_rl.model import PSBAutoencoder
 from psb_rl.rollouts import collect_rollouts
-from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, TrainingDivergedError, learning_rate, train
+from psb_rl.training import (
+    TRAIN_STATE_NAME,
+    TrainArgs,
+    TrainingDivergedError,
+    learning_rate,
+    mask_change,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, num_slots=4, slot_dim=32, num_blocks=1, num_heads=2, window=2,
@@ -86,6 +93,25 @@ def test_learning_rate_warms_up_decays_and_follows_the_time_budget() -> None:
     assert learning_rate(55, args, time_fraction=0.01) == pytest.approx(0.55e-3)
     assert learning_rate(12, args, time_fraction=1.5) == pytest.approx(1e-4)
     assert learning_rate(0, args, time_fraction=0.9) == pytest.approx(1e-4)  # the warm-up counts steps
+
+
+def test_mask_change_counts_pixels_that_change_slot() -> None:
+    """Hand-computed on 4×4 frames: a still scene costs 0; a 2×2 object moving one column right hands
+    2 pixels to the background and takes 2 from it (4/16); two 2×2 objects swapping slots: 8/16."""
+    masks = torch.zeros(1, 2, 3, 4, 4)
+    masks[:, :, 0] = 1.0  # slot 0: background
+    masks[:, :, 0, :2, :2], masks[:, :, 1, :2, :2] = 0.0, 1.0  # slot 1: object A, still
+    masks[:, :, 0, 2:, 2:], masks[:, :, 2, 2:, 2:] = 0.0, 1.0  # slot 2: object B, still
+    assert mask_change(masks).item() == 0.0
+    moved = masks.clone()
+    moved[0, 1, :, :2, :] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # A moves right by one column
+    moved[0, 1, 1, :2, 1:3] = 1.0
+    moved[0, 1, 0, :2, 1:3] = 0.0
+    assert mask_change(moved).item() == pytest.approx(4 / 16)  # column 0 → background, column 2 → A
+    swapped = masks.clone()
+    swapped[0, 1, [1, 2]] = swapped[0, 1, [2, 1]]
+    assert mask_change(swapped).item() == pytest.approx(8 / 16)
+    assert mask_change(masks[:, :1]).item() == 0.0  # one frame: nothing to compare
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
