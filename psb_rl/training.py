@@ -183,6 +183,15 @@ def mask_change(masks: torch.Tensor) -> torch.Tensor:
     return (masks[:, 1:] - masks[:, :-1]).abs().sum(dim=2).mean() / 2
 
 
+def mask_consistency_weight(step: int, args: TrainArgs) -> float:
+    """Weight of the mask-consistency term at ``step``: 0 before ``args.mask_consistency_start``, then a
+    linear ramp reaching ``args.mask_consistency`` at twice that step."""
+    start = args.mask_consistency_start
+    if start <= 0:
+        return args.mask_consistency
+    return args.mask_consistency * min(1.0, max(0.0, (step - start) / start))
+
+
 def learning_rate(step: int, args: TrainArgs, time_fraction: float = 0.0) -> float:
     """Linear warm-up to ``args.lr`` then cosine decay to 10%.
 
@@ -336,7 +345,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = ddp_model(video)
         change = mask_change(output.masks)
-        loss = output.loss + args.mask_consistency * change
+        loss = output.loss + mask_consistency_weight(step, args) * change
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "

@@ -20,6 +20,7 @@ from psb_rl.training import (
     TrainingDivergedError,
     learning_rate,
     mask_change,
+    mask_consistency_weight,
     train,
 )
 
@@ -112,6 +113,14 @@ def test_mask_change_counts_pixels_that_change_slot() -> None:
     swapped[0, 1, [1, 2]] = swapped[0, 1, [2, 1]]
     assert mask_change(swapped).item() == pytest.approx(8 / 16)
     assert mask_change(masks[:, :1]).item() == 0.0  # one frame: nothing to compare
+
+
+def test_mask_consistency_weight_starts_late_and_ramps() -> None:
+    args = TrainArgs(mask_consistency=0.1, mask_consistency_start=500)
+    assert [mask_consistency_weight(s, args) for s in (0, 499, 500)] == [0.0, 0.0, 0.0]
+    assert mask_consistency_weight(750, args) == pytest.approx(0.05)
+    assert mask_consistency_weight(1000, args) == mask_consistency_weight(5000, args) == pytest.approx(0.1)
+    assert mask_consistency_weight(0, TrainArgs(mask_consistency=0.1, mask_consistency_start=0)) == 0.1
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: Path, monkeypatch) -> None:
