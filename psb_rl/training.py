@@ -68,6 +68,10 @@ class TrainArgs:
     """weight of the temporal mask-consistency term (the fraction of pixels that change slot between
     consecutive frames, see mask_change) added to the pixel MSE: reconstruction alone does not care which
     slot holds an object, so without it slots swap objects over time; 0 = reconstruction only"""
+    mask_consistency_start: int = 500
+    """step at which the mask-consistency term starts; its weight then grows linearly to --mask-consistency
+    over as many steps again (from step 0 it favours the one-slot-takes-all plateau that slots must first
+    leave on reconstruction alone)"""
     seed: int = 0
     """seed of weights, batches and collection"""
     device: str = "auto"
