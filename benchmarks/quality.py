@@ -6,6 +6,7 @@ stability comparison. Variants run one after another (never concurrently: they w
 
     python benchmarks/quality.py --minutes 10 --variants psb savi
     python benchmarks/quality.py --minutes 10 --variants psb no_inverted absolute_time random_init
+    python benchmarks/quality.py --minutes 10 --variants psb no_colour_values no_mask_consistency
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_inverted": {"inverted_attention": False},
     "absolute_time": {"time_encoding": "absolute"},
     "random_init": {"slot_init": "random"},
+    "no_colour_values": {"colour_values": False},
+    "no_mask_consistency": {"mask_consistency": 0.0},
 }
-"""Variant name → TrainArgs overrides (ablations switch off one PSB mechanism each)."""
+"""Variant name → TrainArgs overrides (ablations switch off one PSB mechanism or recipe part each)."""
 
 
 @dataclass
 class QualityArgs:
     variants: list[str] = field(default_factory=lambda: ["psb", "savi"])
-    """variants to train: psb, savi, no_inverted, absolute_time, random_init"""
+    """variants to train: psb, savi, no_inverted, absolute_time, random_init, no_colour_values,
+    no_mask_consistency"""
     minutes: float = 10.0
     """training wall-clock budget per variant (the same for all)"""
     seeds: list[int] = field(default_factory=lambda: [0])
