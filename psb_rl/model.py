@@ -1,6 +1,7 @@
 """The PSB autoencoder in one file: frame encoder, PSB slot encoder, spatial-broadcast decoder.
 
-Shapes used throughout: video ``(B, T, 3, H, W)`` float in [0, 1]; frame tokens ``(B, T, L, D)``;
+Shapes used throughout: video ``(B, T, 3, H, W)`` float in [0, 1]; frame tokens ``(B, T, L, D')``
+(``D' = PSBConfig.token_dim``: D features, plus the patch colour with ``colour_values``);
 slots ``(B, T, N, D)``; masks ``(B, T, N, H, W)``. The parallel forward (:meth:`PSBSlotEncoder.forward`)
 and the one-step streaming update (:meth:`PSBSlotEncoder.step`) share every piece of math below,
 so the streaming encoder is exact to the parallel one up to float rounding.
@@ -275,7 +276,7 @@ class PSBBlock(nn.Module):
         windows can reach (at most ``2·k_steps - 1``), so each chunk is two large matrix products and
         memory stays O(T·W·N·L) instead of materialising the (T·N)×(T·L) matrix.
 
-        :param slots: ``(B, T, N, D)``. :param features: ``(B, T, L, D)``.
+        :param slots: ``(B, T, N, D)``. :param features: ``(B, T, L, D')``.
         :param k_steps: K = min(W, T) (T for an unbounded window). :param bias: ``(K,)`` bias per offset.
         :return: the update ``(B, T, N, D)`` and, if requested, the softmax over slots per window offset
             ``(B, T, N, K, L)`` (offset w = t - t'; entries before the first frame are 0).
@@ -318,7 +319,7 @@ class PSBBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Refine the slots of all steps in parallel.
 
-        :param slots: ``(B, T, N, D)``. :param features: frame tokens ``(B, T, L, D)``.
+        :param slots: ``(B, T, N, D)``. :param features: frame tokens ``(B, T, L, D')``.
         :param window: W, or None for unbounded causal attention.
         :param return_attention: also return the bottom-up softmax over slots ``(B, T, N, K, L)``.
         :return: refined slots ``(B, T, N, D)`` and the optional attention.
@@ -360,7 +361,7 @@ class PSBBlock(nn.Module):
         """Refine the slots of one new step per environment against the cache (written in place).
 
         :param slots: ``(b, N, D)`` block input for the new step of the selected environments.
-        :param features: ``(b, L, D)`` frame tokens of the new step.
+        :param features: ``(b, L, D')`` frame tokens of the new step.
         :param cache: this block's cache for all B environments.
         :param rows: long ``(b,)`` the environments being stepped (rows of the cache).
         :param position: long ``(b,)`` ring position of the new step.
@@ -451,7 +452,7 @@ class PSBSlotEncoder(nn.Module):
     def forward(
         self, features: torch.Tensor, return_attention: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """:param features: ``(B, T, L, D)``. :return: slots ``(B, T, N, D)`` and per-block attention
+        """:param features: ``(B, T, L, D')``. :return: slots ``(B, T, N, D)`` and per-block attention
         (the bottom-up softmax over slots, ``(B, T, N, K, L)``; empty unless ``return_attention``)."""
         b, t = features.shape[:2]
         steps = torch.arange(t, device=features.device).expand(b, t)
@@ -478,7 +479,7 @@ class PSBSlotEncoder(nn.Module):
     ) -> torch.Tensor:
         """Slots of one new step for the environments ``rows``, updating ``caches`` in place.
 
-        :param features: ``(b, L, D)`` tokens of each environment's new frame.
+        :param features: ``(b, L, D')`` tokens of each environment's new frame.
         :param caches: per-block caches of all environments (see :meth:`init_cache`).
         :param rows: long ``(b,)`` environments stepped. :param step_count: long ``(b,)`` their time
             index since reset (the new frame's t).
@@ -591,7 +592,7 @@ class PSBAutoencoder(nn.Module):
             )
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """:param video: ``(B, T, 3, H, W)``. :return: frame tokens ``(B, T, L, D)``."""
+        """:param video: ``(B, T, 3, H, W)``. :return: frame tokens ``(B, T, L, D')``."""
         b, t = video.shape[:2]
         return self.frame_encoder(video.flatten(0, 1)).unflatten(0, (b, t))
 

@@ -175,7 +175,7 @@ class SAViSlotEncoder(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Slots of every step, recurrently (causal by construction).
 
-        :param features: ``(B, T, L, D)`` frame tokens.
+        :param features: ``(B, T, L, D')`` frame tokens.
         :param return_attention: also return the corrector's last-iteration softmax over slots.
         :return: slots ``(B, T, N, D)`` and ``[attention (B, T, N, 1, L)]`` (shaped like PSB's
             ``(B, T, N, K, L)`` with K = 1), or an empty list unless ``return_attention``.
@@ -204,7 +204,7 @@ class SAViSlotEncoder(nn.Module):
     ) -> torch.Tensor:
         """Slots of one new step for the environments ``rows``, updating ``caches`` in place.
 
-        :param features: ``(b, L, D)`` tokens of each environment's new frame.
+        :param features: ``(b, L, D')`` tokens of each environment's new frame.
         :param caches: ``[SAViCache]`` of all environments (see :meth:`init_cache`).
         :param rows: long ``(b,)`` environments stepped.
         :param step_count: long ``(b,)`` their time index since reset (0: start from the initializer).

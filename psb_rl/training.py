@@ -50,7 +50,7 @@ class TrainArgs:
     """environment to collect the default dataset from when --data is missing"""
     collect_episodes: int = 300
     """episodes to collect when --data is missing"""
-    steps: int = 1000
+    steps: int = 4000
     """optimizer steps"""
     batch_size: int = 16
     """clips per step (global: split across torchrun ranks)"""
