@@ -66,8 +66,9 @@ class TrainArgs:
     """clip the global gradient norm to this value"""
     mask_consistency: float = 0.1
     """weight of the temporal mask-consistency term (the fraction of pixels that change slot between
-    consecutive frames, see mask_change) added to the pixel MSE: reconstruction alone does not care which
-    slot holds an object, so without it slots swap objects over time; 0 = reconstruction only"""
+    consecutive frames where the image stays still, see mask_change) added to the pixel MSE: reconstruction
+    alone does not care which slot holds an object, so without it slots swap objects over time;
+    0 = reconstruction only"""
     mask_consistency_start: int = 500
     """step at which the mask-consistency term starts; its weight then grows linearly to --mask-consistency
     over as many steps again (from step 0 it favours the one-slot-takes-all plateau that slots must first
@@ -173,18 +174,30 @@ class StepBatchSampler(Sampler[list[int]]):
             yield self.candidates[rng.integers(0, len(self.candidates), self.batch_size)].tolist()
 
 
-def mask_change(masks: torch.Tensor) -> torch.Tensor:
-    """Mean fraction of pixels whose slot ownership changes between consecutive frames.
+STILL_PIXEL_THRESHOLD = 0.1
+"""A pixel whose colour changes by less than this (max over RGB, frames in [0, 1]) between two frames is
+"still": its slot should not change there."""
 
-    ``½ Σ_n |m_{t+1} - m_t|`` averaged over pixels, steps and clips: about perimeter × speed / area for
-    objects that move and keep their slot, twice the objects' area when two slots swap objects.
+
+def mask_change(masks: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean fraction of pixels that change slot between consecutive frames where the image stays still.
+
+    ``½ Σ_n |m_{t+1} - m_t|`` per pixel, counted only where the input pixel did not change (with
+    ``video``), averaged over pixels, steps and clips. Objects that move and keep their slot cost
+    nothing (their pixels that change owner also change colour); two slots that swap objects pay for
+    the objects' overlapping interiors; a static partition of the image is not favoured over tracking.
 
     :param masks: ``(B, T, N, H, W)`` alpha masks (sum to 1 over N).
+    :param video: ``(B, T, 3, H, W)`` the input frames; None counts every pixel.
     :return: scalar tensor in [0, 1] (0 for single-frame clips).
     """
     if masks.shape[1] < 2:
         return masks.new_zeros(())
-    return (masks[:, 1:] - masks[:, :-1]).abs().sum(dim=2).mean() / 2
+    change = (masks[:, 1:] - masks[:, :-1]).abs().sum(dim=2) / 2  # (B, T-1, H, W)
+    if video is not None:
+        still = (video[:, 1:] - video[:, :-1]).abs().amax(dim=2) < STILL_PIXEL_THRESHOLD
+        change = change * still
+    return change.mean()
 
 
 def mask_consistency_weight(step: int, args: TrainArgs) -> float:
@@ -348,7 +361,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = ddp_model(video)
-        change = mask_change(output.masks)
+        change = mask_change(output.masks, video)
         loss = output.loss + mask_consistency_weight(step, args) * change
         if not torch.isfinite(loss):
             raise TrainingDivergedError(

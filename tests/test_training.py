@@ -96,22 +96,30 @@ def test_learning_rate_warms_up_decays_and_follows_the_time_budget() -> None:
     assert learning_rate(0, args, time_fraction=0.9) == pytest.approx(1e-4)  # the warm-up counts steps
 
 
-def test_mask_change_counts_pixels_that_change_slot() -> None:
-    """Hand-computed on 4×4 frames: a still scene costs 0; a 2×2 object moving one column right hands
-    2 pixels to the background and takes 2 from it (4/16); two 2×2 objects swapping slots: 8/16."""
+def test_mask_change_counts_pixels_that_change_slot_where_the_image_is_still() -> None:
+    """Hand-computed on 4×4 frames with a black background, a red object A (slot 1) and a green object B
+    (slot 2), each 2×2: a still scene costs 0; A moving one column right hands 2 pixels to the background
+    and takes 2 from it (4/16 without the image, 0 with it: those pixels change colour); A and B swapping
+    slots in place costs their 8 pixels (8/16) either way."""
     masks = torch.zeros(1, 2, 3, 4, 4)
-    masks[:, :, 0] = 1.0  # slot 0: background
-    masks[:, :, 0, :2, :2], masks[:, :, 1, :2, :2] = 0.0, 1.0  # slot 1: object A, still
-    masks[:, :, 0, 2:, 2:], masks[:, :, 2, 2:, 2:] = 0.0, 1.0  # slot 2: object B, still
-    assert mask_change(masks).item() == 0.0
+    masks[:, :, 0] = 1.0
+    masks[:, :, 0, :2, :2], masks[:, :, 1, :2, :2] = 0.0, 1.0
+    masks[:, :, 0, 2:, 2:], masks[:, :, 2, 2:, 2:] = 0.0, 1.0
+    colours = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+    def render(m: torch.Tensor) -> torch.Tensor:  # (1, T, N, H, W) one-hot masks -> (1, T, 3, H, W)
+        return torch.einsum("btnhw,nc->btchw", m, colours)
+
+    assert mask_change(masks).item() == 0.0 and mask_change(masks, render(masks)).item() == 0.0
     moved = masks.clone()
-    moved[0, 1, :, :2, :] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # A moves right by one column
-    moved[0, 1, 1, :2, 1:3] = 1.0
-    moved[0, 1, 0, :2, 1:3] = 0.0
-    assert mask_change(moved).item() == pytest.approx(4 / 16)  # column 0 → background, column 2 → A
+    moved[0, 1, :, :2, :] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    moved[0, 1, 1, :2, 1:3], moved[0, 1, 0, :2, 1:3] = 1.0, 0.0
+    assert mask_change(moved).item() == pytest.approx(4 / 16)
+    assert mask_change(moved, render(moved)).item() == 0.0
     swapped = masks.clone()
     swapped[0, 1, [1, 2]] = swapped[0, 1, [2, 1]]
     assert mask_change(swapped).item() == pytest.approx(8 / 16)
+    assert mask_change(swapped, render(masks)).item() == pytest.approx(8 / 16)  # the image did not change
     assert mask_change(masks[:, :1]).item() == 0.0  # one frame: nothing to compare
 
 
