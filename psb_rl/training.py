@@ -50,13 +50,13 @@ class TrainArgs:
     """environment to collect the default dataset from when --data is missing"""
     collect_episodes: int = 300
     """episodes to collect when --data is missing"""
-    steps: int = 2000
+    steps: int = 1000
     """optimizer steps"""
     batch_size: int = 16
     """clips per step (global: split across torchrun ranks)"""
     clip_len: int = 6
     """frames per training clip (longer than --window so the model sees the band)"""
-    lr: float = 5e-4
+    lr: float = 1e-3
     """peak AdamW learning rate"""
     warmup_steps: int = 250
     """linear warm-up steps, followed by cosine decay to 10% of --lr"""
@@ -67,9 +67,9 @@ class TrainArgs:
     mask_consistency: float = 0.0
     """weight of the temporal mask-consistency term (the fraction of pixels that change slot between
     consecutive frames where the image stays still, see mask_change) added to the pixel MSE: reconstruction
-    alone does not care which slot holds an object, so slots swap objects over time. Off by default: 0.1
-    helped tracking in 3 of 4 runs, but in one the whole scene collapsed into a single slot (no slot ever
-    changes there); see the README's results"""
+    alone does not care which slot holds an object, so slots swap objects over time. Off by default: with
+    --colour-values, 0.1 raised video FG-ARI in the runs that bound objects, but it cannot rescue a run
+    heading for one slot per several objects (no slot ever changes there); see the README's results"""
     mask_consistency_start: int = 500
     """step at which the mask-consistency term starts; its weight then grows linearly to --mask-consistency
     over as many steps again (from step 0 it favours the one-slot-takes-all plateau that slots must first
@@ -126,7 +126,7 @@ class TrainArgs:
     time_encoding: str = _MODEL.time_encoding
     """relative | absolute (ablation)"""
     colour_values: bool = _MODEL.colour_values
-    """add each token's patch colour to the bottom-up values (--no-colour-values: CNN tokens only)"""
+    """add each token's patch colour to the bottom-up values (binds colour; see PSBConfig.colour_values)"""
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""

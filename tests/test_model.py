@@ -111,7 +111,7 @@ def test_inverted_attention_sums_to_one_over_slots() -> None:
 @pytest.mark.parametrize("encoder", ["psb", "savi"])
 def test_patch_colour_enters_the_values_only(encoder: str) -> None:
     """colour_values: tokens end with the patch's mean colour; it moves the values, never the keys."""
-    model = make_model(encoder=encoder)
+    model = make_model(encoder=encoder, colour_values=True)
     video = torch.rand(1, 2, 3, 32, 32)
     tokens = model.encode_frames(video)
     d, stride = model.config.slot_dim, model.config.feature_stride
