@@ -362,8 +362,10 @@ def train(args: TrainArgs) -> dict[str, Any]:
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = ddp_model(video)
-        change = mask_change(output.masks, video)
-        loss = output.loss + mask_consistency_weight(step, args) * change
+        weight = mask_consistency_weight(step, args)
+        with torch.set_grad_enabled(weight > 0):  # logged either way: how much the slots reshuffle
+            change = mask_change(output.masks, video)
+        loss = output.loss + weight * change if weight > 0 else output.loss
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "
