@@ -6,7 +6,7 @@ stability comparison. Variants run one after another (never concurrently: they w
 
     python benchmarks/quality.py --minutes 10 --variants psb savi
     python benchmarks/quality.py --minutes 10 --variants psb no_inverted absolute_time random_init
-    python benchmarks/quality.py --minutes 10 --variants psb no_colour_values mask_consistency
+    python benchmarks/quality.py --minutes 10 --variants psb colour_values colour_values_mask_consistency
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_inverted": {"inverted_attention": False},
     "absolute_time": {"time_encoding": "absolute"},
     "random_init": {"slot_init": "random"},
-    "no_colour_values": {"colour_values": False},
-    "mask_consistency": {"mask_consistency": 0.1},
+    "colour_values": {"colour_values": True},
+    "colour_values_mask_consistency": {"colour_values": True, "mask_consistency": 0.1},
 }
 """Variant name → TrainArgs overrides (ablations switch off one PSB mechanism or recipe part each;
-``mask_consistency`` switches the optional term on)."""
+the ``colour_values*`` variants switch the optional recipe parts on)."""
 
 
 @dataclass
 class QualityArgs:
     variants: list[str] = field(default_factory=lambda: ["psb", "savi"])
-    """variants to train: psb, savi, no_inverted, absolute_time, random_init, no_colour_values,
-    mask_consistency (the optional --mask-consistency 0.1 term on)"""
+    """variants to train: psb, savi, no_inverted, absolute_time, random_init, colour_values,
+    colour_values_mask_consistency (the optional recipe parts on)"""
     minutes: float = 10.0
     """training wall-clock budget per variant (the same for all)"""
     seeds: list[int] = field(default_factory=lambda: [0])
