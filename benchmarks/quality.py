@@ -33,7 +33,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "colour_values": {"colour_values": True},
     "colour_values_mask_consistency": {"colour_values": True, "mask_consistency": 0.1},
 }
-"""Variant name → TrainArgs overrides (ablations switch off one PSB mechanism or recipe part each;
+"""Variant name → TrainArgs overrides (the ablations switch off one PSB mechanism each;
 the ``colour_values*`` variants switch the optional recipe parts on)."""
 
 
