@@ -25,7 +25,8 @@ def parallel_slots(model: PSBAutoencoder, history: list[np.ndarray]) -> torch.Te
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(window=3, num_blocks=2, num_slots=4), dict(window=2, num_blocks=3, num_slots=3), dict(window=None)],
+    [dict(window=3, num_blocks=2, num_slots=4), dict(window=2, num_blocks=3, num_slots=3), dict(window=None),
+     dict(window=3, colour_values=True), dict(encoder="savi", colour_values=True)],
 )
 def test_streaming_equals_parallel_with_random_resets(overrides: dict) -> None:
     model = make_model(**overrides)
