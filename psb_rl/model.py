@@ -68,11 +68,20 @@ def colour_value_projection(cfg: PSBConfig) -> nn.Linear | None:
     return layer
 
 
-def split_tokens(tokens: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Split frame tokens ``(..., L, D[+3])`` into features ``(..., L, D)`` and patch colours (or None)."""
-    if tokens.shape[-1] == dim:
-        return tokens, None
-    return tokens[..., :dim], tokens[..., dim:]
+def token_keys_values(
+    tokens: torch.Tensor, dim: int, norm: nn.Module, key: nn.Module, value: nn.Module, colour: nn.Module | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values ``(..., L, D)`` of frame tokens ``(..., L, D')``: LayerNorm then linear maps of the
+    D features; the patch colour (the last 3 channels, with ``colour_values``) enters the values only.
+
+    Shared by the PSB block and the SAVi corrector so both bind colour the same way.
+    """
+    features, colours = tokens[..., :dim], tokens[..., dim:]
+    normed = norm(features)
+    values = value(normed)
+    if colour is not None:
+        values = values + colour(colours)
+    return key(normed), values
 
 
 def init_residual_output(layer: nn.Linear, gain: float) -> None:
@@ -213,12 +222,8 @@ class PSBBlock(nn.Module):
     def feature_keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bottom-up keys and values ``(..., L, D)`` of frame tokens ``(..., L, D[+3])``; the streaming
         encoder caches them. Patch colours (``colour_values``) enter the values only."""
-        features, colours = split_tokens(features, self.dim)
-        normed = self.norm_bu_features(features)
-        values = self.bu_value(normed)
-        if self.bu_colour is not None:
-            values = values + self.bu_colour(colours)
-        return self.bu_key(normed), values
+        return token_keys_values(features, self.dim, self.norm_bu_features, self.bu_key, self.bu_value,
+                                 self.bu_colour)
 
     def bottom_up_weights(
         self, logits: torch.Tensor, valid: torch.Tensor, bias: torch.Tensor

@@ -41,7 +41,7 @@ from psb_rl.model import (
     colour_value_projection,
     merge_heads,
     split_heads,
-    split_tokens,
+    token_keys_values,
 )
 
 
@@ -81,12 +81,7 @@ class SlotAttentionCorrector(nn.Module):
     def keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:param features: ``(..., L, D[+3])`` frame tokens. :return: keys and values ``(..., L, D)``
         (patch colours enter the values only, as in :meth:`psb_rl.model.PSBBlock.feature_keys_values`)."""
-        features, colours = split_tokens(features, self.dim)
-        normed = self.norm_inputs(features)
-        values = self.value(normed)
-        if self.colour is not None:
-            values = values + self.colour(colours)
-        return self.key(normed), values
+        return token_keys_values(features, self.dim, self.norm_inputs, self.key, self.value, self.colour)
 
     def forward(
         self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
