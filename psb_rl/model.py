@@ -220,7 +220,7 @@ class PSBBlock(nn.Module):
         return self.time_bias(offsets)
 
     def feature_keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bottom-up keys and values ``(..., L, D)`` of frame tokens ``(..., L, D[+3])``; the streaming
+        """Bottom-up keys and values ``(..., L, D)`` of frame tokens ``(..., L, D')``; the streaming
         encoder caches them. Patch colours (``colour_values``) enter the values only."""
         return token_keys_values(features, self.dim, self.norm_bu_features, self.bu_key, self.bu_value,
                                  self.bu_colour)

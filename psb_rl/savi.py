@@ -79,7 +79,7 @@ class SlotAttentionCorrector(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.ReLU(), nn.Linear(cfg.mlp_ratio * d, d))
 
     def keys_values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:param features: ``(..., L, D[+3])`` frame tokens. :return: keys and values ``(..., L, D)``
+        """:param features: ``(..., L, D')`` frame tokens. :return: keys and values ``(..., L, D)``
         (patch colours enter the values only, as in :meth:`psb_rl.model.PSBBlock.feature_keys_values`)."""
         return token_keys_values(features, self.dim, self.norm_inputs, self.key, self.value, self.colour)
 
