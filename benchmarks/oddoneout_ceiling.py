@@ -1,0 +1,61 @@
+"""What a success rate means on ``PSB/OddOneOut-v0``: scripted policies with the simulator's state.
+
+    python benchmarks/oddoneout_ceiling.py [--episodes 1000]
+
+Touching any object ends an episode, so the task needs both identification (which object is the
+odd one) and navigation among the other, moving, objects. The three policies of
+:mod:`envs.scripted` separate them: ``greedy`` (right object, straight line), ``avoid`` (right object,
+one-step look-ahead around the others) and ``avoid_random_target`` (the same navigation to a random
+object: what perfect navigation earns without identification). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from envs.scripted import POLICIES, evaluate_scripted
+from psb_rl.cli import parse_dataclass
+from psb_rl.utils import write_json
+
+
+@dataclass
+class Args:
+    """Success rates of scripted reference policies on PSB/OddOneOut-v0."""
+
+    episodes: int = 1000
+    """episodes per policy (reset seeds seed .. seed + episodes - 1)"""
+    seed: int = 0
+    """first reset seed"""
+    out: str = "benchmarks/results/oddoneout_ceiling.json"
+    """where the JSON results go"""
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate every scripted policy, print the table, write the JSON. :return: results per policy."""
+    args: Args = parse_dataclass(Args, argv)
+    results: dict[str, dict[str, float]] = {}
+    print(f"PSB/OddOneOut-v0, {args.episodes} episodes per policy")
+    print("| policy | success | touched another object | time-out | mean length |")
+    print("| --- | --- | --- | --- | --- |")
+    for policy in POLICIES:
+        start = time.perf_counter()
+        row = evaluate_scripted(policy, episodes=args.episodes, seed=args.seed)
+        row["seconds"] = time.perf_counter() - start
+        results[policy] = row
+        print(
+            f"| {policy} | {row['success_rate']:.3f} | {row['wrong_object_rate']:.3f} | "
+            f"{row['timeout_rate']:.3f} | {row['mean_length']:.1f} |"
+        )
+    write_json(args.out, {"benchmark": "oddoneout_ceiling", "episodes": args.episodes, "seed": args.seed,
+                          "results": results})
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
