@@ -104,8 +104,10 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     """Roll the agent and write the GIF.
 
     :param args: evaluation arguments.
-    :return: ``success_rate``, ``mean_reward``, ``std_reward``, ``mean_length``, ``episodes``,
-        per-episode ``returns`` / ``successes`` and ``gif_path`` (None if skipped).
+    :return: ``success_rate``, ``failure_rate`` (the env ended the episode without success, e.g. the
+        agent touched a wrong object), ``timeout_rate`` (time limit), ``mean_reward``, ``std_reward``,
+        ``mean_length``, ``episodes``, per-episode ``returns`` / ``lengths`` / ``successes`` and ``gif_path`` (None if
+        skipped).
     """
     train = _train_args(args)
     device = resolve_device(args.device)
@@ -115,7 +117,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     agent = PPO.load(model_path, device=device)
     env = make_single_env(train, device)
 
-    returns, lengths, successes = [], [], []
+    returns, lengths, successes, timeouts = [], [], [], []
     frames: list[np.ndarray] = []
     slots: list[np.ndarray] = []
 
@@ -148,6 +150,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
                 record(obs)
         returns.append(total)
         lengths.append(steps)
+        timeouts.append(float(truncated and not terminated))
         if "is_success" in info:
             successes.append(float(info["is_success"]))
 
@@ -171,15 +174,20 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         else:
             visualize.save_gif(np.stack(frames).astype(np.uint8), gif_path, fps=args.fps)
     env.close()
+    success_rate = float(np.mean(successes)) if successes else float("nan")
+    timeout_rate = float(np.mean(timeouts))
     return {
         "env": train.env,
         "encoder": train.encoder,
         "episodes": args.episodes,
-        "success_rate": float(np.mean(successes)) if successes else float("nan"),
+        "success_rate": success_rate,
+        "failure_rate": 1.0 - success_rate - timeout_rate if successes else float("nan"),
+        "timeout_rate": timeout_rate,
         "mean_reward": float(np.mean(returns)),
         "std_reward": float(np.std(returns)),
         "mean_length": float(np.mean(lengths)),
         "returns": returns,
+        "lengths": lengths,
         "successes": successes,
         "gif_path": str(gif_path) if gif_path else None,
     }
@@ -195,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = evaluate(parse_args(argv))
     print(
         f"{result['encoder']} agent on {result['env']}: success rate {result['success_rate']:.3f} "
-        f"over {result['episodes']} episodes, return {result['mean_reward']:.3f} ± {result['std_reward']:.3f}, "
+        f"over {result['episodes']} episodes (ended without success {result['failure_rate']:.3f}, time-outs "
+        f"{result['timeout_rate']:.3f}), return {result['mean_reward']:.3f} ± {result['std_reward']:.3f}, "
         f"length {result['mean_length']:.1f}"
     )
     if result["gif_path"]:

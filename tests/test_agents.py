@@ -88,6 +88,15 @@ def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> N
         out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif_max_steps=6))
         assert out["episodes"] == 1 and 0.0 <= out["success_rate"] <= 1.0
         assert Path(out["gif_path"]).is_file()
+    if encoder == "state":
+        out = evaluate(EvalArgs(run=result["out_dir"], episodes=6, gif="none"))
+        assert out["success_rate"] + out["failure_rate"] + out["timeout_rate"] == pytest.approx(1.0)
+        # OddOneOut ends an episode only by a touch (terminated) or the 100-step limit (truncated)
+        # a time-out: 100 steps with no touch, return 100 × (-0.01); a touch at step 100 returns 0 or -1.1
+        ended_by_limit = sum(
+            1 for r, n in zip(out["returns"], out["lengths"], strict=True) if n == 100 and r == pytest.approx(-1.0)
+        )
+        assert out["timeout_rate"] == pytest.approx(ended_by_limit / 6)
 
 
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
