@@ -330,3 +330,58 @@ def psnr(
     with np.errstate(divide="ignore"):
         values = 10.0 * np.log10(float(max_value) ** 2 / errors)
     return _reduce(values, reduction, single=False)
+
+
+#: Outcomes of :func:`object_errors`, in the order they are tested.
+OBJECT_OUTCOMES: tuple[str, ...] = ("background", "merged", "split", "own")
+
+
+def object_errors(
+    true_frame: ArrayLike, pred_frame: ArrayLike, split_threshold: float = 0.7
+) -> tuple[dict[int, str], list[tuple[float, bool]]]:
+    """Where one frame's segmentation goes wrong, object by object (a diagnostic, not a score).
+
+    Each ground-truth object gets the predicted segment holding most of its pixels (its *majority
+    segment*) and one outcome, the first that applies: ``"background"`` (that segment also holds the
+    most ground-truth background pixels), ``"merged"`` (another object has the same majority segment),
+    ``"split"`` (the majority segment holds less than ``split_threshold`` of the object) or ``"own"``.
+
+    :param true_frame: int ``(H, W)`` labels, 0 = background.
+    :param pred_frame: int ``(H, W)`` predicted segment ids (e.g. the argmax over slots).
+    :param split_threshold: smallest fraction of an object its majority segment must hold to count as ``"own"``.
+    :return: ``{object label: outcome}`` and, for every pair of objects, ``(distance, merged)``: the
+        Chebyshev distance in pixels between their centroids and whether they share a majority segment.
+    """
+    true, pred = _to_numpy(true_frame).astype(np.int64), _to_numpy(pred_frame).astype(np.int64)
+    if true.ndim != 2 or true.shape != pred.shape:
+        raise ValueError(f"expected two (H, W) label maps of one shape, got {true.shape} and {pred.shape}")
+    if pred.min(initial=0) < 0:
+        raise ValueError("predicted segment ids must be >= 0")
+    size = int(pred.max(initial=0)) + 1
+    background = true == 0
+    background_segment = int(np.bincount(pred[background], minlength=size).argmax()) if background.any() else -1
+    labels = [int(v) for v in np.unique(true) if v != 0]
+    majority, fraction, centroid = {}, {}, {}
+    for label in labels:
+        inside = true == label
+        counts = np.bincount(pred[inside], minlength=size)
+        majority[label] = int(counts.argmax())
+        fraction[label] = counts.max() / counts.sum()
+        centroid[label] = np.argwhere(inside).mean(axis=0)
+    outcomes: dict[int, str] = {}
+    for label in labels:
+        segment = majority[label]
+        if segment == background_segment:
+            outcomes[label] = "background"
+        elif any(majority[other] == segment for other in labels if other != label):
+            outcomes[label] = "merged"
+        elif fraction[label] < split_threshold:
+            outcomes[label] = "split"
+        else:
+            outcomes[label] = "own"
+    pairs = [
+        (float(np.abs(centroid[a] - centroid[b]).max()), majority[a] == majority[b])
+        for i, a in enumerate(labels)
+        for b in labels[i + 1 :]
+    ]
+    return outcomes, pairs

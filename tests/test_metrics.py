@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from psb_rl.metrics import fg_ari, mbo, miou, mse, psnr, segmentation_metrics
+from psb_rl.metrics import fg_ari, mbo, miou, mse, object_errors, psnr, segmentation_metrics
 
 
 def brute_force_fg_ari(true: np.ndarray, pred: np.ndarray) -> float:
@@ -236,3 +236,33 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
     scores = evaluate_clips(SwappingModel(masks), frames, masks)
     assert scores["fg_ari_frame"] == pytest.approx(1.0)  # every frame alone is perfect
     assert scores["fg_ari"] < 0.5  # the swap breaks the video-level score
+
+
+def test_object_errors_hand_made_frame() -> None:
+    true = np.zeros((8, 8), dtype=np.int64)
+    true[0:2, 0:2] = 1  # gets its own segment
+    true[0:2, 6:8] = 2  # shares segment 5 with object 3, right next to it
+    true[2:4, 6:8] = 3
+    true[6:8, 0:2] = 4  # predicted as the background segment
+    true[6:8, 4:8] = 5  # cut in half between segments 6 and 7
+    pred = np.zeros((8, 8), dtype=np.int64)
+    pred[0:2, 0:2] = 1
+    pred[0:4, 6:8] = 5
+    pred[6:8, 4:6] = 6
+    pred[6:8, 6:8] = 7
+    outcomes, pairs = object_errors(true, pred)
+    assert outcomes == {1: "own", 2: "merged", 3: "merged", 4: "background", 5: "split"}
+    assert len(pairs) == 10  # 5 objects
+    merged = [(d, m) for d, m in pairs if m]
+    assert merged == [(2.0, True)]  # objects 2 and 3: centroids (0.5, 6.5) and (2.5, 6.5)
+
+
+def test_object_errors_perfect_and_errors() -> None:
+    true = np.zeros((6, 6), dtype=np.int64)
+    true[1:3, 1:3], true[4:6, 4:6] = 1, 2
+    outcomes, pairs = object_errors(true, true * 3)  # any relabelling of a perfect segmentation
+    assert outcomes == {1: "own", 2: "own"} and pairs == [(3.0, False)]
+    with pytest.raises(ValueError, match="label maps of one shape"):
+        object_errors(true, true[None])
+    with pytest.raises(ValueError, match=">= 0"):
+        object_errors(true, -np.ones_like(true))
