@@ -20,12 +20,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.object_envs import OddOneOutEnv
+from envs.object_envs import _ACTION_DELTAS, OddOneOutEnv
 
 POLICIES: tuple[str, ...] = ("greedy", "avoid", "avoid_random_target")
 
-#: Displacement direction of each action (0 no-op, 1 up, 2 down, 3 left, 4 right), as in ObjectEnv.
-_DIRECTIONS = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], dtype=np.float64)
 #: Cost added to a move that would touch an object other than the target on the next step.
 _COLLISION_COST = 1e3
 
@@ -45,7 +43,7 @@ def scripted_action(env: OddOneOutEnv, target: int, avoid: bool = True, margin: 
     half = env.size[0] / 2.0
     best_action, best_cost = 1, np.inf
     for action in range(1, 5):
-        nxt = np.clip(agent + _DIRECTIONS[action] * env.agent_speed, half, env.image_size - half)
+        nxt = np.clip(agent + _ACTION_DELTAS[action] * env.agent_speed, half, env.image_size - half)
         cost = float(np.abs(nxt - env.pos[target]).max())
         if avoid:
             for j in range(1, len(env.color)):
