@@ -48,7 +48,8 @@ class Args:
     clips: int = 64
     """clips to score"""
     distance_bins: tuple[int, ...] = (0, 4, 8, 12, 16)
-    """left edges of the centre-distance bins (model pixels) for the merge rate"""
+    """left edges of the centre-distance bins (model pixels) for the merge rate; the last bin is open
+    (``"to": null`` in the JSON)"""
     device: str = "auto"
     """auto | cpu | cuda"""
     out: str | None = None
@@ -85,7 +86,7 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
     for lo, hi in itertools.pairwise(edges):
         inside = (distance >= lo) & (distance < hi)
         merge_by_distance.append(
-            {"from": lo, "to": hi, "pairs": int(inside.sum()),
+            {"from": lo, "to": hi if np.isfinite(hi) else None, "pairs": int(inside.sum()),
              "merged_fraction": float(merged[inside].mean()) if inside.any() else float("nan")}
         )
     total = max(sum(counts.values()), 1)
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("outcome:", ", ".join(f"{k} {v:.2f}" for k, v in summary["outcome_fractions"].items()))
     print("pairs sharing a slot, by distance between centres (model pixels):")
     for row in summary["merge_rate_by_centre_distance"]:
-        print(f"  [{row['from']}, {row['to']}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
+        upper = "inf" if row["to"] is None else row["to"]
+        print(f"  [{row['from']}, {upper}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("segmentation_errors.json")
