@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -97,6 +98,17 @@ def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> N
             1 for r, n in zip(out["returns"], out["lengths"], strict=True) if n == 100 and r == pytest.approx(-1.0)
         )
         assert out["timeout_rate"] == pytest.approx(ended_by_limit / 6)
+
+
+@needs_envs
+def test_slot_attributes_agent_trains_and_evaluates(tmp_path: Path, checkpoint: Path) -> None:
+    args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), slot_attributes=True, eval_freq=0)
+    result = train(args)
+    agent = PPO.load(result["model_path"], device="cpu")
+    assert agent.observation_space.shape == (TINY["num_slots"], TINY["slot_dim"] + 6)
+    # the evaluator rebuilds the same observations from args.json and decodes only the slot part for the GIF
+    out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif_max_steps=4))
+    assert out["episodes"] == 1 and Path(out["gif_path"]).is_file()
 
 
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
