@@ -52,8 +52,8 @@ class EvalArgs:
     """seed of the first episode (episode k uses seed + k)"""
     deterministic: bool = True
     """greedy actions"""
-    gif: str | None = None
-    """GIF of the first episode (default: RUN/episode.gif, or next to --model); 'none' to skip"""
+    gif: str = "auto"
+    """GIF of the first episode: a path, 'auto' (RUN/episode.gif, or next to --model) or 'none' to skip"""
     gif_max_steps: int = 100
     """at most this many steps in the GIF"""
     fps: float = 8.0
@@ -157,7 +157,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
             successes.append(float(info["is_success"]))
 
     gif_path = None
-    gif_arg = args.gif if args.gif is not None else str(model_path.with_name("episode.gif"))
+    gif_arg = str(model_path.with_name("episode.gif")) if args.gif == "auto" else args.gif
     if gif_arg.lower() != "none" and frames:
         gif_path = Path(gif_arg)
         from psb_rl import visualize

@@ -105,6 +105,8 @@ class Args:
     """slot extractor: transformer layers"""
     num_heads: int = 4
     """slot extractor: attention heads"""
+    share_extractor: bool = True
+    """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     mask_feature_index: int | None = -1
     """state encoder: index of the ``present`` feature used to mask padded objects (None: no mask)"""
     torch_threads: int | None = None
@@ -188,7 +190,11 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
     }
     if args.encoder == "state":
         kwargs["mask_feature_index"] = args.mask_feature_index
-    return "MlpPolicy", {"features_extractor_class": SlotTransformerExtractor, "features_extractor_kwargs": kwargs}
+    return "MlpPolicy", {
+        "features_extractor_class": SlotTransformerExtractor,
+        "features_extractor_kwargs": kwargs,
+        "share_features_extractor": args.share_extractor,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -121,6 +121,12 @@ def test_cli_parsing() -> None:
     assert args.encoder == "state" and args.n_envs == 3 and args.tensorboard is False
     assert args.learning_rate == pytest.approx(1e-3)
     assert parse_args(["--checkpoint", "x.ckpt"]).checkpoint == "x.ckpt"
+    assert parse_args(["--no-share-extractor", "--slot-attributes"]).share_extractor is False
+    # evaluate.py: 'none' must reach the evaluator as the word (skip the GIF), not become the default path
+    from agents.evaluate import parse_args as parse_eval_args
+
+    assert parse_eval_args(["--gif", "none"]).gif == "none"
+    assert parse_eval_args([]).gif == "auto"
 
 
 class _BlobEnv(gym.Env):
