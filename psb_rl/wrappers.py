@@ -195,9 +195,10 @@ class VecPSBWrapper(VecEnvWrapper):
             if mask is None:
                 return _observe_slots(self.psb_model, self.encoder.step(frames), self.attributes)
             slots = self.encoder.step(frames, mask=mask)
+            rows = np.asarray(mask, dtype=bool)
             out = np.zeros((*slots.shape[:2], self.observation_space.shape[-1]), dtype=np.float32)
-            rows = torch.as_tensor(np.asarray(mask, dtype=bool), device=slots.device)
-            out[np.asarray(mask, dtype=bool)] = _observe_slots(self.psb_model, slots[rows], self.attributes)
+            # only the advanced rows are observed (and decoded, with attributes)
+            out[rows] = _observe_slots(self.psb_model, slots[torch.as_tensor(rows, device=slots.device)], self.attributes)
             return out
 
     def reset(self) -> VecEnvObs:
