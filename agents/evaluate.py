@@ -96,9 +96,7 @@ def make_single_env(train: TrainArgs, device: torch.device) -> gym.Env:
 
         if not train.checkpoint:
             raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
-        env = PSBObservationWrapper(
-            env, checkpoint=train.checkpoint, device=device, keep_pixels=True, attributes=train.slot_attributes
-        )
+        env = PSBObservationWrapper(env, checkpoint=train.checkpoint, device=device, keep_pixels=True)
     return env
 
 
@@ -167,8 +165,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
 
             psb = env.get_wrapper_attr("psb_model")
             with torch.inference_mode():
-                # The policy may see attributes appended to each slot; the decoder reads the slots alone.
-                stream = torch.as_tensor(np.stack(slots)[..., : psb.config.slot_dim], device=psb_device(psb))
+                stream = torch.as_tensor(np.stack(slots), device=psb_device(psb))
                 recon, masks, per_slot = psb.decode(stream)
                 video = preprocess_frames(np.stack(frames), psb.config.image_size)
             visualize.save_slot_gif(

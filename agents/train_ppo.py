@@ -55,8 +55,6 @@ class Args:
     """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
     checkpoint: str | None = None
     """PSB checkpoint (``psb_rl.save_checkpoint``); required for --encoder slots"""
-    slot_attributes: bool = False
-    """slots: append each slot's decoded size, centre and colour (``psb_rl.attributes``) to its vector"""
     n_envs: int = 8
     """number of parallel environments"""
     total_steps: int = 200_000
@@ -158,7 +156,7 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
 
         if encoder_model is None:
             raise ValueError("--encoder slots needs the PSB model (load it with psb_rl.load_checkpoint)")
-        return VecPSBWrapper(venv, checkpoint=encoder_model, attributes=args.slot_attributes)  # type: ignore[arg-type]
+        return VecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
     return venv

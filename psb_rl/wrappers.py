@@ -20,7 +20,6 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from psb_rl.attributes import ATTRIBUTE_NAMES, slot_attributes
 from psb_rl.model import PSBAutoencoder
 from psb_rl.utils import resolve_device
 
@@ -77,18 +76,8 @@ def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     return frames
 
 
-def _slot_space(num_slots: int, slot_dim: int, attributes: bool) -> gym.spaces.Box:
-    width = slot_dim + (len(ATTRIBUTE_NAMES) if attributes else 0)
-    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, width), dtype=np.float32)
-
-
-def _observe_slots(model: PSBAutoencoder, slots: torch.Tensor, attributes: bool) -> np.ndarray:
-    """Slots ``(B, N, D)`` as float32 numpy, with :func:`psb_rl.attributes.slot_attributes` appended
-    (``(B, N, D + 6)``) when ``attributes`` is set."""
-    slots = slots.float()
-    if attributes:
-        slots = torch.cat([slots, slot_attributes(model, slots)], dim=-1)
-    return slots.cpu().numpy()
+def _slot_space(num_slots: int, slot_dim: int) -> gym.spaces.Box:
+    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, slot_dim), dtype=np.float32)
 
 
 class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -101,8 +90,6 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder`.
     :param device: torch device of the encoder (default: CPU / the given model's device).
     :param keep_pixels: return ``{"slots": (N, D), "pixels": frame}`` instead of the slots alone.
-    :param attributes: append each slot's decoded size, centre and colour
-        (:func:`psb_rl.attributes.slot_attributes`): slots become ``(N, D + 6)``.
     """
 
     def __init__(
@@ -111,11 +98,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         checkpoint: CheckpointLike,
         device: torch.device | str | None = None,
         keep_pixels: bool = False,
-        attributes: bool = False,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(
-            self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels, attributes=attributes
-        )
+        gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
@@ -123,8 +107,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device)
         self.keep_pixels = keep_pixels
-        self.attributes = attributes
-        slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim, attributes)
+        slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim)
         if keep_pixels:
             self.observation_space = gym.spaces.Dict({"slots": slots, "pixels": env.observation_space})
         else:
@@ -140,11 +123,12 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         """Advance the encoder by one frame.
 
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
-        :return: float32 slots ``(N, D)`` (``(N, D + 6)`` with ``attributes``).
+        :return: float32 slots ``(N, D)``.
         """
         frames = _to_model_frames(np.asarray(frame)[None], self._layout)
         with torch.inference_mode():
-            return _observe_slots(self.psb_model, self.encoder.step(frames), self.attributes)[0]
+            slots = self.encoder.step(frames)
+        return slots[0].float().cpu().numpy()
 
     def observation(self, observation: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """:param observation: a frame. :return: slots ``(N, D)`` float32 (or a dict with the pixels)."""
@@ -166,40 +150,25 @@ class VecPSBWrapper(VecEnvWrapper):
         needed). Any VecEnv works, e.g. ``SubprocVecEnv``: torch runs only in this process.
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder` (shared, not copied).
     :param device: torch device of the encoder.
-    :param attributes: append each slot's decoded size, centre and colour
-        (:func:`psb_rl.attributes.slot_attributes`): slots become ``(N, D + 6)``.
     """
 
     def __init__(
-        self,
-        venv: VecEnv,
-        checkpoint: CheckpointLike,
-        device: torch.device | str | None = None,
-        attributes: bool = False,
+        self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
 
         self._layout = _image_layout(venv.observation_space, "VecPSBWrapper")
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device)
-        self.attributes = attributes
-        space = _slot_space(self.encoder.num_slots, self.encoder.slot_dim, attributes)
-        super().__init__(venv, observation_space=space)
+        super().__init__(venv, observation_space=_slot_space(self.encoder.num_slots, self.encoder.slot_dim))
 
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
-        envs advance (None = all). :return: float32 ``(B, N, D)`` (``(B, N, D + 6)`` with attributes;
-        rows outside ``mask`` undefined)."""
+        envs advance (None = all). :return: float32 ``(B, N, D)`` (rows outside ``mask`` undefined)."""
         frames = _to_model_frames(frames, self._layout)
         with torch.inference_mode():
-            if mask is None:
-                return _observe_slots(self.psb_model, self.encoder.step(frames), self.attributes)
-            slots = self.encoder.step(frames, mask=mask)
-            rows = np.asarray(mask, dtype=bool)
-            out = np.zeros((*slots.shape[:2], self.observation_space.shape[-1]), dtype=np.float32)
-            # only the advanced rows are observed (and decoded, with attributes)
-            out[rows] = _observe_slots(self.psb_model, slots[torch.as_tensor(rows, device=slots.device)], self.attributes)
-            return out
+            slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
+        return slots.float().cpu().numpy()
 
     def reset(self) -> VecEnvObs:
         """Reset all environments and all encoder states. :return: slots ``(B, N, D)`` float32."""

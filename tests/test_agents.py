@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -100,17 +99,6 @@ def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> N
         assert out["timeout_rate"] == pytest.approx(ended_by_limit / 6)
 
 
-@needs_envs
-def test_slot_attributes_agent_trains_and_evaluates(tmp_path: Path, checkpoint: Path) -> None:
-    args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), slot_attributes=True, eval_freq=0)
-    result = train(args)
-    agent = PPO.load(result["model_path"], device="cpu")
-    assert agent.observation_space.shape == (TINY["num_slots"], TINY["slot_dim"] + 6)
-    # the evaluator rebuilds the same observations from args.json and decodes only the slot part for the GIF
-    out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif_max_steps=4))
-    assert out["episodes"] == 1 and Path(out["gif_path"]).is_file()
-
-
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--checkpoint"):
         train(_tiny_args(tmp_path, "slots", None))
@@ -121,12 +109,24 @@ def test_cli_parsing() -> None:
     assert args.encoder == "state" and args.n_envs == 3 and args.tensorboard is False
     assert args.learning_rate == pytest.approx(1e-3)
     assert parse_args(["--checkpoint", "x.ckpt"]).checkpoint == "x.ckpt"
-    assert parse_args(["--no-share-extractor", "--slot-attributes"]).share_extractor is False
+    assert parse_args(["--no-share-extractor"]).share_extractor is False
     # evaluate.py: 'none' must reach the evaluator as the word (skip the GIF), not become the default path
     from agents.evaluate import parse_args as parse_eval_args
 
     assert parse_eval_args(["--gif", "none"]).gif == "none"
     assert parse_eval_args([]).gif == "auto"
+
+
+@needs_envs
+def test_separate_extractors_for_actor_and_critic() -> None:
+    from agents.train_ppo import make_env, policy_for
+
+    args = parse_args(["--encoder", "state", "--no-share-extractor", "--n-envs", "2", "--d-model", "16",
+                       "--num-heads", "2", "--features-dim", "16"])
+    policy, kwargs = policy_for(args)
+    agent = PPO(policy, make_env(args, 2, seed=0), policy_kwargs=kwargs, n_steps=8, batch_size=8, device="cpu")
+    assert agent.policy.pi_features_extractor is not agent.policy.vf_features_extractor
+    assert isinstance(agent.policy.vf_features_extractor, SlotTransformerExtractor)
 
 
 class _BlobEnv(gym.Env):

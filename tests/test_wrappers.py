@@ -11,7 +11,6 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, StreamingEncoder, VecPSBWrapper
-from psb_rl.attributes import ATTRIBUTE_NAMES, slot_attributes
 
 TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
 
@@ -103,17 +102,6 @@ def test_observation_wrapper_keep_pixels(model: PSBAutoencoder) -> None:
     gym_check_env(env, skip_render_check=True)
 
 
-def test_observation_wrapper_attributes(model: PSBAutoencoder) -> None:
-    plain = PSBObservationWrapper(ToyImageEnv(episode_length=100), checkpoint=model)
-    env = PSBObservationWrapper(ToyImageEnv(episode_length=100), checkpoint=model, attributes=True)
-    assert env.observation_space.shape == (4, 32 + len(ATTRIBUTE_NAMES))
-    for obs, ref in [(env.reset(seed=2)[0], plain.reset(seed=2)[0]), (env.step(0)[0], plain.step(0)[0])]:
-        np.testing.assert_array_equal(obs[:, :32], ref)  # the slots themselves are unchanged
-        expected = slot_attributes(model, torch.as_tensor(ref)[None])[0].numpy()
-        np.testing.assert_allclose(obs[:, 32:], expected, atol=1e-6)
-    sb3_check_env(env, warn=False)
-
-
 def test_checkers_pass(model: PSBAutoencoder) -> None:
     gym_check_env(PSBObservationWrapper(ToyImageEnv(), checkpoint=model), skip_render_check=True)
     sb3_check_env(PSBObservationWrapper(ToyImageEnv(), checkpoint=model), warn=False)
@@ -137,16 +125,12 @@ def test_observation_wrapper_in_gymnasium_vector_env(model: PSBAutoencoder) -> N
     assert np.isfinite(obs).all()
 
 
-@pytest.mark.parametrize("attributes", [False, True])
-def test_vec_wrapper_terminal_observations(model: PSBAutoencoder, attributes: bool) -> None:
+def test_vec_wrapper_terminal_observations(model: PSBAutoencoder) -> None:
     lengths = [2, 3, 5]
     venv = VecPSBWrapper(
-        DummyVecEnv([lambda n=n: ToyImageEnv(episode_length=n) for n in lengths]),
-        checkpoint=model,
-        attributes=attributes,
+        DummyVecEnv([lambda n=n: ToyImageEnv(episode_length=n) for n in lengths]), checkpoint=model
     )
-    width = 32 + len(ATTRIBUTE_NAMES) * attributes
-    assert venv.observation_space == gym.spaces.Box(-np.inf, np.inf, (4, width), np.float32)
+    assert venv.observation_space == gym.spaces.Box(-np.inf, np.inf, (4, 32), np.float32)
     venv.seed(0)
     obs = venv.reset()
     envs = venv.venv.envs
@@ -156,10 +140,7 @@ def test_vec_wrapper_terminal_observations(model: PSBAutoencoder, attributes: bo
     def ref_step(i: int) -> np.ndarray:
         frame = envs[i].emitted[seen[i]]
         seen[i] += 1
-        slots = refs[i].step(frame[None])
-        if attributes:
-            slots = torch.cat([slots, slot_attributes(model, slots)], dim=-1)
-        return slots[0].numpy()
+        return refs[i].step(frame[None])[0].numpy()
 
     for i in range(len(lengths)):
         np.testing.assert_allclose(obs[i], ref_step(i), atol=1e-5)
@@ -171,7 +152,7 @@ def test_vec_wrapper_terminal_observations(model: PSBAutoencoder, attributes: bo
             if done:
                 num_done += 1
                 terminal = infos[i]["terminal_observation"]
-                assert terminal.dtype == np.float32 and terminal.shape == (4, width)
+                assert terminal.dtype == np.float32 and terminal.shape == (4, 32)
                 np.testing.assert_allclose(terminal, ref_step(i), atol=1e-5)  # old history
                 refs[i].reset()
             np.testing.assert_allclose(obs[i], ref_step(i), atol=1e-5)  # fresh first step when done
