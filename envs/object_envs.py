@@ -103,17 +103,27 @@ class ObjectEnv(gym.Env):
         """Convert a size at resolution 64 into pixels at this resolution."""
         return max(3, math.floor(size64 * self.scale + 0.5))
 
-    def _place(self, sizes: list[int], margins: list[float] | None = None) -> np.ndarray:
-        """Sample non-overlapping centres ``(n, 2)`` for boxes of the given pixel sizes."""
+    def _place(self, sizes: list[int], margins: list[float] | None = None, gap: float = 2.0,
+               agent_at_centre: bool = False) -> np.ndarray:
+        """Sample non-overlapping centres ``(n, 2)`` for boxes of the given pixel sizes.
+
+        :param sizes: box side of each object in pixels (object 0 is the agent).
+        :param margins: extra distance of each object from the walls, in pixels.
+        :param gap: least free space between any two boxes, in pixels at resolution 64.
+        :param agent_at_centre: put object 0 in the middle of the image instead of sampling it.
+        """
         rng = self.np_random
         pos = np.zeros((len(sizes), 2))
         for i, s in enumerate(sizes):
+            if i == 0 and agent_at_centre:
+                pos[0] = self.image_size / 2.0
+                continue
             lo = s / 2.0 + (margins[i] if margins else 0.0)
             hi = self.image_size - lo
             for _ in range(200):
                 p = rng.uniform(lo, hi, size=2)
-                gap = (np.asarray(sizes[:i]) + s) / 2.0 + 2.0 * self.scale
-                if i == 0 or np.all(np.abs(pos[:i] - p).max(axis=1) > gap):
+                min_dist = (np.asarray(sizes[:i]) + s) / 2.0 + gap * self.scale
+                if i == 0 or np.all(np.abs(pos[:i] - p).max(axis=1) > min_dist):
                     break
             pos[i] = p
         return pos
@@ -125,13 +135,14 @@ class ObjectEnv(gym.Env):
         return np.stack([speed * np.cos(angle), speed * np.sin(angle)], axis=1)
 
     def _set_objects(self, color: list[int], shape: list[int], size: list[int], vel: np.ndarray,
-                     margins: list[float] | None = None) -> None:
-        """Set all objects (index 0 = agent) and place them without overlap."""
+                     margins: list[float] | None = None, gap: float = 2.0, agent_at_centre: bool = False
+                     ) -> None:
+        """Set all objects (index 0 = agent) and place them without overlap (see :meth:`_place`)."""
         self.color = np.asarray(color, dtype=np.int64)
         self.shape = np.asarray(shape, dtype=np.int64)
         self.size = np.asarray(size, dtype=np.int64)
         self.vel = np.asarray(vel, dtype=np.float64).reshape(-1, 2)
-        self.pos = self._place(list(self.size), margins)
+        self.pos = self._place(list(self.size), margins, gap, agent_at_centre)
         assert len(self.color) <= MAX_OBJECTS
 
     def _sample_distractors(self) -> tuple[int, np.ndarray, np.ndarray, list[int]]:
@@ -341,19 +352,32 @@ class OddOneOutEnv(ObjectEnv):
     4 share one colour and 3 share a shape; ``"either"`` picks one per episode. Touching the odd
     one: +1, success, episode ends. Touching another: ``wrong_reward``, episode ends.
 
+    The default layout follows the published odd-one-out task (OCRL, Yoon et al. 2023): the agent
+    starts in the centre and every object starts at least ``spacing`` pixels clear of the others and
+    of the agent, so a walk straight at the odd object rarely brushes another one and success
+    measures identification. ``agent_start="random", spacing=2`` gives the crowded layout used
+    before (a third of the straight walks touch another object, so success also needs avoidance).
+
     :param odd_property: ``"color"``, ``"shape"`` or ``"either"``.
     :param num_objects: objects besides the agent (>= 3).
     :param wrong_reward: reward for touching a wrong object.
+    :param agent_start: ``"centre"`` or ``"random"``.
+    :param spacing: least free space between two objects' boxes at reset, in pixels at resolution 64.
     :param kwargs: see :class:`ObjectEnv` (``max_speed`` defaults to 0.5 here).
     """
 
     def __init__(self, odd_property: str = "color", num_objects: int = 4, wrong_reward: float = -0.1,
-                 **kwargs: Any) -> None:
+                 agent_start: str = "centre", spacing: float = 5.0, **kwargs: Any) -> None:
         if odd_property not in ("color", "shape", "either"):
             raise ValueError(f"odd_property must be 'color', 'shape' or 'either', got {odd_property!r}")
         if not 3 <= num_objects <= MAX_OBJECTS - 1:
             raise ValueError(f"num_objects must be in 3..7, got {num_objects}")
+        if agent_start not in ("centre", "random"):
+            raise ValueError(f"agent_start must be 'centre' or 'random', got {agent_start!r}")
+        if not 0.0 <= spacing <= 12.0:
+            raise ValueError(f"spacing must be in [0, 12] pixels (more leaves no room for 4 objects), got {spacing}")
         self.odd_property, self.num_objects, self.wrong_reward = odd_property, num_objects, wrong_reward
+        self.agent_start, self.spacing = agent_start, float(spacing)
         kwargs.setdefault("max_speed", 0.5)
         super().__init__(**kwargs)
 
@@ -375,7 +399,8 @@ class OddOneOutEnv(ObjectEnv):
         self.odd_index = odd + 1
         vel = np.concatenate([np.zeros((1, 2)), self._random_velocities(n)])
         size = self._px(11)
-        self._set_objects([AGENT_COLOR, *colors], [_CIRCLE, *shapes], [self._px(AGENT_SIZE)] + [size] * n, vel)
+        self._set_objects([AGENT_COLOR, *colors], [_CIRCLE, *shapes], [self._px(AGENT_SIZE)] + [size] * n, vel,
+                          gap=self.spacing, agent_at_centre=self.agent_start == "centre")
 
     def _task(self, delta: np.ndarray) -> tuple[float, bool]:
         if self._overlaps(0, self.odd_index):

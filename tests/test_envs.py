@@ -184,6 +184,35 @@ def test_odd_one_out_right_and_wrong(odd_property: str) -> None:
     assert right >= 3 and wrong >= 3
 
 
+def _min_gaps(env: gym.Env) -> np.ndarray:
+    """Free space between the boxes of every pair of objects (Chebyshev), ``(pairs,)``."""
+    core = env.unwrapped
+    gaps = []
+    for i in range(len(core.size)):
+        for j in range(i + 1, len(core.size)):
+            gaps.append(np.abs(core.pos[i] - core.pos[j]).max() - (core.size[i] + core.size[j]) / 2.0)
+    return np.asarray(gaps)
+
+
+def test_odd_one_out_layout() -> None:
+    env = gym.make("PSB/OddOneOut-v0", obs_mode="state")
+    for seed in range(20):
+        env.reset(seed=seed)
+        assert np.array_equal(env.unwrapped.pos[0], [32.0, 32.0]), "the agent starts in the centre"
+        assert _min_gaps(env).min() > 5.0, "objects start at least `spacing` pixels apart"
+    crowded = gym.make("PSB/OddOneOut-v0", obs_mode="state", agent_start="random", spacing=2.0)
+    starts = set()
+    for seed in range(20):
+        obs, _ = crowded.reset(seed=seed)
+        starts.add(tuple(obs[0, :2]))
+        assert _min_gaps(crowded).min() > 2.0
+    assert len(starts) == 20, "agent_start='random' samples the agent's position"
+    with pytest.raises(ValueError, match="agent_start must be"):
+        gym.make("PSB/OddOneOut-v0", agent_start="corner")
+    with pytest.raises(ValueError, match="spacing must be"):
+        gym.make("PSB/OddOneOut-v0", spacing=20.0)
+
+
 def test_push_moves_target_and_goal_succeeds() -> None:
     env = gym.make("PSB/ObjectPush-v0", obs_mode="state")
     env.reset(seed=0)
