@@ -2,15 +2,19 @@
 
     python benchmarks/oddoneout_ceiling.py [--episodes 1000]
 
-Touching any object ends an episode, so the task needs both identification (which object is the
-odd one) and navigation among the other, moving, objects. The three policies of
+Touching any object ends an episode, so the task needs identification (which object is the odd
+one) and, where objects start close together, navigation among the other, moving, objects. The three policies of
 :mod:`envs.scripted` separate them: ``greedy`` (right object, straight line), ``avoid`` (right object,
 one-step look-ahead around the others) and ``avoid_random_target`` (the same navigation to a random
 object: what perfect navigation earns without identification). Prints a table and writes JSON.
+
+    python benchmarks/oddoneout_ceiling.py --env-kwargs '{"agent_start": "random", "spacing": 2}' \
+        --out benchmarks/results/oddoneout_ceiling_crowded.json     # the crowded layout
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +35,8 @@ class Args:
     """episodes per policy (reset seeds seed .. seed + episodes - 1)"""
     seed: int = 0
     """first reset seed"""
+    env_kwargs: str = "{}"
+    """keyword arguments of the environment, as JSON (e.g. the layout: agent_start, spacing)"""
     out: str = "benchmarks/results/oddoneout_ceiling.json"
     """where the JSON results go"""
 
@@ -38,13 +44,16 @@ class Args:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Evaluate every scripted policy, print the table, write the JSON. :return: results per policy."""
     args: Args = parse_dataclass(Args, argv)
+    env_kwargs = json.loads(args.env_kwargs)
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object such as '{{\"spacing\": 2}}', got {args.env_kwargs!r}")
     results: dict[str, dict[str, float]] = {}
-    print(f"PSB/OddOneOut-v0, {args.episodes} episodes per policy")
+    print(f"PSB/OddOneOut-v0 {env_kwargs or ''}, {args.episodes} episodes per policy")
     print("| policy | success | touched another object | time-out | mean length |")
     print("| --- | --- | --- | --- | --- |")
     for policy in POLICIES:
         start = time.perf_counter()
-        row = evaluate_scripted(policy, episodes=args.episodes, seed=args.seed)
+        row = evaluate_scripted(policy, episodes=args.episodes, seed=args.seed, **env_kwargs)
         row["seconds"] = time.perf_counter() - start
         results[policy] = row
         print(
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             f"{row['timeout_rate']:.3f} | {row['mean_length']:.1f} |"
         )
     write_json(args.out, {"benchmark": "oddoneout_ceiling", "episodes": args.episodes, "seed": args.seed,
-                          "results": results})
+                          "env_kwargs": env_kwargs, "results": results})
     print(f"wrote {args.out}")
     return results
 
