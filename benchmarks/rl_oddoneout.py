@@ -51,8 +51,8 @@ class Args:
     """parallel environments per run"""
     n_steps: int = 128
     """PPO steps per env per rollout"""
-    batch_size: int = 512
-    """PPO minibatch size"""
+    batch_size: int = 256
+    """PPO minibatch size (train_ppo.py's default)"""
     eval_freq: int = 50_000
     """evaluate every this many environment steps"""
     eval_episodes: int = 50
