@@ -36,7 +36,7 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
-from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+from stable_baselines3.common.utils import LinearSchedule, set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
 
 from psb_rl.cli import parse_dataclass  # noqa: E402
@@ -81,6 +81,9 @@ class Args:
     """PPO: optimisation epochs per rollout"""
     learning_rate: float = 3e-4
     """PPO: Adam learning rate"""
+    anneal_lr: bool = False
+    """PPO: decay the learning rate linearly from --learning-rate to 0 over --total-steps (CleanRL's
+    default), which steadies the policy at the end of training"""
     gamma: float = 0.99
     """PPO: discount factor"""
     gae_lambda: float = 0.95
@@ -293,7 +296,7 @@ def train(args: Args) -> dict[str, Any]:
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,
-        learning_rate=args.learning_rate,
+        learning_rate=LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate,
         gamma=args.gamma,
         gae_lambda=args.gae_lambda,
         clip_range=args.clip_range,

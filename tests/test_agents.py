@@ -99,6 +99,18 @@ def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> N
         assert out["timeout_rate"] == pytest.approx(ended_by_limit / 6)
 
 
+@needs_envs
+def test_anneal_lr_decays_the_learning_rate_linearly(tmp_path: Path) -> None:
+    args = _tiny_args(tmp_path, "state", None)
+    args.learning_rate, args.anneal_lr, args.eval_freq = 1e-3, True, 0
+    result = train(args)
+    agent = PPO.load(result["model_path"], device="cpu")
+    assert [agent.lr_schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([1e-3, 5e-4, 0.0])
+    # SB3 sets the rate from the progress after each rollout: the last update ran at the end of the line
+    assert agent.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    assert parse_args(["--anneal-lr"]).anneal_lr is True and parse_args([]).anneal_lr is False
+
+
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--checkpoint"):
         train(_tiny_args(tmp_path, "slots", None))
