@@ -17,6 +17,7 @@ QUICK = [
     ["benchmarks/streaming_speed.py", "--quick"],
     ["benchmarks/train_speed.py", "--quick"],
     ["benchmarks/vec_wrapper_speed.py", "--repeats", "3"],
+    ["benchmarks/oddoneout_probe.py", "--quick"],
     ["benchmarks/quality.py", "--minutes", "2", "--variants", "psb", "savi", "--out", "runs/quality_quick",
      "--results", "benchmarks/results/quality_quick.json"],
 ]
