@@ -39,6 +39,8 @@ class Args:
 
     env: str = "PSB/OddOneOut-v0"
     """environment id"""
+    env_kwargs: str = "{}"
+    """keyword arguments of the environment, as JSON (e.g. '{"agent_start": "random", "spacing": 2}')"""
     encoders: str = "slots,pixels,state"
     """comma-separated encoders to compare"""
     seeds: str = "0,1,2"
@@ -113,6 +115,7 @@ def run_one(args: Args, encoder: str, seed: int) -> dict[str, Any]:
     small = args.quick
     train_args = TrainArgs(
         env=args.env,
+        env_kwargs=args.env_kwargs,
         encoder=encoder,
         checkpoint=args.checkpoint if encoder == "slots" else None,
         n_envs=args.n_envs,
