@@ -1,9 +1,11 @@
 """Scripted reference policies for ``PSB/OddOneOut-v0`` that read the simulator's private state.
 
 They are not agents: they tell what a success rate means on this task. An episode ends as soon as
-the agent touches *any* object, so success needs two skills: knowing which object is the odd one
-(relational reasoning, what object slots are meant to make easy) and reaching it without brushing
-past the others (navigation among moving obstacles). Three policies separate the two:
+the agent touches *any* object, so success needs knowing which object is the odd one (relational
+reasoning, what object slots are meant to make easy) and reaching it without brushing past the others
+(navigation among moving obstacles; rarely needed in the default layout, where the agent starts in
+the centre and the objects start apart, often in the crowded ``agent_start="random", spacing=2``).
+Three policies separate the two:
 
 - ``"greedy"``: knows the odd object and walks straight at it (no avoidance);
 - ``"avoid"``: knows the odd object and steps around the others (one-step look-ahead);
