@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import resolve_device  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def make_single_env(train: TrainArgs, device: torch.device) -> gym.Env:
         import envs  # noqa: F401
 
         kwargs["obs_mode"] = "state" if train.encoder == "state" else "pixels"
-    kwargs.update(json.loads(train.env_kwargs or "{}"))
+    kwargs.update(parse_env_kwargs(train.env_kwargs))
     if train.encoder == "state":
         kwargs.setdefault("render_mode", "rgb_array")
     env = gym.make(train.env, **kwargs)

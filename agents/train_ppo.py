@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.utils import LinearSchedule, set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
 
-from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("slots", "pixels", "state")
@@ -149,7 +148,7 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
 
         env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
         env_id = "envs:" + env_id  # worker processes import the package themselves
-    env_kwargs.update(json.loads(args.env_kwargs))
+    env_kwargs.update(parse_env_kwargs(args.env_kwargs))
     if args.vec_env not in ("dummy", "subproc"):
         raise ValueError(f"--vec-env must be dummy or subproc, got {args.vec_env!r}")
     vec_env_cls = SubprocVecEnv if args.vec_env == "subproc" and n_envs > 1 else DummyVecEnv

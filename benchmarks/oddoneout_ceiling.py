@@ -14,7 +14,6 @@ object: what perfect navigation earns without identification). Prints a table an
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from envs.scripted import POLICIES, evaluate_scripted
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, parse_env_kwargs
 from psb_rl.utils import write_json
 
 
@@ -44,9 +43,7 @@ class Args:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Evaluate every scripted policy, print the table, write the JSON. :return: results per policy."""
     args: Args = parse_dataclass(Args, argv)
-    env_kwargs = json.loads(args.env_kwargs)
-    if not isinstance(env_kwargs, dict):
-        raise ValueError(f"--env-kwargs must be a JSON object such as '{{\"spacing\": 2}}', got {args.env_kwargs!r}")
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
     results: dict[str, dict[str, float]] = {}
     print(f"PSB/OddOneOut-v0 {env_kwargs or ''}, {args.episodes} episodes per policy")
     print("| policy | success | touched another object | time-out | mean length |")

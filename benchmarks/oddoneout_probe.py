@@ -18,7 +18,6 @@ Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 import envs  # noqa: E402, F401  (registers PSB/ ids)
 from envs.scripted import scripted_action  # noqa: E402
 from psb_rl import SlotTransformerExtractor, VecPSBWrapper  # noqa: E402
-from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import write_json  # noqa: E402
 
 NUM_ENVS = 16
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args: ProbeArgs = parse_dataclass(ProbeArgs, argv)
     sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
     observations = [o.strip() for o in args.observations.split(",") if o.strip()]
-    env_kwargs = json.loads(args.env_kwargs)
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
     checkpoint = args.checkpoint
     if args.quick:
         sizes, args.test_size, args.epochs = [512], 256, 2

@@ -20,7 +20,7 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, parse_env_kwargs
 from psb_rl.rollouts import RolloutError, collect_rollouts
 
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
             policy=args.policy, pixels=args.pixels, resize=args.resize, seed=args.seed, resume=args.resume,
             episodes_per_shard=args.episodes_per_shard, max_episode_steps=args.max_episode_steps,
-            env_kwargs=json.loads(args.env_kwargs) if args.env_kwargs else None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
+            env_kwargs=parse_env_kwargs(args.env_kwargs) or None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
             progress=args.progress,
         )
     except RolloutError as e:

@@ -30,6 +30,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -170,3 +171,22 @@ def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description
         if (typing.get_origin(tp) is tuple or tp is tuple) and isinstance(value, list):
             values[name] = tuple(value)
     return cls(**values)
+
+
+def parse_env_kwargs(text: str | None, flag: str = "--env-kwargs") -> dict[str, Any]:
+    """Keyword arguments of ``gym.make`` given on the command line as a JSON object.
+
+    :param text: JSON text such as ``'{"spacing": 2}'``; ``None`` or empty means no arguments.
+    :param flag: the option's name, for the error message.
+    :return: the arguments as a dict.
+    :raises ValueError: if the text is not valid JSON or not a JSON object.
+    """
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"spacing\": 2}}', got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"spacing\": 2}}', got {text!r}")
+    return value
