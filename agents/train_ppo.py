@@ -82,7 +82,7 @@ class Args:
     """PPO: Adam learning rate"""
     anneal_lr: bool = False
     """PPO: decay the learning rate linearly from --learning-rate to 0 over --total-steps (CleanRL's
-    default), which steadies the policy at the end of training"""
+    default)"""
     gamma: float = 0.99
     """PPO: discount factor"""
     gae_lambda: float = 0.95
