@@ -122,11 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.quick:
         sizes, args.test_size, args.epochs = [512], 256, 2
         if checkpoint is None and "slots" in observations:
-            from psb_rl import PSBAutoencoder, PSBConfig, save_checkpoint
+            from benchmarks.rl_oddoneout import tiny_random_checkpoint
 
-            torch.manual_seed(0)
-            tiny = PSBConfig(image_size=32, num_slots=5, slot_dim=32, num_blocks=1, num_heads=2, window=4)
-            checkpoint = str(save_checkpoint(PSBAutoencoder(tiny), Path(tempfile.mkdtemp()) / "tiny_psb.ckpt"))
+            checkpoint = str(tiny_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_psb.ckpt"))
     if "slots" in observations and checkpoint is None:
         raise SystemExit("--observations slots needs --checkpoint PATH (a pretrained PSB); or use --quick")
     bad = set(observations) - {"slots", "state"}
