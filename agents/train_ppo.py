@@ -105,6 +105,8 @@ class Args:
     """slot extractor: transformer layers"""
     num_heads: int = 4
     """slot extractor: attention heads"""
+    embed_layers: int = 1
+    """slot extractor: per-slot embedding depth, 1 (linear) or 2 (MLP; reads nonlinear slot properties)"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     mask_feature_index: int | None = -1
@@ -187,6 +189,7 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
         "d_model": args.d_model,
         "num_layers": args.num_layers,
         "num_heads": args.num_heads,
+        "embed_layers": args.embed_layers,
     }
     if args.encoder == "state":
         kwargs["mask_feature_index"] = args.mask_feature_index

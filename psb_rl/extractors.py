@@ -33,6 +33,9 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param num_heads: attention heads (``d_model`` must be divisible by it).
     :param mlp_ratio: hidden width of the transformer MLP is ``mlp_ratio * d_model``.
     :param dropout: dropout inside the transformer (keep 0 for RL).
+    :param embed_layers: depth of the per-slot embedding before pooling (``"transformer"`` and
+        ``"deepsets"``): 1 is a linear map, 2 a two-layer MLP (``2 * d_model`` hidden units). Properties
+        that PSB slots hold nonlinearly, such as an object's hue, are read much better with 2.
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
         for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.
@@ -48,6 +51,7 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         num_heads: int = 4,
         mlp_ratio: int = 2,
         dropout: float = 0.0,
+        embed_layers: int = 1,
         mask_feature_index: int | None = None,
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 2:
@@ -61,6 +65,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         num_slots, slot_dim = (int(s) for s in observation_space.shape)
         if mask_feature_index is not None and not -slot_dim <= mask_feature_index < slot_dim:
             raise ValueError(f"mask_feature_index={mask_feature_index} out of range for {slot_dim} features")
+        if embed_layers not in (1, 2):
+            raise ValueError(f"embed_layers must be 1 (linear) or 2 (MLP), got {embed_layers}")
         if pooling == "transformer" and d_model % num_heads:
             raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
         super().__init__(observation_space, features_dim)
@@ -74,7 +80,11 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
                 nn.Flatten(), nn.Linear(num_slots * slot_dim, 2 * d_model), act(), nn.Linear(2 * d_model, features_dim)
             )
         else:
-            self.input_proj = nn.Linear(slot_dim, d_model)
+            self.input_proj: nn.Module = (
+                nn.Linear(slot_dim, d_model)
+                if embed_layers == 1
+                else nn.Sequential(nn.Linear(slot_dim, 2 * d_model), act(), nn.Linear(2 * d_model, d_model))
+            )
             if pooling == "transformer":
                 self.cls_token = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
                 layer = nn.TransformerEncoderLayer(

@@ -27,10 +27,11 @@ def test_output_shape_and_gradients(pooling: str) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in extractor.parameters())
 
 
+@pytest.mark.parametrize("embed_layers", [1, 2])
 @pytest.mark.parametrize("pooling", ["transformer", "deepsets"])
-def test_order_invariance(pooling: str) -> None:
+def test_order_invariance(pooling: str, embed_layers: int) -> None:
     torch.manual_seed(0)
-    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling).eval()
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling, embed_layers=embed_layers).eval()
     obs = torch.randn(4, 5, 12)
     perm = torch.randperm(5)
     while torch.equal(perm, torch.arange(5)):
@@ -70,6 +71,14 @@ def test_bad_space_error() -> None:
         SlotTransformerExtractor(gym.spaces.Box(0, 255, (8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="pooling"):
         SlotTransformerExtractor(SPACE, pooling="max")
+    with pytest.raises(ValueError, match="embed_layers"):
+        SlotTransformerExtractor(SPACE, embed_layers=3)
+
+
+def test_mlp_embedding_is_two_layers() -> None:
+    extractor = SlotTransformerExtractor(SPACE, d_model=32, embed_layers=2)
+    linears = [m for m in extractor.input_proj.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(12, 64), (64, 32)]
 
 
 def test_with_ppo_on_state_space() -> None:
