@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
     return parse_dataclass(EvalArgs, argv)
 
 
-def _train_args(args: EvalArgs) -> TrainArgs:
+def run_train_args(args: EvalArgs) -> TrainArgs:
     """The training arguments of the run, with the overrides of ``args``."""
     train = TrainArgs()
     if args.run is not None and (Path(args.run) / "args.json").exists():
@@ -109,7 +109,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         ``mean_length``, ``episodes``, per-episode ``returns`` / ``lengths`` / ``successes`` and ``gif_path`` (None if
         skipped).
     """
-    train = _train_args(args)
+    train = run_train_args(args)
     device = resolve_device(args.device)
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():

@@ -17,6 +17,7 @@ Three policies separate the two:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -57,6 +58,20 @@ def scripted_action(env: OddOneOutEnv, target: int, avoid: bool = True, margin: 
         if cost < best_cost:
             best_action, best_cost = action, cost
     return best_action
+
+
+def straight_line_succeeds(env: OddOneOutEnv, max_steps: int = 100) -> bool:
+    """Whether walking straight at the odd object succeeds from ``env``'s current state (on a copy).
+
+    :param env: the unwrapped environment right after reset (left untouched).
+    :param max_steps: give up after this many steps (the environment's time limit).
+    """
+    sim = copy.deepcopy(env)
+    for _ in range(max_steps):
+        _, _, terminated, truncated, info = sim.step(scripted_action(sim, sim.odd_index, avoid=False))
+        if terminated or truncated:
+            return bool(info["is_success"])
+    return False
 
 
 def evaluate_scripted(policy: str, episodes: int = 1000, seed: int = 0, **env_kwargs: Any) -> dict[str, float]:

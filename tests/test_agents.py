@@ -111,6 +111,26 @@ def test_anneal_lr_decays_the_learning_rate_linearly(tmp_path: Path) -> None:
     assert parse_args(["--anneal-lr"]).anneal_lr is True and parse_args([]).anneal_lr is False
 
 
+@needs_envs
+def test_failure_breakdown_benchmark(tmp_path: Path) -> None:
+    from benchmarks.oddoneout_failures import main as failures
+
+    args = _tiny_args(tmp_path, "state", None)
+    args.eval_freq = 0
+    run = train(args)["out_dir"]
+    summary = failures(["--run", run, "--episodes", "8"])
+    assert Path(run, "failures.json").is_file() and summary["episodes"] == 8
+    solvable = summary["straight_line_solvable"]
+    assert 0.0 <= solvable <= 1.0
+    parts = [(solvable, summary["success_when_straight_line_solves"]),
+             (1 - solvable, summary["success_when_straight_line_fails"])]
+    assert summary["success_rate"] == pytest.approx(sum(w * s for w, s in parts if w > 0))
+    # the default OddOneOut differs by colour, so every straight-line-solvable episode has a colour pair
+    assert sum(row["episodes"] for row in summary["colour_pairs"]) == round(solvable * 8)
+    with pytest.raises(SystemExit, match="no agent"):
+        failures(["--run", str(tmp_path / "missing")])
+
+
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--checkpoint"):
         train(_tiny_args(tmp_path, "slots", None))

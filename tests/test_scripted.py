@@ -8,7 +8,7 @@ import pytest
 
 import envs  # noqa: F401  (registers PSB/ ids)
 from envs.object_envs import OddOneOutEnv
-from envs.scripted import POLICIES, evaluate_scripted, scripted_action
+from envs.scripted import POLICIES, evaluate_scripted, scripted_action, straight_line_succeeds
 
 
 def _placed_env(positions: list[tuple[float, float]]) -> OddOneOutEnv:
@@ -56,3 +56,20 @@ def test_bad_arguments() -> None:
         evaluate_scripted("oracle", episodes=1)
     with pytest.raises(ValueError, match="episodes must be"):
         evaluate_scripted(POLICIES[0], episodes=0)
+
+
+def test_straight_line_succeeds_matches_the_greedy_policy_and_leaves_the_env_untouched() -> None:
+    env = gym.make("PSB/OddOneOut-v0", obs_mode="state")
+    core: OddOneOutEnv = env.unwrapped  # type: ignore[assignment]
+    outcomes = []
+    for seed in range(30):
+        env.reset(seed=seed)
+        before = (core.pos.copy(), core.vel.copy(), core.np_random.bit_generator.state)
+        outcomes.append(straight_line_succeeds(core))
+        np.testing.assert_array_equal(core.pos, before[0])
+        np.testing.assert_array_equal(core.vel, before[1])
+        assert core.np_random.bit_generator.state == before[2]
+    greedy = evaluate_scripted("greedy", episodes=30, seed=0)["success_rate"]
+    assert np.mean(outcomes) == pytest.approx(greedy)
+    assert 0 < sum(outcomes) < 30  # both kinds of episode occur, so the agreement means something
+
