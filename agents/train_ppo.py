@@ -106,7 +106,7 @@ class Args:
     num_heads: int = 4
     """slot extractor: attention heads"""
     embed_layers: int = 1
-    """slot extractor: per-slot embedding depth, 1 (linear) or 2 (MLP; reads nonlinear slot properties)"""
+    """slot extractor: per-slot embedding, 1 (linear) or 2 (two-layer MLP)"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     mask_feature_index: int | None = -1

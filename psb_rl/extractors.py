@@ -34,8 +34,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param mlp_ratio: hidden width of the transformer MLP is ``mlp_ratio * d_model``.
     :param dropout: dropout inside the transformer (keep 0 for RL).
     :param embed_layers: depth of the per-slot embedding before pooling (``"transformer"`` and
-        ``"deepsets"``): 1 is a linear map, 2 a two-layer MLP (``2 * d_model`` hidden units). Properties
-        that PSB slots hold nonlinearly, such as an object's hue, are read much better with 2.
+        ``"deepsets"``): 1 is a linear map, 2 a two-layer MLP (``2 * d_model`` hidden units) for slot
+        properties a linear map reads poorly. On OddOneOut it did not help PPO (README, Results).
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
         for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.

@@ -72,4 +72,3 @@ def test_straight_line_succeeds_matches_the_greedy_policy_and_leaves_the_env_unt
     greedy = evaluate_scripted("greedy", episodes=30, seed=0)["success_rate"]
     assert np.mean(outcomes) == pytest.approx(greedy)
     assert 0 < sum(outcomes) < 30  # both kinds of episode occur, so the agreement means something
-
