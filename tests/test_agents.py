@@ -131,6 +131,42 @@ def test_failure_breakdown_benchmark(tmp_path: Path) -> None:
         failures(["--run", str(tmp_path / "missing")])
 
 
+def test_odd_object_purity_hand_made_frames() -> None:
+    from benchmarks.oddoneout_binding import odd_object_purity
+
+    labels = np.zeros((4, 6), dtype=np.int64)
+    labels[:2, :2] = 3  # the odd object: 4 pixels
+    labels[:2, 4:] = 2  # another object: 4 pixels
+    own = np.zeros_like(labels)
+    own[:2, :2] = 1
+    assert odd_object_purity(own, labels, odd_label=3) == 1.0  # background pixels do not count
+    shared = np.where(labels > 0, 1, 0)  # both objects in segment 1
+    assert odd_object_purity(shared, labels, odd_label=3) == 0.5
+    assert odd_object_purity(own, labels, odd_label=5) is None  # not in the frame
+
+
+@needs_envs
+def test_binding_benchmark_runs_and_correlates(tmp_path: Path) -> None:
+    from benchmarks.oddoneout_binding import main as binding
+    from benchmarks.rl_oddoneout import tiny_random_checkpoint
+
+    checkpoint = tiny_random_checkpoint(tmp_path / "tiny.ckpt")
+    failures = tmp_path / "failures.json"
+    names = ["red", "green", "blue", "yellow", "magenta", "cyan", "orange"]
+    made_up = [f"{a}/{b}" for i, a in enumerate(names) for b in names[i + 1:]]  # every pair, sorted like the env's
+    failures.write_text(json.dumps({"colour_pairs": [
+        {"colours": pair, "failure_rate": k / len(made_up), "episodes": 5} for k, pair in enumerate(made_up)
+    ]}))
+    summary = binding(["--checkpoint", str(checkpoint), "--episodes", "12", "--frames", "1", "--torch-threads", "1",
+                       "--failures", str(failures)])
+    assert 0.0 < summary["mean_purity"] <= 1.0 and 0.0 <= summary["share_below_half"] <= 1.0
+    assert Path(checkpoint).with_name("oddoneout_binding.json").is_file()
+    assert set(summary["colour_pairs"]) <= set(made_up)
+    assert all(0.0 < row["purity"] <= 1.0 and row["frames"] >= 1 for row in summary["colour_pairs"].values())
+    assert summary["failures"]["pairs"] == len(summary["colour_pairs"]) >= 3
+    assert -1.0 <= summary["failures"]["correlation"] <= 1.0
+
+
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--checkpoint"):
         train(_tiny_args(tmp_path, "slots", None))
