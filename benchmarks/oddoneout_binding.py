@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers PSB/ ids)
-from envs.sprites import COLOR_NAMES  # noqa: E402
+from envs.scripted import colour_pair  # noqa: E402
 from psb_rl import StreamingEncoder, load_checkpoint  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
 from psb_rl.preprocessing import resize_masks  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for episode in range(args.episodes):
         obs, info = env.reset(seed=args.seed + episode)
         encoder = StreamingEncoder(model, num_envs=1)
-        pair = "/".join(COLOR_NAMES[c] for c in sorted({int(c) for c in core.color[1:]}))
+        pair = colour_pair(core) or "one colour"  # the default OddOneOut always has two
         for t in range(args.frames + 1):
             slots = encoder.step(obs[None])
             if t >= 1:

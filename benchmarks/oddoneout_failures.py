@@ -28,8 +28,7 @@ from stable_baselines3 import PPO  # noqa: E402
 
 from agents.evaluate import EvalArgs, make_single_env, run_train_args  # noqa: E402
 from envs.object_envs import OddOneOutEnv  # noqa: E402
-from envs.scripted import straight_line_succeeds  # noqa: E402
-from envs.sprites import COLOR_NAMES  # noqa: E402
+from envs.scripted import colour_pair, straight_line_succeeds  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
 from psb_rl.utils import write_json  # noqa: E402
 
@@ -65,11 +64,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         raise SystemExit(f"the run's environment is {train.env}; this benchmark needs PSB/OddOneOut-v0")
 
     successes, easy = [], []
-    pair_counts: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])  # failures, episodes
+    pair_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # failures, episodes
     for episode in range(args.episodes):
         obs, info = env.reset(seed=args.seed + episode)
         script_ok = straight_line_succeeds(core)
-        colours = tuple(sorted({int(core.color[j]) for j in range(1, len(core.color))}))
+        pair = colour_pair(core)
         done = False
         while not done:
             action, _ = agent.predict(obs["slots"] if train.encoder == "slots" else obs, deterministic=True)
@@ -78,15 +77,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         success = bool(info["is_success"])
         successes.append(success)
         easy.append(script_ok)
-        if script_ok and len(colours) == 2:  # the odd one differs by colour
-            pair_counts[colours][0] += int(not success)
-            pair_counts[colours][1] += 1
+        if script_ok and pair is not None:  # the odd one differs by colour
+            pair_counts[pair][0] += int(not success)
+            pair_counts[pair][1] += 1
     env.close()
 
     succ, easy_mask = np.array(successes), np.array(easy)
     pairs = sorted(
-        ({"colours": f"{COLOR_NAMES[a]}/{COLOR_NAMES[b]}", "failure_rate": f / n, "episodes": n}
-         for (a, b), (f, n) in pair_counts.items()),
+        ({"colours": pair, "failure_rate": f / n, "episodes": n} for pair, (f, n) in pair_counts.items()),
         key=lambda row: -row["failure_rate"],
     )
     summary = {

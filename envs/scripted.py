@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.object_envs import _ACTION_DELTAS, OddOneOutEnv
+from envs.sprites import COLOR_NAMES
 
 POLICIES: tuple[str, ...] = ("greedy", "avoid", "avoid_random_target")
 
@@ -72,6 +73,16 @@ def straight_line_succeeds(env: OddOneOutEnv, max_steps: int = 100) -> bool:
         if terminated or truncated:
             return bool(info["is_success"])
     return False
+
+
+def colour_pair(env: OddOneOutEnv) -> str | None:
+    """The episode's two object colours as ``"a/b"`` in palette order (e.g. ``"red/magenta"``), or None
+    when every object has one colour (the odd one differs by shape). Benchmarks key per-pair results by it.
+
+    :param env: the unwrapped environment after reset.
+    """
+    colours = sorted({int(c) for c in env.color[1:]})
+    return "/".join(COLOR_NAMES[c] for c in colours) if len(colours) == 2 else None
 
 
 def evaluate_scripted(policy: str, episodes: int = 1000, seed: int = 0, **env_kwargs: Any) -> dict[str, float]:

@@ -8,7 +8,8 @@ import pytest
 
 import envs  # noqa: F401  (registers PSB/ ids)
 from envs.object_envs import OddOneOutEnv
-from envs.scripted import POLICIES, evaluate_scripted, scripted_action, straight_line_succeeds
+from envs.scripted import POLICIES, colour_pair, evaluate_scripted, scripted_action, straight_line_succeeds
+from envs.sprites import COLOR_NAMES
 
 
 def _placed_env(positions: list[tuple[float, float]]) -> OddOneOutEnv:
@@ -72,3 +73,15 @@ def test_straight_line_succeeds_matches_the_greedy_policy_and_leaves_the_env_unt
     greedy = evaluate_scripted("greedy", episodes=30, seed=0)["success_rate"]
     assert np.mean(outcomes) == pytest.approx(greedy)
     assert 0 < sum(outcomes) < 30  # both kinds of episode occur, so the agreement means something
+
+
+def test_colour_pair_names_the_two_colours_in_palette_order() -> None:
+    env = gym.make("PSB/OddOneOut-v0", obs_mode="state")
+    core: OddOneOutEnv = env.unwrapped  # type: ignore[assignment]
+    env.reset(seed=0)
+    pair = colour_pair(core)
+    names = sorted({int(c) for c in core.color[1:]})
+    assert pair is not None and pair.split("/") == [COLOR_NAMES[c] for c in names]
+    shape_env = gym.make("PSB/OddOneOut-v0", obs_mode="state", odd_property="shape")
+    shape_env.reset(seed=0)
+    assert colour_pair(shape_env.unwrapped) is None  # one colour: the odd one differs by shape
