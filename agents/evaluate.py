@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
+from agents.train_ppo import load_agent  # noqa: E402
 from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import resolve_device  # noqa: E402
 
@@ -37,7 +37,7 @@ class EvalArgs:
     run: str | None = None
     """run folder of agents/train_ppo.py (holds args.json and model.zip)"""
     model: str | None = None
-    """agent .zip (default: RUN/model.zip)"""
+    """agent .zip (default: RUN/model.zip); its network is rebuilt from RUN/args.json (never unpickled)"""
     env: str | None = None
     """environment id (default: the run's)"""
     encoder: str | None = None
@@ -68,10 +68,12 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 
 def run_train_args(args: EvalArgs) -> TrainArgs:
-    """The training arguments of the run, with the overrides of ``args``."""
+    """The training arguments of the run (``RUN/args.json``, else the one beside ``--model``), with the
+    overrides of ``args``."""
     train = TrainArgs()
-    if args.run is not None and (Path(args.run) / "args.json").exists():
-        saved = json.loads((Path(args.run) / "args.json").read_text())
+    run = args.run if args.run is not None else (str(Path(args.model).parent) if args.model else None)
+    if run is not None and (Path(run) / "args.json").exists():
+        saved = json.loads((Path(run) / "args.json").read_text())
         known = {f.name for f in dataclasses.fields(TrainArgs)}
         train = TrainArgs(**{k: v for k, v in saved.items() if k in known})
     overrides = {
@@ -114,7 +116,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():
         raise FileNotFoundError(f"no agent at {model_path}; pass --run RUN_DIR or --model PATH.zip")
-    agent = PPO.load(model_path, device=device)
+    agent = load_agent(model_path, train, device)
     env = make_single_env(train, device)
 
     returns, lengths, successes, timeouts = [], [], [], []

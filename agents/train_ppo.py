@@ -19,8 +19,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
+import json
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,10 @@ class Args:
     """slot extractor: per-slot embedding, 1 (linear) or 2 (two-layer MLP)"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
+    resume_from: str | None = None
+    """continue a saved agent (a model.zip of this script, trained with the same --encoder and network
+    arguments) until --total-steps in all: weights and optimiser state are loaded without unpickling,
+    episodes start afresh; the run folder's eval.csv rows are carried over"""
     mask_feature_index: int | None = -1
     """state encoder: index of the ``present`` feature used to mask padded objects (None: no mask)"""
     torch_threads: int | None = None
@@ -201,6 +208,98 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# the agent: built from the arguments, loaded without unpickling
+
+
+def build_agent(args: Args, venv: VecEnv, device: torch.device, tensorboard_log: Path | None = None) -> PPO:
+    """A fresh PPO agent with the hyperparameters and network of ``args`` on ``venv``."""
+    policy, policy_kwargs = policy_for(args)
+    return PPO(
+        policy,
+        venv,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        learning_rate=LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        tensorboard_log=str(tensorboard_log) if tensorboard_log else None,
+        seed=args.seed,
+        device=device,
+        verbose=args.verbose,
+    )
+
+
+def saved_num_timesteps(model_path: str | Path) -> int:
+    """Environment steps a saved agent has trained, read from the plain-JSON part of its zip."""
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"no agent at {model_path}; pass the model.zip written by agents/train_ppo.py")
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            data = json.loads(archive.read("data"))
+        return int(data["num_timesteps"])
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ValueError(f"{model_path} is not an agent saved by agents/train_ppo.py (SB3 zip): {err}") from err
+
+
+def load_agent(
+    model_path: str | Path,
+    args: Args,
+    device: torch.device,
+    venv: VecEnv | None = None,
+    tensorboard_log: Path | None = None,
+) -> PPO:
+    """Rebuild a saved agent from its run arguments and load its weights and optimiser state.
+
+    SB3's ``PPO.load`` unpickles (cloudpickle) the objects stored in the zip, which can execute code;
+    this builds the agent from ``args`` (the run's ``args.json``) and reads only tensors
+    (``torch.load(weights_only=True)``) and the step count (JSON).
+
+    :param model_path: ``model.zip`` written by :func:`train`.
+    :param args: the arguments of the run that saved it (network and encoder must match).
+    :param device: torch device of the policy.
+    :param venv: environment to continue training on (default: one env of the run's pipeline, enough
+        for ``predict``).
+    :param tensorboard_log: TensorBoard folder of a continued run.
+    :return: the agent, with ``num_timesteps`` of the saved one.
+    """
+    num_timesteps = saved_num_timesteps(model_path)  # also checks that it is an agent's zip
+    if venv is None:
+        venv = make_env(dataclasses.replace(args, vec_env="dummy"), 1, args.seed, load_encoder(args))
+    with warnings.catch_warnings():
+        # one env for predict() makes SB3 warn that the rollout buffer is not a multiple of the batch
+        warnings.filterwarnings("ignore", message=".*mini-batch size.*")
+        agent = build_agent(args, venv, device, tensorboard_log)
+    try:
+        agent.set_parameters(str(model_path), exact_match=True, device=device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"the agent at {model_path} does not fit a network built from these arguments "
+            f"(encoder {args.encoder!r}, pooling {args.pooling!r}, d_model {args.d_model}, ...): pass the "
+            f"arguments of the run that saved it (its args.json). Details: {err}"
+        ) from err
+    agent.num_timesteps = num_timesteps
+    return agent
+
+
+def earlier_eval_rows(csv_path: Path, up_to_steps: int) -> list[dict[str, float]]:
+    """Rows of a previous run's ``eval.csv`` up to ``up_to_steps`` (none if the file is missing)."""
+    if not csv_path.is_file():
+        return []
+    with csv_path.open(newline="") as f:
+        rows = [
+            {"timesteps": int(r["timesteps"]), "mean_reward": float(r["mean_reward"]), "success_rate": float(r["success_rate"])}
+            for r in csv.DictReader(f)
+        ]
+    return [r for r in rows if r["timesteps"] <= up_to_steps]
+
+
+# ----------------------------------------------------------------------------------------------------
 # callbacks and evaluation
 
 
@@ -284,33 +383,24 @@ def train(args: Args) -> dict[str, Any]:
     set_random_seed(args.seed)
     device = resolve_device(args.device)
 
+    steps_before = saved_num_timesteps(args.resume_from) if args.resume_from else 0
+    if steps_before >= args.total_steps:
+        raise ValueError(
+            f"the agent at {args.resume_from} has already trained {steps_before} steps; "
+            f"raise --total-steps above that to continue it"
+        )
     encoder_model = load_encoder(args)
-    venv = make_env(args, args.n_envs, args.seed, encoder_model)
+    # a resumed run starts new episodes: seeds the first part has not used
+    venv = make_env(args, args.n_envs, args.seed + steps_before, encoder_model)
     n_eval_envs = max(1, min(args.n_envs, args.eval_episodes, 8))
     eval_env = make_env(
         dataclasses.replace(args, vec_env="dummy"), n_eval_envs, args.seed + 10_000, encoder_model
     )
-    policy, policy_kwargs = policy_for(args)
     tb_dir = out / "tb" if args.tensorboard else None
-    model = PPO(
-        policy,
-        venv,
-        n_steps=args.n_steps,
-        batch_size=args.batch_size,
-        n_epochs=args.n_epochs,
-        learning_rate=LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate,
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        clip_range=args.clip_range,
-        ent_coef=args.ent_coef,
-        vf_coef=args.vf_coef,
-        max_grad_norm=args.max_grad_norm,
-        policy_kwargs=policy_kwargs,
-        tensorboard_log=str(tb_dir) if tb_dir else None,
-        seed=args.seed,
-        device=device,
-        verbose=args.verbose,
-    )
+    if args.resume_from:
+        model = load_agent(args.resume_from, args, device, venv, tensorboard_log=tb_dir)
+    else:
+        model = build_agent(args, venv, device, tensorboard_log=tb_dir)
 
     callbacks: list[BaseCallback] = []
     eval_callback = None
@@ -329,14 +419,15 @@ def train(args: Args) -> dict[str, Any]:
         callbacks.append(TqdmCallback(args.total_steps))
     start = time.perf_counter()
     model.learn(
-        total_timesteps=args.total_steps,
+        total_timesteps=args.total_steps - steps_before,
         callback=CallbackList(callbacks),
         tb_log_name=f"ppo_{args.encoder}",
+        reset_num_timesteps=not args.resume_from,
         progress_bar=args.progress_bar and use_rich,
     )
     train_time = time.perf_counter() - start
 
-    rows: list[dict[str, float]] = []
+    rows = earlier_eval_rows(Path(args.resume_from).parent / "eval.csv", steps_before) if args.resume_from else []
     if eval_callback is not None:
         for i, steps in enumerate(eval_callback.evaluations_timesteps):
             succ = eval_callback.evaluations_successes[i] if i < len(eval_callback.evaluations_successes) else []
@@ -366,8 +457,9 @@ def train(args: Args) -> dict[str, Any]:
         "encoder": args.encoder,
         "seed": args.seed,
         "timesteps": int(model.num_timesteps),
+        "resumed_from_steps": steps_before,
         "train_time_s": train_time,
-        "env_steps_per_s": model.num_timesteps / max(train_time, 1e-9),
+        "env_steps_per_s": (model.num_timesteps - steps_before) / max(train_time, 1e-9),
         **final,
         "curve": rows,
         "out_dir": str(out),

@@ -24,9 +24,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 
 from agents.evaluate import EvalArgs, make_single_env, run_train_args  # noqa: E402
+from agents.train_ppo import load_agent  # noqa: E402
 from envs.object_envs import OddOneOutEnv  # noqa: E402
 from envs.scripted import colour_pair, straight_line_succeeds  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     model_path = Path(args.run) / "model.zip"
     if not model_path.exists():
         raise SystemExit(f"no agent at {model_path}; pass --run RUN_DIR of agents/train_ppo.py")
-    agent = PPO.load(model_path, device="cpu")
+    agent = load_agent(model_path, train, torch.device("cpu"))
     env = make_single_env(train, torch.device("cpu"))
     core = env.unwrapped
     if not isinstance(core, OddOneOutEnv):

@@ -167,6 +167,84 @@ def test_binding_benchmark_runs_and_correlates(tmp_path: Path) -> None:
     assert -1.0 <= summary["failures"]["correlation"] <= 1.0
 
 
+def _zip_tensors(model_path: str, name: str) -> dict:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(model_path) as archive:
+        return torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+
+
+@needs_envs
+def test_load_agent_restores_weights_and_optimiser_without_unpickling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudpickle
+
+    from agents.train_ppo import load_agent
+
+    args = _tiny_args(tmp_path, "state", None)
+    args.eval_freq = 0
+    result = train(args)
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("load_agent must not unpickle")
+
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    agent = load_agent(result["model_path"], args, torch.device("cpu"))
+    assert agent.num_timesteps == result["timesteps"] == 256
+    saved = _zip_tensors(result["model_path"], "policy.pth")
+    loaded = agent.policy.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    saved_opt = _zip_tensors(result["model_path"], "policy.optimizer.pth")["state"]
+    loaded_opt = agent.policy.optimizer.state_dict()["state"]
+    assert saved_opt.keys() == loaded_opt.keys()
+    assert all(torch.equal(saved_opt[k]["exp_avg"], loaded_opt[k]["exp_avg"]) for k in saved_opt)
+
+
+@needs_envs
+def test_resume_from_continues_to_total_steps_and_keeps_the_curve(tmp_path: Path) -> None:
+    first_args = _tiny_args(tmp_path, "state", None)
+    first = train(first_args)
+    second_args = _tiny_args(tmp_path, "state", None)
+    second_args.out, second_args.total_steps = str(tmp_path / "continued"), 512
+    second_args.resume_from = first["model_path"]
+    second = train(second_args)
+    assert second["timesteps"] == 512 and second["resumed_from_steps"] == 256
+    steps = [row["timesteps"] for row in second["curve"]]
+    # the first run's evaluations (128, 256) come first, then the continued run's (384, 512)
+    assert steps == [128, 256, 384, 512]
+    assert second["curve"][:2] == pytest.approx(first["curve"][:2])
+    before = _zip_tensors(first["model_path"], "policy.pth")
+    after = _zip_tensors(second["model_path"], "policy.pth")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the continued run did not train"
+
+
+@needs_envs
+def test_resume_from_errors(tmp_path: Path) -> None:
+    args = _tiny_args(tmp_path, "state", None)
+    args.eval_freq = 0
+    model_path = train(args)["model_path"]
+    done = _tiny_args(tmp_path, "state", None)
+    done.out, done.resume_from = str(tmp_path / "again"), model_path
+    with pytest.raises(ValueError, match="already trained 256 steps.*--total-steps"):
+        train(done)
+    other_net = _tiny_args(tmp_path, "state", None)
+    other_net.out, other_net.resume_from, other_net.total_steps = str(tmp_path / "wider"), model_path, 512
+    other_net.d_model = 64
+    with pytest.raises(ValueError, match="does not fit a network built from these arguments"):
+        train(other_net)
+    not_a_zip = tmp_path / "model.zip"
+    not_a_zip.write_text("not an agent")
+    other_net.resume_from, other_net.d_model = str(not_a_zip), 32
+    with pytest.raises(ValueError, match="not an agent saved by agents/train_ppo.py"):
+        train(other_net)
+    other_net.resume_from = str(tmp_path / "missing.zip")
+    with pytest.raises(FileNotFoundError, match="no agent at"):
+        train(other_net)
+
+
 def test_slots_without_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--checkpoint"):
         train(_tiny_args(tmp_path, "slots", None))
