@@ -110,6 +110,8 @@ class Args:
     """slot extractor: attention heads"""
     embed_layers: int = 1
     """slot extractor: per-slot embedding, 1 (linear) or 2 (two-layer MLP)"""
+    relation: bool = False
+    """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     resume_from: str | None = None
@@ -197,6 +199,7 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
         "num_layers": args.num_layers,
         "num_heads": args.num_heads,
         "embed_layers": args.embed_layers,
+        "relation": args.relation,
     }
     if args.encoder == "state":
         kwargs["mask_feature_index"] = args.mask_feature_index

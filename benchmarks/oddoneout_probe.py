@@ -56,6 +56,8 @@ class ProbeArgs:
     """passes over the training set"""
     embed_layers: int = 1
     """per-slot embedding of the extractor: 1 (linear, the agents' default) or 2 (MLP)"""
+    relation: bool = False
+    """pairwise relation features in the extractor (``SlotTransformerExtractor(relation=True)``)"""
     observations: str = "slots,state"
     """comma-separated: slots (the checkpoint through VecPSBWrapper) and/or state (ground truth)"""
     env_kwargs: str = "{}"
@@ -90,12 +92,13 @@ def collect(observation: str, checkpoint: str | None, steps: int, seed: int, env
 
 
 def fit_and_score(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                  mask_feature_index: int | None, epochs: int, seed: int, embed_layers: int = 1
-                  ) -> dict[str, float]:
+                  mask_feature_index: int | None, epochs: int, seed: int, embed_layers: int = 1,
+                  relation: bool = False) -> dict[str, float]:
     """Train extractor + linear head with cross-entropy. :return: train and test accuracy."""
     torch.manual_seed(seed)
     space = gym.spaces.Box(-np.inf, np.inf, tuple(train_x.shape[1:]), np.float32)
-    extractor = SlotTransformerExtractor(space, embed_layers=embed_layers, mask_feature_index=mask_feature_index)
+    extractor = SlotTransformerExtractor(space, embed_layers=embed_layers, relation=relation,
+                                         mask_feature_index=mask_feature_index)
     net = torch.nn.Sequential(extractor, torch.nn.Linear(extractor.features_dim, 4))
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-4)
     for _ in range(epochs):
@@ -147,14 +150,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             start = time.perf_counter()
             mask = -1 if observation == "state" else None  # the state's last feature flags present objects
             score = fit_and_score(all_x[:size], all_y[:size], test_x, test_y, mask, args.epochs, args.seed,
-                                  args.embed_layers)
+                                  args.embed_layers, args.relation)
             row = {"observation": observation, "train_steps": size, **score,
                    "fit_seconds": time.perf_counter() - start, "collect_seconds": collect_seconds}
             rows.append(row)
             print(f"| {observation} | {size} | {score['train_accuracy']:.3f} | {score['test_accuracy']:.3f} | "
                   f"{row['fit_seconds']:.0f} |", flush=True)
     summary = {"benchmark": "oddoneout_probe", "checkpoint": checkpoint, "env_kwargs": env_kwargs,
-               "epochs": args.epochs, "embed_layers": args.embed_layers, "test_size": args.test_size, "quick": args.quick, "results": rows}
+               "epochs": args.epochs, "embed_layers": args.embed_layers,
+               "relation": args.relation, "test_size": args.test_size, "quick": args.quick, "results": rows}
     out = Path(args.out).with_name(Path(args.out).stem + "_quick.json") if args.quick else Path(args.out)
     write_json(out, summary)
     print(f"wrote {out}")

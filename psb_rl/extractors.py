@@ -36,6 +36,11 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param embed_layers: depth of the per-slot embedding before pooling (``"transformer"`` and
         ``"deepsets"``): 1 is a linear map, 2 a two-layer MLP (``2 * d_model`` hidden units) for slot
         properties a linear map reads poorly. On OddOneOut it did not help PPO (README, Results).
+    :param relation: add to each slot's embedding the mean, over the other slots, of an MLP of the
+        pair ``(e_i, e_j, |e_i - e_j|)`` (a relation network, Santoro et al. 2017) before pooling
+        (``"transformer"`` and ``"deepsets"``). Softmax attention averages over slots, so it cannot
+        easily tell whether a slot looks like one or like three others; this sum over pairs can, which
+        is what an odd-one-out comparison needs. Costs ``K²`` small MLP rows per observation.
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
         for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.
@@ -52,6 +57,7 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         mlp_ratio: int = 2,
         dropout: float = 0.0,
         embed_layers: int = 1,
+        relation: bool = False,
         mask_feature_index: int | None = None,
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 2:
@@ -85,6 +91,7 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
                 if embed_layers == 1
                 else nn.Sequential(nn.Linear(slot_dim, 2 * d_model), act(), nn.Linear(2 * d_model, d_model))
             )
+            self.relation = PairRelation(d_model) if relation else None
             if pooling == "transformer":
                 self.cls_token = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
                 layer = nn.TransformerEncoderLayer(
@@ -124,6 +131,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
                 obs = obs * present[..., None]
             return self.out_act(self.net(obs))
         tokens = self.input_proj(obs)  # (B, K, d)
+        if self.relation is not None:
+            tokens = tokens + self.relation(tokens, present)
         if self.pooling == "transformer":
             cls = self.cls_token.expand(tokens.shape[0], -1, -1)
             tokens = torch.cat([cls, tokens], dim=1)
@@ -139,3 +148,36 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
                 weight = present.float()[..., None]
                 pooled = (per_slot * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
         return self.out_act(self.head(self.norm(pooled)))
+
+
+class PairRelation(nn.Module):
+    """For each slot, the mean over the other (present) slots of an MLP of the pair.
+
+    ``r_i = mean_{j != i} W2 GELU(A e_i + B e_j + C |e_i - e_j| + b)``; the first layer is split by
+    input so that only ``C |e_i - e_j|`` is computed per pair.
+
+    :param d_model: width of the slot embeddings (input and output).
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.own = nn.Linear(d_model, d_model)
+        self.other = nn.Linear(d_model, d_model, bias=False)
+        self.difference = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, tokens: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """:param tokens: ``(B, K, d)``. :param present: bool ``(B, K)`` or None (all present).
+        :return: ``(B, K, d)``; zero for a slot with no other present slot."""
+        num_slots = tokens.shape[1]
+        hidden = (
+            self.own(tokens)[:, :, None]
+            + self.other(tokens)[:, None, :]
+            + self.difference((tokens[:, :, None] - tokens[:, None, :]).abs())
+        )  # (B, K_i, K_j, d)
+        pair = self.out(nn.functional.gelu(hidden))
+        weight = ~torch.eye(num_slots, dtype=torch.bool, device=tokens.device)[None]  # (1, K, K): j != i
+        if present is not None:
+            weight = weight & present[:, None, :]
+        weight = weight.to(tokens.dtype)[..., None]
+        return (pair * weight).sum(2) / weight.sum(2).clamp(min=1.0)

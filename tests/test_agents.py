@@ -228,7 +228,7 @@ def test_resume_from_errors(tmp_path: Path) -> None:
     model_path = train(args)["model_path"]
     done = _tiny_args(tmp_path, "state", None)
     done.out, done.resume_from = str(tmp_path / "again"), model_path
-    with pytest.raises(ValueError, match="already trained 256 steps.*--total-steps"):
+    with pytest.raises(ValueError, match=r"already trained 256 steps.*--total-steps"):
         train(done)
     other_net = _tiny_args(tmp_path, "state", None)
     other_net.out, other_net.resume_from, other_net.total_steps = str(tmp_path / "wider"), model_path, 512
@@ -238,7 +238,7 @@ def test_resume_from_errors(tmp_path: Path) -> None:
     not_a_zip = tmp_path / "model.zip"
     not_a_zip.write_text("not an agent")
     other_net.resume_from, other_net.d_model = str(not_a_zip), 32
-    with pytest.raises(ValueError, match="not an agent saved by agents/train_ppo.py"):
+    with pytest.raises(ValueError, match=r"not an agent saved by agents/train_ppo\.py"):
         train(other_net)
     other_net.resume_from = str(tmp_path / "missing.zip")
     with pytest.raises(FileNotFoundError, match="no agent at"):
@@ -256,6 +256,11 @@ def test_cli_parsing() -> None:
     assert args.learning_rate == pytest.approx(1e-3)
     assert parse_args(["--checkpoint", "x.ckpt"]).checkpoint == "x.ckpt"
     assert parse_args(["--no-share-extractor"]).share_extractor is False
+    from agents.train_ppo import policy_for
+
+    relation_args = parse_args(["--encoder", "state", "--relation"])
+    assert relation_args.relation is True and parse_args([]).relation is False
+    assert policy_for(relation_args)[1]["features_extractor_kwargs"]["relation"] is True
     # evaluate.py: 'none' must reach the evaluator as the word (skip the GIF), not become the default path
     from agents.evaluate import parse_args as parse_eval_args
 

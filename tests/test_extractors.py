@@ -27,11 +27,13 @@ def test_output_shape_and_gradients(pooling: str) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in extractor.parameters())
 
 
-@pytest.mark.parametrize("embed_layers", [1, 2])
+@pytest.mark.parametrize(("embed_layers", "relation"), [(1, False), (2, False), (1, True)])
 @pytest.mark.parametrize("pooling", ["transformer", "deepsets"])
-def test_order_invariance(pooling: str, embed_layers: int) -> None:
+def test_order_invariance(pooling: str, embed_layers: int, relation: bool) -> None:
     torch.manual_seed(0)
-    extractor = SlotTransformerExtractor(SPACE, features_dim=16, pooling=pooling, embed_layers=embed_layers).eval()
+    extractor = SlotTransformerExtractor(
+        SPACE, features_dim=16, pooling=pooling, embed_layers=embed_layers, relation=relation
+    ).eval()
     obs = torch.randn(4, 5, 12)
     perm = torch.randperm(5)
     while torch.equal(perm, torch.arange(5)):
@@ -73,6 +75,42 @@ def test_bad_space_error() -> None:
         SlotTransformerExtractor(SPACE, pooling="max")
     with pytest.raises(ValueError, match="embed_layers"):
         SlotTransformerExtractor(SPACE, embed_layers=3)
+
+
+def test_pair_relation_is_the_mean_over_the_other_present_slots() -> None:
+    from psb_rl.extractors import PairRelation
+
+    torch.manual_seed(0)
+    relation = PairRelation(4)
+    tokens = torch.randn(2, 3, 4)
+    present = torch.tensor([[True, True, True], [True, False, True]])
+    out = relation(tokens, present)
+
+    def pair(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        hidden = relation.own(i) + relation.other(j) + relation.difference((i - j).abs())
+        return relation.out(torch.nn.functional.gelu(hidden))
+
+    t = tokens
+    expected_all = (pair(t[0, 0], t[0, 1]) + pair(t[0, 0], t[0, 2])) / 2
+    torch.testing.assert_close(out[0, 0], expected_all)
+    # the absent slot 1 of the second observation is no one's partner
+    torch.testing.assert_close(out[1, 0], pair(t[1, 0], t[1, 2]))
+    torch.testing.assert_close(out[1, 2], pair(t[1, 2], t[1, 0]))
+    # it tells how many others look alike: one slot among three equal ones vs one of three equal ones
+    odd = torch.tensor([[[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]])
+    r = PairRelation(4)(odd)
+    assert not torch.allclose(r[0, 0], r[0, 1])
+    torch.testing.assert_close(r[0, 1], r[0, 2])
+
+
+def test_relation_ignores_absent_objects_in_state_mode() -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=8, relation=True, mask_feature_index=-1).eval()
+    obs = torch.randn(2, 5, 12)
+    obs[..., -1] = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    changed = obs.clone()
+    changed[:, 3:, :-1] = torch.randn(2, 2, 11)  # absent objects' features must not matter
+    torch.testing.assert_close(extractor(obs), extractor(changed))
 
 
 def test_mlp_embedding_is_two_layers() -> None:
