@@ -73,6 +73,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
             raise ValueError(f"mask_feature_index={mask_feature_index} out of range for {slot_dim} features")
         if embed_layers not in (1, 2):
             raise ValueError(f"embed_layers must be 1 (linear) or 2 (MLP), got {embed_layers}")
+        if relation and pooling == "flatten":
+            raise ValueError("relation=True compares slots before pooling; use pooling 'transformer' or 'deepsets'")
         if pooling == "transformer" and d_model % num_heads:
             raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
         super().__init__(observation_space, features_dim)

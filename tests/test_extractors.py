@@ -75,6 +75,8 @@ def test_bad_space_error() -> None:
         SlotTransformerExtractor(SPACE, pooling="max")
     with pytest.raises(ValueError, match="embed_layers"):
         SlotTransformerExtractor(SPACE, embed_layers=3)
+    with pytest.raises(ValueError, match="relation=True"):
+        SlotTransformerExtractor(SPACE, pooling="flatten", relation=True)
 
 
 def test_pair_relation_is_the_mean_over_the_other_present_slots() -> None:
