@@ -42,7 +42,7 @@ from stable_baselines3.common.utils import LinearSchedule, set_random_seed  # no
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
 
 from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
-from psb_rl.utils import resolve_device, write_json  # noqa: E402
+from psb_rl.utils import atomic_path, resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("slots", "pixels", "state")
 
@@ -447,10 +447,12 @@ def train(args: Args) -> dict[str, Any]:
             {"timesteps": int(model.num_timesteps), "mean_reward": final["mean_reward"], "success_rate": final["success_rate"]}
         )
 
+    # atomic: a full disk or a kill mid-write leaves the previous agent (maybe the one resumed) intact
     model_path = out / "model.zip"
-    model.save(model_path)
+    with atomic_path(model_path, suffix=".zip") as tmp:
+        model.save(tmp)
     csv_path = out / "eval.csv"
-    with csv_path.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["timesteps", "mean_reward", "success_rate"])
         writer.writeheader()
         writer.writerows(rows)

@@ -207,16 +207,18 @@ def test_load_agent_restores_weights_and_optimiser_without_unpickling(
 def test_resume_from_continues_to_total_steps_and_keeps_the_curve(tmp_path: Path) -> None:
     first_args = _tiny_args(tmp_path, "state", None)
     first = train(first_args)
+    before = _zip_tensors(first["model_path"], "policy.pth")
+    # continued into the same folder: the saved agent is read before it is (atomically) replaced
     second_args = _tiny_args(tmp_path, "state", None)
-    second_args.out, second_args.total_steps = str(tmp_path / "continued"), 512
-    second_args.resume_from = first["model_path"]
+    second_args.total_steps, second_args.resume_from = 512, first["model_path"]
     second = train(second_args)
+    assert second["model_path"] == first["model_path"]
+    assert not [p.name for p in Path(first["out_dir"]).iterdir() if p.name.startswith(".")], "temporary files left"
     assert second["timesteps"] == 512 and second["resumed_from_steps"] == 256
     steps = [row["timesteps"] for row in second["curve"]]
     # the first run's evaluations (128, 256) come first, then the continued run's (384, 512)
     assert steps == [128, 256, 384, 512]
     assert second["curve"][:2] == pytest.approx(first["curve"][:2])
-    before = _zip_tensors(first["model_path"], "policy.pth")
     after = _zip_tensors(second["model_path"], "policy.pth")
     assert any(not torch.equal(before[k], after[k]) for k in before), "the continued run did not train"
 
