@@ -23,11 +23,13 @@ if str(ROOT) not in sys.path:
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
 from agents.train_ppo import load_agent  # noqa: E402
 from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import resolve_device  # noqa: E402
+from psb_rl.wrappers import load_frozen_encoder  # noqa: E402
 
 
 @dataclass
@@ -82,8 +84,11 @@ def run_train_args(args: EvalArgs) -> TrainArgs:
     return dataclasses.replace(train, **overrides)
 
 
-def make_single_env(train: TrainArgs, device: torch.device) -> gym.Env:
-    """One environment with the agent's observation pipeline (slots keep the pixels for the GIF)."""
+def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch.nn.Module | None = None) -> gym.Env:
+    """One environment with the agent's observation pipeline (slots keep the pixels for the GIF).
+
+    :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else ``train.checkpoint``).
+    """
     kwargs: dict[str, Any] = {}
     if train.env.startswith("PSB/"):
         import envs  # noqa: F401
@@ -98,8 +103,19 @@ def make_single_env(train: TrainArgs, device: torch.device) -> gym.Env:
 
         if not train.checkpoint:
             raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
-        env = PSBObservationWrapper(env, checkpoint=train.checkpoint, device=device, keep_pixels=True)
+        checkpoint = encoder_model if encoder_model is not None else train.checkpoint
+        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True)
     return env
+
+
+def load_agent_and_env(train: TrainArgs, model_path: Path, device: torch.device) -> tuple[PPO, gym.Env]:
+    """The saved agent (loaded without unpickling) and one env of its observation pipeline.
+
+    One copy of the PSB model serves both the env's observation wrapper and the agent's spaces.
+    """
+    encoder_model = load_frozen_encoder(train.checkpoint, device) if train.encoder == "slots" and train.checkpoint else None
+    env = make_single_env(train, device, encoder_model)
+    return load_agent(model_path, train, device, encoder_model=encoder_model), env
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
@@ -116,8 +132,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():
         raise FileNotFoundError(f"no agent at {model_path}; pass --run RUN_DIR or --model PATH.zip")
-    agent = load_agent(model_path, train, device)
-    env = make_single_env(train, device)
+    agent, env = load_agent_and_env(train, model_path, device)
 
     returns, lengths, successes, timeouts = [], [], [], []
     frames: list[np.ndarray] = []

@@ -256,6 +256,7 @@ def load_agent(
     device: torch.device,
     venv: VecEnv | None = None,
     tensorboard_log: Path | None = None,
+    encoder_model: torch.nn.Module | None = None,
 ) -> PPO:
     """Rebuild a saved agent from its run arguments and load its weights and optimiser state.
 
@@ -269,11 +270,14 @@ def load_agent(
     :param venv: environment to continue training on (default: one env of the run's pipeline, enough
         for ``predict``).
     :param tensorboard_log: TensorBoard folder of a continued run.
+    :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else read from
+        ``args.checkpoint`` when ``venv`` is None).
     :return: the agent, with ``num_timesteps`` of the saved one.
     """
     num_timesteps = saved_num_timesteps(model_path)  # also checks that it is an agent's zip
     if venv is None:
-        venv = make_env(dataclasses.replace(args, vec_env="dummy"), 1, args.seed, load_encoder(args))
+        encoder_model = encoder_model if encoder_model is not None else load_encoder(args)
+        venv = make_env(dataclasses.replace(args, vec_env="dummy"), 1, args.seed, encoder_model)
     with warnings.catch_warnings():
         # one env for predict() makes SB3 warn that the rollout buffer is not a multiple of the batch
         warnings.filterwarnings("ignore", message=".*mini-batch size.*")

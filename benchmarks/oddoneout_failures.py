@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from agents.evaluate import EvalArgs, make_single_env, run_train_args  # noqa: E402
-from agents.train_ppo import load_agent  # noqa: E402
+from agents.evaluate import EvalArgs, load_agent_and_env, run_train_args  # noqa: E402
 from envs.object_envs import OddOneOutEnv  # noqa: E402
 from envs.scripted import colour_pair, straight_line_succeeds  # noqa: E402
 from psb_rl.cli import parse_dataclass  # noqa: E402
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     model_path = Path(args.run) / "model.zip"
     if not model_path.exists():
         raise SystemExit(f"no agent at {model_path}; pass --run RUN_DIR of agents/train_ppo.py")
-    agent = load_agent(model_path, train, torch.device("cpu"))
-    env = make_single_env(train, torch.device("cpu"))
+    agent, env = load_agent_and_env(train, model_path, torch.device("cpu"))
     core = env.unwrapped
     if not isinstance(core, OddOneOutEnv):
         raise SystemExit(f"the run's environment is {train.env}; this benchmark needs PSB/OddOneOut-v0")
