@@ -39,8 +39,9 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param relation: add to each slot's embedding the mean, over the other slots, of an MLP of the
         pair ``(e_i, e_j, |e_i - e_j|)`` (a relation network, Santoro et al. 2017) before pooling
         (``"transformer"`` and ``"deepsets"``). Softmax attention averages over slots, so it cannot
-        easily tell whether a slot looks like one or like three others; this sum over pairs can, which
-        is what an odd-one-out comparison needs. Costs ``K²`` small MLP rows per observation.
+        easily tell whether a slot looks like one or like three others; this mean over pairs can. On
+        OddOneOut it lifts a supervised probe but not PPO (README, Results). Costs ``K²`` small MLP
+        rows per observation.
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
         for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.
