@@ -26,10 +26,9 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import load_agent  # noqa: E402
+from agents.train_ppo import load_agent, load_encoder  # noqa: E402
 from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
 from psb_rl.utils import resolve_device  # noqa: E402
-from psb_rl.wrappers import load_frozen_encoder  # noqa: E402
 
 
 @dataclass
@@ -113,7 +112,8 @@ def load_agent_and_env(train: TrainArgs, model_path: Path, device: torch.device)
 
     One copy of the PSB model serves both the env's observation wrapper and the agent's spaces.
     """
-    encoder_model = load_frozen_encoder(train.checkpoint, device) if train.encoder == "slots" and train.checkpoint else None
+    # without a checkpoint, make_single_env says what a slot agent needs
+    encoder_model = load_encoder(train, device) if train.checkpoint else None
     env = make_single_env(train, device, encoder_model)
     return load_agent(model_path, train, device, encoder_model=encoder_model), env
 

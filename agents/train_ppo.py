@@ -175,15 +175,15 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
     return venv
 
 
-def load_encoder(args: Args) -> torch.nn.Module | None:
-    """The frozen PSB model for ``--encoder slots`` (None otherwise)."""
+def load_encoder(args: Args, device: torch.device | None = None) -> torch.nn.Module | None:
+    """The frozen PSB model for ``--encoder slots`` (None otherwise), on ``device`` (default ``args.device``)."""
     if args.encoder != "slots":
         return None
     if not args.checkpoint:
         raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
     from psb_rl.wrappers import load_frozen_encoder
 
-    return load_frozen_encoder(args.checkpoint, resolve_device(args.device))
+    return load_frozen_encoder(args.checkpoint, device if device is not None else resolve_device(args.device))
 
 
 def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
