@@ -220,7 +220,7 @@ def format_report(report: dict[str, Any]) -> str:
         target = f"; {s['target']}" if "target" in s else ""
         lines.append(f"{name}: {s['mean']:.3f} over {s['n']} seeds ({per_seed}){interval}{target}")
     for name, c in report["comparisons"].items():
-        detail = "" if math.isnan(c["p"]) else f", 95% interval [{c['low']:+.3f}, {c['high']:+.3f}], p = {c['p']:.2f}"
+        detail = "" if math.isnan(c["p"]) else f", 95% interval [{c['low']:+.3f}, {c['high']:+.3f}], p = {c['p']:.2g}"
         lines.append(f"{name} - {report['baseline']}: {c['diff']:+.3f}{detail}: {c['verdict']}")
     return "\n".join(lines)
 
