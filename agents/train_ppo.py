@@ -113,6 +113,12 @@ class Args:
     relation: bool = False
     """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
     share_extractor: bool = True
+    mirror_from: int | None = None
+    """from this many environment steps on, also train on the left-right, up-down and 180-degree mirror
+    images of every rollout (psb_rl.mirror; None: never). Built-in PSB/ envs only (their arena is
+    symmetric); costs about 4x the PPO update and, for slots, the encoder (mirrors are encoded from the
+    start so each has its own history). On OddOneOut use it after the initial plateau (150k-250k):
+    from step 0 PPO stalls there"""
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     resume_from: str | None = None
     """continue a saved agent (a model.zip of this script, trained with the same --encoder and network
@@ -169,6 +175,10 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
 
         if encoder_model is None:
             raise ValueError("--encoder slots needs the PSB model (load it with psb_rl.load_checkpoint)")
+        if args.mirror_from is not None:
+            from psb_rl.mirror import MirroredVecPSBWrapper
+
+            return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
         return VecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
@@ -203,8 +213,13 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
     }
     if args.encoder == "state":
         kwargs["mask_feature_index"] = args.mask_feature_index
+    extractor_class = SlotTransformerExtractor
+    if args.encoder == "slots" and args.mirror_from is not None:
+        from psb_rl.mirror import FirstCopyExtractor
+
+        extractor_class = FirstCopyExtractor  # same parameters, reads the unmirrored copy
     return "MlpPolicy", {
-        "features_extractor_class": SlotTransformerExtractor,
+        "features_extractor_class": extractor_class,
         "features_extractor_kwargs": kwargs,
         "share_features_extractor": args.share_extractor,
     }
@@ -214,10 +229,40 @@ def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
 # the agent: built from the arguments, loaded without unpickling
 
 
+def mirror_kwargs(args: Args) -> dict[str, Any]:
+    """Keyword arguments of :class:`psb_rl.mirror.MirroredPPO` for ``--mirror-from`` (empty without it)."""
+    if args.mirror_from is None:
+        return {}
+    if not args.env.startswith("PSB/"):
+        raise ValueError(
+            f"--mirror-from needs an environment symmetric under mirrors with the built-in action set; "
+            f"it supports the PSB/ environments, got {args.env!r}"
+        )
+    import functools
+
+    from psb_rl import mirror
+
+    observation_mirror: mirror.ObservationMirror
+    if args.encoder == "slots":
+        observation_mirror = functools.partial(mirror.select_copy, mirrors=tuple(mirror.MIRRORS))
+    elif args.encoder == "state":
+        observation_mirror = mirror.mirror_state
+    else:  # VecTransposeImage frames (..., 3, H, W)
+        observation_mirror = functools.partial(mirror.mirror_frames, channels_last=False)
+    return {"mirror_from": args.mirror_from, "observation_mirror": observation_mirror}
+
+
 def build_agent(args: Args, venv: VecEnv, device: torch.device, tensorboard_log: Path | None = None) -> PPO:
-    """A fresh PPO agent with the hyperparameters and network of ``args`` on ``venv``."""
+    """A fresh PPO agent (:class:`psb_rl.mirror.MirroredPPO` with ``--mirror-from``) with the
+    hyperparameters and network of ``args`` on ``venv``."""
     policy, policy_kwargs = policy_for(args)
-    return PPO(
+    extra = mirror_kwargs(args)
+    agent_class = PPO
+    if extra:
+        from psb_rl.mirror import MirroredPPO
+
+        agent_class = MirroredPPO
+    return agent_class(
         policy,
         venv,
         n_steps=args.n_steps,
@@ -235,6 +280,7 @@ def build_agent(args: Args, venv: VecEnv, device: torch.device, tensorboard_log:
         seed=args.seed,
         device=device,
         verbose=args.verbose,
+        **extra,
     )
 
 
@@ -276,6 +322,8 @@ def load_agent(
     """
     num_timesteps = saved_num_timesteps(model_path)  # also checks that it is an agent's zip
     if venv is None:
+        # acting needs no mirrors: a mirrored agent's weights are those of the plain network
+        args = dataclasses.replace(args, mirror_from=None)
         encoder_model = encoder_model if encoder_model is not None else load_encoder(args)
         venv = make_env(dataclasses.replace(args, vec_env="dummy"), 1, args.seed, encoder_model)
     with warnings.catch_warnings():

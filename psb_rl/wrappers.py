@@ -170,6 +170,10 @@ class VecPSBWrapper(VecEnvWrapper):
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
         return slots.float().cpu().numpy()
 
+    def _reset_encoder(self, mask: np.ndarray) -> None:
+        """Forget the history of the envs where ``mask`` (bool ``(B,)``) is True."""
+        self.encoder.reset(mask=mask)
+
     def reset(self) -> VecEnvObs:
         """Reset all environments and all encoder states. :return: slots ``(B, N, D)`` float32."""
         self.encoder.reset()
@@ -194,7 +198,7 @@ class VecPSBWrapper(VecEnvWrapper):
         for i in np.flatnonzero(has_terminal):
             infos[i]["terminal_observation"] = slots[i].copy()
         # 2) Clear the finished envs' state and encode their new first frame (only they advance).
-        self.encoder.reset(mask=done)
+        self._reset_encoder(done)
         first = self._step_encoder(obs, mask=done)
         slots[done] = first[done]
         return slots, rewards, dones, infos
