@@ -71,6 +71,9 @@ class Args:
     """evaluate every this many environment steps (0 = only at the end)"""
     eval_episodes: int = 20
     """episodes per evaluation"""
+    save_freq: int = 100_000
+    """save the agent to OUT/model.zip (atomically) every this many environment steps, so a run that is
+    stopped keeps its latest agent (continue it with --resume-from); 0 = only at the end"""
     vec_env: str = "dummy"
     """dummy (in-process) or subproc (one process per env; torch stays in the main process)"""
     env_kwargs: str = "{}"
@@ -381,6 +384,25 @@ class TqdmCallback(BaseCallback):
             self.bar.close()
 
 
+class SaveCallback(BaseCallback):
+    """Save the agent atomically to ``path`` every ``save_freq`` environment steps."""
+
+    def __init__(self, path: Path, save_freq: int) -> None:
+        super().__init__()
+        self.path, self.save_freq = path, save_freq
+        self.last_saved = 0
+
+    def _on_training_start(self) -> None:
+        self.last_saved = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last_saved >= self.save_freq:
+            with atomic_path(self.path, suffix=".zip") as tmp:
+                self.model.save(tmp)
+            self.last_saved = self.num_timesteps
+        return True
+
+
 def evaluate_agent(model: PPO, venv: VecEnv, n_episodes: int, deterministic: bool = True) -> dict[str, float]:
     """Roll ``n_episodes`` episodes and report returns and success rate.
 
@@ -469,6 +491,9 @@ def train(args: Args) -> dict[str, Any]:
             verbose=0,
         )
         callbacks.append(eval_callback)
+    model_path = out / "model.zip"
+    if args.save_freq > 0:
+        callbacks.append(SaveCallback(model_path, args.save_freq))
     use_rich = importlib.util.find_spec("rich") is not None
     if args.progress_bar and not use_rich:
         callbacks.append(TqdmCallback(args.total_steps))
@@ -500,7 +525,6 @@ def train(args: Args) -> dict[str, Any]:
         )
 
     # atomic: a full disk or a kill mid-write leaves the previous agent (maybe the one resumed) intact
-    model_path = out / "model.zip"
     with atomic_path(model_path, suffix=".zip") as tmp:
         model.save(tmp)
     csv_path = out / "eval.csv"

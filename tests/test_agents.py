@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -221,6 +222,27 @@ def test_resume_from_continues_to_total_steps_and_keeps_the_curve(tmp_path: Path
     assert second["curve"][:2] == pytest.approx(first["curve"][:2])
     after = _zip_tensors(second["model_path"], "policy.pth")
     assert any(not torch.equal(before[k], after[k]) for k in before), "the continued run did not train"
+
+
+@needs_envs
+def test_a_stopped_run_keeps_its_latest_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import train_ppo
+
+    args = _tiny_args(tmp_path, "state", None)
+    args.save_freq = 128
+
+    def stop(*_args, **_kwargs):
+        raise KeyboardInterrupt  # stopped after the last rollout, before the final save
+
+    monkeypatch.setattr(train_ppo, "evaluate_agent", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(args)
+    model_path = Path(args.out) / "model.zip"
+    assert train_ppo.saved_num_timesteps(model_path) == 256
+    assert not [p.name for p in model_path.parent.iterdir() if p.name.startswith(".")], "temporary files left"
+    monkeypatch.undo()
+    resumed = train(dataclasses.replace(args, total_steps=384, resume_from=str(model_path)))
+    assert resumed["resumed_from_steps"] == 256 and resumed["timesteps"] == 384
 
 
 @needs_envs
