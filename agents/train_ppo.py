@@ -9,6 +9,9 @@
 * ``pixels``: SB3's ``CnnPolicy`` (NatureCNN) on the raw frames.
 * ``state``: the environment's ``obs_mode="state"`` objects ``(K, F)`` through the same extractor.
 
+``--mirror-from STEPS`` trains, from that step on, also on the mirror images of each rollout
+(:mod:`psb_rl.mirror`; built-in ``PSB/`` environments).
+
 Writes to ``--out``: ``model.zip``, ``args.json``, ``eval.csv`` (timesteps, mean reward, success
 rate), ``learning_curve.png``, ``summary.json`` and TensorBoard logs under ``tb/``. ``train(args)``
 is importable (tests, ``pretrain/demo.py``, ``benchmarks/rl_oddoneout.py``).
