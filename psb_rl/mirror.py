@@ -128,7 +128,8 @@ class MirroredVecPSBWrapper(VecPSBWrapper):
     :param venv: SB3 VecEnv with RGB image observations. :param checkpoint: PSB checkpoint or model.
     :param mirrors: keys of :data:`MIRRORS`, in the order of copies ``1..M``.
     :param device: torch device of the encoder.
-    :return observations: float32 ``(B, 1 + M, N, D)``; ``[:, 0]`` equals the plain wrapper's slots.
+
+    Observations are float32 ``(B, 1 + M, N, D)``; ``[:, 0]`` equals the plain wrapper's slots.
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class MirroredVecPSBWrapper(VecPSBWrapper):
 
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         frames = _to_model_frames(frames, self._layout)
-        channels_last = frames.dtype == np.uint8
+        channels_last = frames.dtype == np.uint8  # model frames: uint8 (B, H, W, 3) or float (B, 3, H, W)
         stacked = np.concatenate([frames] + [mirror_frames(frames, m, channels_last) for m in self.mirrors])
         with torch.inference_mode():
             slots = self.encoder.step(stacked, mask=self._tile(mask)).float().cpu().numpy()
