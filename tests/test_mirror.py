@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import ToyImageEnv
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -28,29 +29,6 @@ from psb_rl.mirror import (
 TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
-
-
-class RandomFramesEnv(gym.Env):
-    """Random uint8 frames, fixed episode length, two actions."""
-
-    metadata = {"render_modes": []}  # noqa: RUF012
-
-    def __init__(self, episode_length: int) -> None:
-        self.observation_space = gym.spaces.Box(0, 255, (24, 24, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(2)
-        self.episode_length, self._t = episode_length, 0
-
-    def _frame(self) -> np.ndarray:
-        return self.np_random.integers(0, 256, self.observation_space.shape, dtype=np.uint8)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self._t = 0
-        return self._frame(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._t += 1
-        return self._frame(), 0.0, self._t >= self.episode_length, False, {}
 
 
 class MirroredFrames(gym.ObservationWrapper):
@@ -134,7 +112,7 @@ def test_mirrored_wrapper_streams_each_mirror_like_a_plain_wrapper(model: PSBAut
 
     def venv(mirror: str | None) -> DummyVecEnv:
         makers = [
-            (lambda n=n: RandomFramesEnv(n)) if mirror is None else (lambda n=n: MirroredFrames(RandomFramesEnv(n), mirror))
+            (lambda n=n: ToyImageEnv(episode_length=n)) if mirror is None else (lambda n=n: MirroredFrames(ToyImageEnv(episode_length=n), mirror))
             for n in lengths
         ]
         vec = DummyVecEnv(makers)
@@ -245,7 +223,7 @@ def test_select_copy_puts_the_mirror_in_front() -> None:
 def test_mirror_from_validation() -> None:
     with pytest.raises(ValueError, match="mirror_from must be >= 0"):
         _state_agent(MirroredPPO, mirror_from=-1, observation_mirror=mirror_state)
-    venv = DummyVecEnv([lambda: RandomFramesEnv(3)])
+    venv = DummyVecEnv([lambda: ToyImageEnv(episode_length=3)])
     with pytest.raises(ValueError, match="Discrete\\(5\\)"):
         MirroredPPO("MlpPolicy", venv, mirror_from=0, observation_mirror=mirror_state, device="cpu")
 

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import ToyImageEnv
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -13,34 +14,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, StreamingEncoder, VecPSBWrapper
 
 TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
-
-
-class ToyImageEnv(gym.Env):
-    """Random uint8 frames, fixed episode length; records every frame it emits in ``self.emitted``."""
-
-    metadata = {"render_modes": []}  # noqa: RUF012
-
-    def __init__(self, episode_length: int = 5, size: int = 24) -> None:
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(2)
-        self.episode_length = episode_length
-        self.emitted: list[np.ndarray] = []
-        self._t = 0
-
-    def _frame(self) -> np.ndarray:
-        frame = self.np_random.integers(0, 256, self.observation_space.shape, dtype=np.uint8)
-        self.emitted.append(frame.copy())
-        return frame
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self._t = 0
-        return self._frame(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._t += 1
-        done = self._t >= self.episode_length
-        return self._frame(), float(action), done, False, {"is_success": done}
 
 
 class StateEnv(ToyImageEnv):
