@@ -55,6 +55,9 @@ class Args:
     """PPO steps per env per rollout"""
     batch_size: int = 256
     """PPO minibatch size (train_ppo.py's default)"""
+    mirror_from: int | None = None
+    """train on mirrored rollouts from this many steps on (agents/train_ppo.py --mirror-from; the
+    eleventh session's 1M recipe for slots is 150000)"""
     eval_freq: int = 50_000
     """evaluate every this many environment steps"""
     eval_episodes: int = 50
@@ -128,6 +131,7 @@ def run_one(args: Args, encoder: str, seed: int) -> dict[str, Any]:
         vec_env=args.vec_env,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
+        mirror_from=args.mirror_from,
         features_dim=32 if small else 128,
         d_model=32 if small else 64,
         num_layers=1 if small else 2,
