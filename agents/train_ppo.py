@@ -119,13 +119,13 @@ class Args:
     relation: bool = False
     """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
     share_extractor: bool = True
+    """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     mirror_from: int | None = None
     """from this many environment steps on, also train on the left-right, up-down and 180-degree mirror
     images of every rollout (psb_rl.mirror; None: never). Built-in PSB/ envs only (their arena is
     symmetric); costs about 4x the PPO update and, for slots, the encoder (mirrors are encoded from the
     start so each has its own history). On OddOneOut use it after the initial plateau (150k-250k):
     from step 0 PPO stalls there"""
-    """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     resume_from: str | None = None
     """continue a saved agent (a model.zip of this script, trained with the same --encoder and network
     arguments) until --total-steps in all: weights and optimiser state are loaded without unpickling,
