@@ -180,7 +180,7 @@ def run_probe(args: Args, encoder: str, t: int) -> dict:
             "--num-blocks", str(args.num_blocks), "--window", str(args.window), "--device", args.device,
             "--seed", str(args.seed), "--bf16" if args.bf16 else "--no-bf16"]
     argv += ["--torch-threads", "none" if args.torch_threads is None else str(args.torch_threads)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

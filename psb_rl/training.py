@@ -316,11 +316,13 @@ def train(args: TrainArgs) -> dict[str, Any]:
     start_step = 0
     state_path = out / TRAIN_STATE_NAME
     if args.resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        # On the CPU: RNG states must stay CPU byte tensors; the model and the optimizer copy their
+        # tensors to the parameters' device themselves.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state["cuda_rng"]:
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_step, history = int(state["step"]), json.loads(state["history"])
         if info.is_main:
