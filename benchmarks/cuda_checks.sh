@@ -41,7 +41,7 @@ step train_speed_large 90 "$py" benchmarks/train_speed.py --device cuda --bf16 -
 fi
 if [[ $phase == all || $phase == checks ]]; then
 step tests 240 "$py" -m pytest -q -p no:cacheprovider tests
-step pretrain_default 240 "$py" pretrain/train_psb.py --device cuda --out "$out/psb"
+step pretrain_default 240 "$py" pretrain/train_psb.py --device cuda --no-progress --out "$out/psb"
 step torchrun_nccl 90 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 pretrain/train_psb.py \
     --device cuda --steps 20 --eval-every 0 --out "$out/psb_torchrun"
 cp "$out/psb/metrics.json" "$out/pretrain_metrics.json" 2>/dev/null
