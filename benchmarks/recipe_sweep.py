@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import write_json  # noqa: E402
+from psb_rl.utils import child_pythonpath, write_json  # noqa: E402
 
 EVAL_LINE = re.compile(r"^step (\d+): (.*)$")
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": child_pythonpath(ROOT)}
     script = str(ROOT / "pretrain" / "train_psb.py")
     pending = list(recipes.items())
     running: dict[str, tuple[subprocess.Popen, float]] = {}

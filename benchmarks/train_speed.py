@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from psb_rl.config import PSBConfig  # noqa: E402
 from psb_rl.model import PSBAutoencoder  # noqa: E402
-from psb_rl.utils import resolve_device, write_json  # noqa: E402
+from psb_rl.utils import child_pythonpath, resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("psb", "savi")
 
@@ -180,7 +180,7 @@ def run_probe(args: Args, encoder: str, t: int) -> dict:
             "--num-blocks", str(args.num_blocks), "--window", str(args.window), "--device", args.device,
             "--seed", str(args.seed), "--bf16" if args.bf16 else "--no-bf16"]
     argv += ["--torch-threads", "none" if args.torch_threads is None else str(args.torch_threads)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": child_pythonpath(ROOT)})
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -316,8 +316,8 @@ def train(args: TrainArgs) -> dict[str, Any]:
     start_step = 0
     state_path = out / TRAIN_STATE_NAME
     if args.resume and state_path.exists():
-        # On the CPU: RNG states must stay CPU byte tensors; the model and the optimizer copy their
-        # tensors to the parameters' device themselves.
+        # Loaded onto the CPU: RNG states must be CPU byte tensors (CUDA's too), and the model and the
+        # optimizer copy their tensors to the parameters' device themselves.
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

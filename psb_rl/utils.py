@@ -73,3 +73,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
     return Path(path)
+
+
+def child_pythonpath(*roots: str | os.PathLike) -> str:
+    """``PYTHONPATH`` for a child process: ``roots`` first, then this process's ``PYTHONPATH`` (kept, so
+    packages found through it, e.g. a wheel folder, stay importable in the child).
+
+    :param roots: folders to put first, e.g. the repository root.
+    :return: the joined path list.
+    """
+    return os.pathsep.join([*(str(r) for r in roots), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -23,6 +23,7 @@ from psb_rl.training import (
     mask_consistency_weight,
     train,
 )
+from psb_rl.utils import child_pythonpath
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, num_slots=4, slot_dim=32, num_blocks=1, num_heads=2, window=2,
@@ -45,9 +46,15 @@ def tiny_args(data: Path, out: Path, **overrides) -> TrainArgs:
 
 
 def run_script(*argv: str, timeout: int = 240, **kwargs) -> subprocess.CompletedProcess:
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([*argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_child_pythonpath_puts_roots_first_and_keeps_the_callers(monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/wheels", "/more"]))
+    assert child_pythonpath(ROOT, "/x") == os.pathsep.join([str(ROOT), "/x", "/wheels", "/more"])
+    monkeypatch.delenv("PYTHONPATH")
+    assert child_pythonpath(ROOT) == str(ROOT)
 
 
 def test_cli_help_lists_the_arguments() -> None:
