@@ -85,7 +85,10 @@ def read_run(log: Path, run_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Run the sweep, print the table, write the JSON. :return: ``{name: result}``."""
     args: Args = parse_dataclass(Args, argv, description=__doc__)
-    recipes = dict(parse_recipe(text) for text in args.recipes)
+    parsed = [parse_recipe(text) for text in args.recipes]
+    recipes = dict(parsed)
+    if len(recipes) < len(parsed):  # two runs would share one directory
+        raise SystemExit(f"error: recipe names must differ, got {[name for name, _ in parsed]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1",

@@ -26,6 +26,8 @@ def test_parse_recipe_splits_name_and_flags_and_rejects_bad_names() -> None:
     for bad in ("no-equals-sign", "a/b=--lr 1", "=--lr 1"):
         with pytest.raises(SystemExit, match="NAME=FLAGS"):
             parse_recipe(bad)
+    with pytest.raises(SystemExit, match="names must differ"):
+        main(["--recipes", "a=--lr 1e-3", "a=--lr 4e-4"])
 
 
 def test_read_run_takes_periodic_lines_from_the_log_and_the_final_numbers_from_metrics(tmp_path: Path) -> None:
