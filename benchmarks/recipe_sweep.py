@@ -61,8 +61,12 @@ def parse_recipe(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(flags)
 
 
-def read_run(log: Path, run_dir: Path) -> dict:
-    """Periodic evaluations from the log and the final evaluation from ``metrics.json``."""
+def read_run(log: Path, run_dir: Path, since: float = 0.0) -> dict:
+    """Periodic evaluations from the log and the final evaluation from ``metrics.json``.
+
+    :param since: a ``metrics.json`` older than this (``time.time()`` seconds) is ignored: it was left
+        by an earlier run in the same directory.
+    """
     periodic = []
     text = log.read_text(errors="replace") if log.exists() else ""
     for line in text.replace("\r", "\n").splitlines():
@@ -72,7 +76,7 @@ def read_run(log: Path, run_dir: Path) -> dict:
             periodic.append({"step": int(match.group(1)), **{k: float(v) for k, v in values.items()}})
     result: dict = {"periodic": periodic}
     metrics = run_dir / "metrics.json"
-    if metrics.exists():
+    if metrics.exists() and metrics.stat().st_mtime >= since:
         data = json.loads(metrics.read_text())
         result.update(steps=data["steps"], train_seconds=data["train_seconds"],
                       final={length: {k: data["evaluation"][length][k] for k in ("fg_ari", "fg_ari_frame", "miou", "psnr")
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     pending = list(recipes.items())
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     seconds: dict[str, float] = {}
+    launched: dict[str, float] = {}
     while pending or running:
         while pending and len(running) < args.parallel:
             name, flags = pending.pop(0)
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             with open(out / f"{name}.log", "w") as log:  # the child keeps its own copy of the handle
                 proc = subprocess.Popen(argv_run, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             running[name] = (proc, time.perf_counter())
+            launched[name] = time.time()
             print(f"started {name}: {shlex.join(argv_run[2:])}", flush=True)
         time.sleep(1.0)
         for name, (proc, started) in list(running.items()):
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"finished {name} (exit {proc.returncode}, {seconds[name]:.0f} s)", flush=True)
 
     results = {name: {"flags": shlex.join(flags), "wall_seconds": seconds[name],
-                      **read_run(out / f"{name}.log", out / name)} for name, flags in recipes.items()}
+                      **read_run(out / f"{name}.log", out / name, launched[name])} for name, flags in recipes.items()}
     steps = sorted({p["step"] for r in results.values() for p in r["periodic"]})
     print("\nFG-ARI (video, 1×) on held-out clips at each evaluation; final 1× / 2× / 4×")
     print("| recipe | " + " | ".join(str(s) for s in steps) + " | final 1× / 2× / 4× | steps |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def test_read_run_takes_periodic_lines_from_the_log_and_the_final_numbers_from_m
                                   {"step": 500, "mse": 0.01, "fg_ari": 0.75, "fg_ari_frame": 0.8}]
     assert result["steps"] == 500 and result["final"]["4x"] == {"fg_ari": 0.6, "fg_ari_frame": 0.9, "miou": 0.7,
                                                                  "psnr": 20.0}
+    assert "error" in read_run(log, run, since=time.time() + 60)  # metrics left by an earlier run: ignored
     (run / "metrics.json").unlink()
     assert read_run(log, run)["error"].startswith("step 500")  # no metrics: the log's last line says why
 
