@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
            "PYTHONPATH": child_pythonpath(ROOT)}
     script = str(ROOT / "pretrain" / "train_psb.py")
     pending = list(recipes.items())
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    running: dict[str, subprocess.Popen] = {}
+    started: dict[str, float] = {}  # time.time() at launch: the wall-clock and the freshness of metrics.json
     seconds: dict[str, float] = {}
-    launched: dict[str, float] = {}
     while pending or running:
         while pending and len(running) < args.parallel:
             name, flags = pending.pop(0)
@@ -109,18 +109,17 @@ def main(argv: list[str] | None = None) -> dict:
                         "--no-progress"]
             with open(out / f"{name}.log", "w") as log:  # the child keeps its own copy of the handle
                 proc = subprocess.Popen(argv_run, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            running[name] = (proc, time.perf_counter())
-            launched[name] = time.time()
+            running[name], started[name] = proc, time.time()
             print(f"started {name}: {shlex.join(argv_run[2:])}", flush=True)
         time.sleep(1.0)
-        for name, (proc, started) in list(running.items()):
+        for name, proc in list(running.items()):
             if proc.poll() is not None:
-                seconds[name] = time.perf_counter() - started
+                seconds[name] = time.time() - started[name]
                 del running[name]
                 print(f"finished {name} (exit {proc.returncode}, {seconds[name]:.0f} s)", flush=True)
 
     results = {name: {"flags": shlex.join(flags), "wall_seconds": seconds[name],
-                      **read_run(out / f"{name}.log", out / name, launched[name])} for name, flags in recipes.items()}
+                      **read_run(out / f"{name}.log", out / name, started[name])} for name, flags in recipes.items()}
     steps = sorted({p["step"] for r in results.values() for p in r["periodic"]})
     print("\nFG-ARI (video, 1×) on held-out clips at each evaluation; final 1× / 2× / 4×")
     print("| recipe | " + " | ".join(str(s) for s in steps) + " | final 1× / 2× / 4× | steps |")
