@@ -1,4 +1,4 @@
-"""Where a checkpoint's segmentation goes wrong: per-object outcomes and merges by distance.
+"""Where a checkpoint's segmentation goes wrong: per-object outcomes, merges by distance, slot switches.
 
     python benchmarks/segmentation_errors.py --checkpoint runs/psb/psb.ckpt
 
@@ -6,8 +6,13 @@ Cuts held-out clips like ``pretrain/evaluate.py``, segments every frame (argmax 
 model's resolution) and classifies each ground-truth object with :func:`psb_rl.metrics.object_errors`:
 its own slot, merged with another object, lost to the background slot, or split. Also reports, for
 pairs of objects, how often they share a slot as a function of the distance between their centres
-(in model pixels), and per-frame FG-ARI by the number of objects in the frame. Prints a summary and
-writes JSON (default: ``segmentation_errors.json`` beside the checkpoint).
+(in model pixels), and per-frame FG-ARI by the number of objects in the frame.
+
+Tracking, on longer clips (``--track-len``): every change of an object's majority slot from one frame to
+the next (:func:`psb_rl.metrics.slot_switches`), per object-step, by what the new slot held before
+(another object, the background, nothing), by the distance to the nearest other object, and how many
+are undone within three frames (flicker rather than a lasting swap). Prints a summary and writes JSON
+(default: ``segmentation_errors.json`` beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass
 from psb_rl.data import RolloutDataset
 from psb_rl.evaluation import sample_eval_clips
-from psb_rl.metrics import OBJECT_OUTCOMES, fg_ari, object_errors
+from psb_rl.metrics import OBJECT_OUTCOMES, SlotSwitch, fg_ari, object_errors, slot_switches
 from psb_rl.preprocessing import preprocess_frames, resize_masks
 from psb_rl.training import held_out_episodes
 from psb_rl.utils import resolve_device, write_json
@@ -56,18 +61,32 @@ class Args:
     """JSON output path (default: segmentation_errors.json beside the checkpoint)"""
     seed: int = 0
     """seed of the clip sampling"""
+    track_len: int = 24
+    """frames per clip of the tracking analysis (4× the default training clip; 0 skips it)"""
+    undo_window: int = 3
+    """a switch back to the previous slot within this many frames counts as undone (flicker)"""
 
 
 @torch.no_grad()
+def segment(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth and argmax-over-slots segmentation at the model's resolution, both ``(C, T, S, S)``.
+
+    :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``.
+    """
+    size = model.config.image_size
+    device = next(model.parameters()).device
+    batch = max(1, 48 // frames.shape[1])  # about 48 frames per forward pass
+    pred = np.concatenate([
+        model(preprocess_frames(frames[i : i + batch], size, device=device)).masks.argmax(dim=2).cpu().numpy()
+        for i in range(0, len(frames), batch)
+    ])
+    return resize_masks(masks, size), pred
+
+
 def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...]) -> dict[str, Any]:
     """:param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary."""
     size = model.config.image_size
-    device = next(model.parameters()).device
-    true = resize_masks(masks, size)
-    pred = np.concatenate([
-        model(preprocess_frames(frames[i : i + 8], size, device=device)).masks.argmax(dim=2).cpu().numpy()
-        for i in range(0, len(frames), 8)
-    ])
+    true, pred = segment(model, frames, masks)
     true_frames, pred_frames = true.reshape(-1, size, size), pred.reshape(-1, size, size)
     frame_scores = np.atleast_1d(fg_ari(true_frames[:, None], pred_frames[:, None]))  # each frame alone
     counts = dict.fromkeys(OBJECT_OUTCOMES, 0)
@@ -100,6 +119,41 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
     }
 
 
+def analyse_tracking(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...],
+                     undo_window: int) -> dict[str, Any]:
+    """Slot switches on long clips. :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int
+    ``(C, T, H, W)``. :return: the summary (rates are per object-step)."""
+    true, pred = segment(model, frames, masks)
+    switches: list[SlotSwitch] = []
+    compared = np.zeros(true.shape[1], dtype=np.int64)
+    undone = 0
+    for true_clip, pred_clip in zip(true, pred, strict=True):
+        found, steps = slot_switches(true_clip, pred_clip)
+        compared += steps
+        switches += found
+        for i, switch in enumerate(found):  # undone: the object's next switch takes it back within the window
+            later = [s for s in found[i + 1 :] if s.label == switch.label]
+            undone += bool(later and later[0].step - switch.step <= undo_window and later[0].current == switch.previous)
+    total = max(len(switches), 1)
+    nearest = np.asarray([s.nearest for s in switches])
+    by_step = np.bincount([s.step for s in switches], minlength=true.shape[1])
+    thirds = np.array_split(np.arange(1, true.shape[1]), 3)
+    return {
+        "clip_len": int(true.shape[1]),
+        "object_steps": int(compared.sum()),
+        "switches": len(switches),
+        "switch_rate": len(switches) / max(int(compared.sum()), 1),
+        "into_fractions": {kind: sum(s.into == kind for s in switches) / total for kind in ("object", "background", "free")},
+        "undone_fraction": undone / total,
+        "nearest_object_fractions": [
+            {"from": lo, "to": hi if np.isfinite(hi) else None,
+             "fraction": float(((nearest >= lo) & (nearest < hi)).mean()) if len(nearest) else float("nan")}
+            for lo, hi in itertools.pairwise([*bins, np.inf])
+        ],
+        "switch_rate_by_third": [float(by_step[part].sum() / max(compared[part].sum(), 1)) for part in thirds],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Analyse the checkpoint, print the summary, write the JSON. :return: the summary."""
     args: Args = parse_dataclass(Args, argv)
@@ -117,6 +171,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  [{row['from']}, {upper}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
+    if args.track_len:
+        frames, masks = sample_eval_clips(held_out_episodes(dataset, limit=10**9), args.track_len, args.clips, args.seed)
+        tracking = summary["tracking"] = analyse_tracking(model, frames, masks, args.distance_bins, args.undo_window)
+        print(f"slot switches over {args.clips} clips × {args.track_len} frames: {tracking['switches']} in "
+              f"{tracking['object_steps']} object-steps ({tracking['switch_rate']:.3f} per object-step; by third of "
+              "the clip " + " / ".join(f"{r:.3f}" for r in tracking["switch_rate_by_third"]) + ")")
+        print("  into a slot that held:", ", ".join(f"{k} {v:.2f}" for k, v in tracking["into_fractions"].items()),
+              f"; undone within {args.undo_window} frames: {tracking['undone_fraction']:.2f}")
+        print("  nearest other object at the switch (model pixels):", ", ".join(
+            f"[{r['from']}, {'inf' if r['to'] is None else r['to']}) {r['fraction']:.2f}"
+            for r in tracking["nearest_object_fractions"]))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("segmentation_errors.json")
     write_json(out, {"checkpoint": args.checkpoint, "data": args.data, **summary})
     print(f"wrote {out}")

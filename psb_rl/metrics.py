@@ -20,6 +20,7 @@ whole batch) in integer arithmetic, turned into float64 only for the final ratio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -385,3 +386,72 @@ def object_errors(
         for b in labels[i + 1 :]
     ]
     return outcomes, pairs
+
+
+@dataclass
+class SlotSwitch:
+    """One change of an object's majority segment between consecutive frames (see :func:`slot_switches`)."""
+
+    step: int
+    """frame ``t`` at which the object is first seen in its new segment"""
+    label: int
+    """ground-truth object label"""
+    previous: int
+    """majority segment at ``t - 1``"""
+    current: int
+    """majority segment at ``t``"""
+    into: str
+    """what ``current`` held at ``t - 1``: ``"object"`` (the majority segment of another object),
+    ``"background"`` (the segment holding most background pixels) or ``"free"`` (neither)"""
+    nearest: float
+    """Chebyshev distance in pixels from the object's centroid to the nearest other visible object's at
+    ``t`` (``inf`` when it is alone)"""
+
+
+def slot_switches(
+    true_clip: ArrayLike, pred_clip: ArrayLike, min_pixels: int = 3
+) -> tuple[list[SlotSwitch], np.ndarray]:
+    """Where a clip's segments fail to keep their objects (a tracking diagnostic, not a score).
+
+    An object's *majority segment* at a frame is the predicted segment holding most of its pixels, as in
+    :func:`object_errors`. Every pair of consecutive frames in which the object shows at least
+    ``min_pixels`` pixels is one *object-step*; a switch is an object-step whose majority segment changed.
+    A model with perfect video-level segmentation has no switches; per-frame segmentation can be
+    perfect with a switch at every step.
+
+    :param true_clip: int ``(T, H, W)`` labels, 0 = background.
+    :param pred_clip: int ``(T, H, W)`` predicted segment ids (e.g. the argmax over slots).
+    :param min_pixels: fewest visible pixels for an object to count at a frame (hidden objects are skipped).
+    :return: the switches and the object-steps compared at each frame, int ``(T,)`` (0 at ``t = 0``).
+    """
+    true, pred = _to_numpy(true_clip).astype(np.int64), _to_numpy(pred_clip).astype(np.int64)
+    if true.ndim != 3 or true.shape != pred.shape:
+        raise ValueError(f"expected two (T, H, W) label clips of one shape, got {true.shape} and {pred.shape}")
+    if pred.min(initial=0) < 0:
+        raise ValueError("predicted segment ids must be >= 0")
+    size = int(pred.max(initial=0)) + 1
+    switches: list[SlotSwitch] = []
+    compared = np.zeros(true.shape[0], dtype=np.int64)
+    before: dict[int, int] = {}  # label -> majority segment at t - 1 (visible objects only)
+    before_background = -1
+    for t in range(true.shape[0]):
+        now, centroid = {}, {}
+        for label in (int(v) for v in np.unique(true[t]) if v != 0):
+            inside = true[t] == label
+            if inside.sum() >= min_pixels:
+                now[label] = int(np.bincount(pred[t][inside], minlength=size).argmax())
+                centroid[label] = np.argwhere(inside).mean(axis=0)
+        for label, segment in now.items():
+            if label not in before:
+                continue
+            compared[t] += 1
+            if segment == before[label]:
+                continue
+            others = [float(np.abs(centroid[label] - c).max()) for other, c in centroid.items() if other != label]
+            held = [other for other, s in before.items() if s == segment and other != label]
+            into = "object" if held else "background" if segment == before_background else "free"
+            switches.append(SlotSwitch(t, label, before[label], segment, into, min(others, default=float("inf"))))
+        background = true[t] == 0
+        before_background = int(np.bincount(pred[t][background], minlength=size).argmax()) if background.any() else -1
+        before = now
+    return switches, compared

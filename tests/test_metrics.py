@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from psb_rl.metrics import fg_ari, mbo, miou, mse, object_errors, psnr, segmentation_metrics
+from psb_rl.metrics import fg_ari, mbo, miou, mse, object_errors, psnr, segmentation_metrics, slot_switches
 
 
 def brute_force_fg_ari(true: np.ndarray, pred: np.ndarray) -> float:
@@ -266,3 +266,28 @@ def test_object_errors_perfect_and_errors() -> None:
         object_errors(true, true[None])
     with pytest.raises(ValueError, match=">= 0"):
         object_errors(true, -np.ones_like(true))
+
+
+def test_slot_switches_hand_made_clip() -> None:
+    """Objects 1 (top left) and 2 (bottom right), 2×2 each, five frames: their segments (1 and 2) swap at
+    t = 2, object 1 falls into the background's segment 0 at t = 3, then moves to the unused segment 4
+    at t = 4; object 2 hides (one pixel) at t = 3 and is not compared across the gap."""
+    true = np.zeros((5, 6, 6), dtype=np.int64)
+    true[:, 0:2, 0:2] = 1
+    true[:, 4:6, 4:6] = 2
+    true[3, 4:6, 4:6], true[3, 5, 5] = 0, 2
+    pred = np.zeros_like(true)
+    for t, (a, b) in enumerate([(1, 2), (1, 2), (2, 1), (0, 3), (4, 3)]):
+        pred[t, 0:2, 0:2], pred[t, 4:6, 4:6] = a, b
+    pred[3, 5, 5] = 3
+    switches, compared = slot_switches(true, pred)
+    # Object 1: t = 1..4; object 2: t = 1, 2 (hidden at 3, so 4 has no predecessor).
+    assert compared.tolist() == [0, 2, 2, 1, 1]
+    assert [(s.step, s.label, s.previous, s.current, s.into) for s in switches] == [
+        (2, 1, 1, 2, "object"), (2, 2, 2, 1, "object"), (3, 1, 2, 0, "background"), (4, 1, 0, 4, "free"),
+    ]
+    assert switches[0].nearest == switches[1].nearest == 4.0 and switches[2].nearest == float("inf")
+    perfect, steps = slot_switches(true, true * 5)
+    assert perfect == [] and steps.sum() == 6
+    with pytest.raises(ValueError, match="label clips of one shape"):
+        slot_switches(true, true[0])

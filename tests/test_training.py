@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from psb_rl.training import (
     learning_rate,
     mask_change,
     mask_consistency_weight,
+    slot_contrast,
+    temporal_weight,
     train,
 )
 from psb_rl.utils import child_pythonpath
@@ -137,6 +140,41 @@ def test_mask_consistency_weight_starts_late_and_ramps() -> None:
     assert mask_consistency_weight(750, args) == pytest.approx(0.05)
     assert mask_consistency_weight(1000, args) == mask_consistency_weight(5000, args) == pytest.approx(0.1)
     assert mask_consistency_weight(0, TrainArgs(mask_consistency=0.1, mask_consistency_start=0)) == 0.1
+
+
+def test_slot_contrast_rewards_slots_that_keep_their_identity() -> None:
+    """Hand-computed with B·N = 6 orthonormal slots (cosine 1 with itself, 0 with the others):
+    unchanged slots cost log(1 + 5·e^(-1/τ)) per row; two slots of one clip swapped at t+1 cost
+    log(e^(1/τ) + 5) for each of those two rows (their target scores 0); identical slots carry no
+    identity: log(6)."""
+    temperature = 0.1
+    basis = torch.eye(6, 16).view(2, 1, 3, 16)  # B = 2 clips, N = 3 slots
+    kept = basis.expand(2, 4, 3, 16)  # T = 4, nothing changes
+    assert slot_contrast(kept, temperature).item() == pytest.approx(math.log(1 + 5 * math.exp(-10)), abs=1e-6)
+    swapped = kept.clone()
+    swapped[0, 2:, [0, 1]] = swapped[0, 2:, [1, 0]]  # clip 0 swaps slots 0 and 1 from t = 2 on
+    # One of the three step pairs has two swapped rows out of six.
+    expected = (2 * math.log(math.exp(10) + 5) + 4 * math.log(1 + 5 * math.exp(-10))) / 6 / 3
+    expected += 2 / 3 * math.log(1 + 5 * math.exp(-10))
+    assert slot_contrast(swapped, temperature).item() == pytest.approx(expected, rel=1e-5)
+    same = torch.ones(2, 4, 3, 16)
+    assert slot_contrast(same, temperature).item() == pytest.approx(math.log(6), rel=1e-5)
+    assert slot_contrast(kept[:, :1], temperature).item() == 0.0  # one frame: nothing to compare
+    assert slot_contrast(kept * 7.0, temperature).item() == pytest.approx(slot_contrast(kept, temperature).item())
+
+
+def test_temporal_terms_share_the_late_start(rollouts: Path, tmp_path: Path) -> None:
+    args = TrainArgs(slot_contrast=0.01, mask_consistency_start=500)
+    assert [temporal_weight(s, 0.01, args) for s in (0, 500, 750, 1000)] == pytest.approx([0, 0, 0.005, 0.01])
+    for bad in (dict(slot_contrast=-0.1), dict(mask_consistency=-1.0), dict(contrast_temperature=0.0)):
+        with pytest.raises(ValueError, match="must be"):
+            train(tiny_args(rollouts, tmp_path / "bad", **bad))
+    assert not (tmp_path / "bad").exists()  # rejected before anything is written
+    summary = train(tiny_args(rollouts, tmp_path / "contrast", slot_contrast=0.5, mask_consistency_start=0))
+    history = torch.load(tmp_path / "contrast" / TRAIN_STATE_NAME, weights_only=True)["history"]
+    records = json.loads(history)
+    assert all(r["loss"] == pytest.approx(r["mse"] + 0.5 * r["slot_contrast"], rel=1e-4) for r in records)
+    assert summary["steps"] == 6
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,0 +1,58 @@
+"""Tests of benchmarks/segmentation_errors.py (where a checkpoint's segmentation and tracking go wrong)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import benchmarks.segmentation_errors as segmentation_errors  # noqa: E402
+from psb_rl.checkpoint import save_checkpoint  # noqa: E402
+from psb_rl.config import PSBConfig  # noqa: E402
+from psb_rl.model import PSBAutoencoder  # noqa: E402
+from psb_rl.rollouts import collect_rollouts  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
+
+
+def test_tracking_summary_counts_switches_flicker_and_rates(monkeypatch) -> None:
+    """Two 2×2 objects over five frames; object 1 moves to slot 3 at t = 2 and back at t = 3 (flicker, into
+    a free slot); objects 1 and 2 swap slots at t = 4 (a lasting swap, each into the other's slot)."""
+    true = np.zeros((1, 5, 6, 6), dtype=np.int64)
+    true[..., 0:2, 0:2], true[..., 4:6, 4:6] = 1, 2
+    pred = np.zeros_like(true)
+    for t, (a, b) in enumerate([(1, 2), (1, 2), (3, 2), (1, 2), (2, 1)]):
+        pred[0, t, 0:2, 0:2], pred[0, t, 4:6, 4:6] = a, b
+    monkeypatch.setattr(segmentation_errors, "segment", lambda model, frames, masks: (true, pred))
+    summary = segmentation_errors.analyse_tracking(None, None, None, bins=(0, 4, 8), undo_window=3)
+    assert (summary["object_steps"], summary["switches"]) == (8, 4)
+    assert summary["switch_rate"] == 0.5
+    assert summary["into_fractions"] == {"object": 0.5, "background": 0.0, "free": 0.5}
+    assert summary["undone_fraction"] == 0.25  # only the move into slot 3 is taken back
+    assert [row["fraction"] for row in summary["nearest_object_fractions"]] == [0.0, 1.0, 0.0]  # all 4 px apart
+    # Thirds of t = 1..4: [1, 2], [3], [4] with 4, 2, 2 object-steps and 1, 1, 2 switches.
+    assert summary["switch_rate_by_third"] == [0.25, 0.5, 1.0]
+
+
+def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
+    data = tmp_path / "rollouts"
+    collect_rollouts("PSB/RandomObjects-v0", data, episodes=6, resize=32, max_episode_steps=12, seed=0, progress=False)
+    model = PSBAutoencoder(PSBConfig(num_slots=4, slot_dim=32, num_blocks=1, num_heads=2, window=2,
+                                     encoder_channels=16, decoder_channels=16))
+    checkpoint = save_checkpoint(model, tmp_path / "psb.ckpt")
+    summary = segmentation_errors.main(["--checkpoint", str(checkpoint), "--data", str(data), "--clips", "4",
+                                        "--val-fraction", "0.34", "--track-len", "10", "--device", "cpu"])
+    written = json.loads((tmp_path / "segmentation_errors.json").read_text())
+    tracking = written["tracking"]
+    assert written["objects"] == summary["objects"] > 0 and tracking["clip_len"] == 10
+    assert 0 < tracking["object_steps"] and 0 <= tracking["switches"] <= tracking["object_steps"]
+    assert tracking["switch_rate"] == pytest.approx(tracking["switches"] / tracking["object_steps"])
+    if tracking["switches"]:
+        assert sum(tracking["into_fractions"].values()) == pytest.approx(1.0)
