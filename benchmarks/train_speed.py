@@ -8,6 +8,10 @@ For every T both models (same ``PSBConfig`` except ``encoder``; SAVi is paramete
   (``requires_grad``), loss ``slots.square().mean()``: PSB's parallel blocks vs SAVi's T recurrent steps;
 - *whole step*: ``model(video).loss.backward()`` + AdamW step (frame encoder and decoder included).
 
+Each closure's matmul and convolution FLOPs (forward + backward, ``torch.utils.flop_counter``) are
+counted once: unlike times they do not depend on the machine or its load, and where a device runs
+out of parallel work (a 2-core CPU) their ratio bounds the speed-up.
+
 After warm-up, PSB and SAVi alternate (A/B, B/A, ...) for ``--repeats`` rounds and medians are reported.
 Peak memory of one whole training step is measured per (encoder, T) in a fresh subprocess: peak RSS
 (``VmHWM``; ``ru_maxrss`` would be inherited from the parent across exec) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Prints a table with the
@@ -131,6 +135,15 @@ def build(args: Args, encoder: str, t: int, device: torch.device) -> dict[str, C
     return {"slot": slot, "step": step}
 
 
+def count_flops(fn: Callable[[], None]) -> int:
+    """Matmul and convolution FLOPs of one call of ``fn`` (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def timed(fn: Callable[[], None], device: torch.device) -> float:
     """Seconds of one call of ``fn`` (CUDA-synchronised)."""
     synchronize(device)
@@ -216,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             fns = {encoder: build(args, encoder, t, device) for encoder in ENCODERS}
             times: dict[str, dict[str, list[float]]] = {e: {"slot": [], "step": []} for e in ENCODERS}
+            flops = {e: {kind: count_flops(fn) for kind, fn in fns[e].items()} for e in ENCODERS}
             for kind in ("slot", "step"):
                 for encoder in ENCODERS:
                     for _ in range(args.warmup):
@@ -234,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
                 row[f"{encoder}_{kind}_s"] = statistics.median(times[encoder][kind])
                 row[f"{encoder}_{kind}_all_s"] = times[encoder][kind]
             row[f"{kind}_ratio_savi_over_psb"] = row[f"savi_{kind}_s"] / row[f"psb_{kind}_s"]
+            for encoder in ENCODERS:
+                row[f"{encoder}_{kind}_gflop"] = flops[encoder][kind] / 1e9
+            row[f"{kind}_flop_ratio_savi_over_psb"] = flops["savi"][kind] / flops["psb"][kind]
             row[f"{kind}_ratio_paired_median"] = statistics.median(
                 s / p for s, p in zip(times["savi"][kind], times["psb"][kind])
             )
@@ -252,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{params['savi']:,}; {device} ({info['torch_threads']} threads), median of {args.repeats}")
     mem_key = "cuda_peak_mb" if device.type == "cuda" else "step_peak_over_build_mb"
     header = (f"| {'T':>3} | {'slot PSB ms':>11} | {'slot SAVi ms':>12} | {'SAVi/PSB':>8} | {'step PSB ms':>11} | "
-              f"{'step SAVi ms':>12} | {'SAVi/PSB':>8} | {'mem PSB MB':>10} | {'mem SAVi MB':>11} |")
+              f"{'step SAVi ms':>12} | {'SAVi/PSB':>8} | {'mem PSB MB':>10} | {'mem SAVi MB':>11} | "
+              f"{'slot GFLOP PSB/SAVi':>19} | {'step GFLOP PSB/SAVi':>19} |")
     print(header)
     print("".join(c if c == "|" else "-" for c in header))
     for row in rows:
@@ -263,9 +281,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {row['T']:>3} | {row['psb_slot_s'] * 1e3:>11.1f} | {row['savi_slot_s'] * 1e3:>12.1f} | "
               f"{row['slot_ratio_savi_over_psb']:>8.2f} | {row['psb_step_s'] * 1e3:>11.1f} | "
               f"{row['savi_step_s'] * 1e3:>12.1f} | {row['step_ratio_savi_over_psb']:>8.2f} | "
-              f"{mem[0]:>10.0f} | {mem[1]:>11.0f} |")
+              f"{mem[0]:>10.0f} | {mem[1]:>11.0f} | "
+              f"{row['psb_slot_gflop']:>9.2f}/{row['savi_slot_gflop']:<9.2f} | "
+              f"{row['psb_step_gflop']:>9.2f}/{row['savi_step_gflop']:<9.2f} |")
     print("memory: " + ("peak CUDA allocation of" if device.type == "cuda" else "peak RSS (VmHWM) during")
-          + " two whole training steps in a fresh process, minus its RSS once model and data are built")
+          + " two whole training steps in a fresh process, minus its RSS once model and data are built; "
+          "GFLOP: matmul and convolution FLOPs of one forward + backward")
 
     result = {"benchmark": "train_speed", "args": asdict(args), "machine": info, "slot_encoder_params": params,
               "config": {e: make_config(args, e).to_dict() for e in ENCODERS}, "rows": rows}
