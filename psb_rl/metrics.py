@@ -337,6 +337,17 @@ def psnr(
 OBJECT_OUTCOMES: tuple[str, ...] = ("background", "merged", "split", "own")
 
 
+def _segment_maps(true: ArrayLike, pred: ArrayLike, shape: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ground-truth labels and predicted segment ids as int64 arrays of ``shape`` (``"(H, W) label maps"``
+    or ``"(T, H, W) label clips"``), checked, and the number of segment ids."""
+    true, pred = _to_numpy(true).astype(np.int64), _to_numpy(pred).astype(np.int64)
+    if true.ndim != shape.count(",") + 1 or true.shape != pred.shape:
+        raise ValueError(f"expected two {shape} of one shape, got {true.shape} and {pred.shape}")
+    if pred.min(initial=0) < 0:
+        raise ValueError("predicted segment ids must be >= 0")
+    return true, pred, int(pred.max(initial=0)) + 1
+
+
 def object_errors(
     true_frame: ArrayLike, pred_frame: ArrayLike, split_threshold: float = 0.7
 ) -> tuple[dict[int, str], list[tuple[float, bool]]]:
@@ -353,12 +364,7 @@ def object_errors(
     :return: ``{object label: outcome}`` and, for every pair of objects, ``(distance, merged)``: the
         Chebyshev distance in pixels between their centroids and whether they share a majority segment.
     """
-    true, pred = _to_numpy(true_frame).astype(np.int64), _to_numpy(pred_frame).astype(np.int64)
-    if true.ndim != 2 or true.shape != pred.shape:
-        raise ValueError(f"expected two (H, W) label maps of one shape, got {true.shape} and {pred.shape}")
-    if pred.min(initial=0) < 0:
-        raise ValueError("predicted segment ids must be >= 0")
-    size = int(pred.max(initial=0)) + 1
+    true, pred, size = _segment_maps(true_frame, pred_frame, "(H, W) label maps")
     background = true == 0
     background_segment = int(np.bincount(pred[background], minlength=size).argmax()) if background.any() else -1
     labels = [int(v) for v in np.unique(true) if v != 0]
@@ -424,12 +430,7 @@ def slot_switches(
     :param min_pixels: fewest visible pixels for an object to count at a frame (hidden objects are skipped).
     :return: the switches and the object-steps compared at each frame, int ``(T,)`` (0 at ``t = 0``).
     """
-    true, pred = _to_numpy(true_clip).astype(np.int64), _to_numpy(pred_clip).astype(np.int64)
-    if true.ndim != 3 or true.shape != pred.shape:
-        raise ValueError(f"expected two (T, H, W) label clips of one shape, got {true.shape} and {pred.shape}")
-    if pred.min(initial=0) < 0:
-        raise ValueError("predicted segment ids must be >= 0")
-    size = int(pred.max(initial=0)) + 1
+    true, pred, size = _segment_maps(true_clip, pred_clip, "(T, H, W) label clips")
     switches: list[SlotSwitch] = []
     compared = np.zeros(true.shape[0], dtype=np.int64)
     before: dict[int, int] = {}  # label -> majority segment at t - 1 (visible objects only)
