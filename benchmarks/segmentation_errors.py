@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args: Args = parse_dataclass(Args, argv)
     model = load_checkpoint(args.checkpoint, device=resolve_device(args.device)).eval()
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction)
-    frames, masks = sample_eval_clips(held_out_episodes(dataset, limit=10**9), args.clip_len, args.clips, args.seed)
+    episodes = held_out_episodes(dataset, limit=10**9)
+    frames, masks = sample_eval_clips(episodes, args.clip_len, args.clips, args.seed)
     if masks is None:
         raise SystemExit(f"{args.data} has no ground-truth masks; collect rollouts with masks")
     summary = analyse(model, frames, masks, args.distance_bins)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
     if args.track_len:
-        frames, masks = sample_eval_clips(held_out_episodes(dataset, limit=10**9), args.track_len, args.clips, args.seed)
+        frames, masks = sample_eval_clips(episodes, args.track_len, args.clips, args.seed)
         tracking = summary["tracking"] = analyse_tracking(model, frames, masks, args.distance_bins, args.undo_window)
         print(f"slot switches over {args.clips} clips × {args.track_len} frames: {tracking['switches']} in "
               f"{tracking['object_steps']} object-steps ({tracking['switch_rate']:.3f} per object-step; by third of "
