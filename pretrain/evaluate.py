@@ -1,4 +1,5 @@
-"""Evaluate a PSB checkpoint on held-out rollouts: FG-ARI, mIoU, mBO, MSE, PSNR at 1×/2×/4× clip length.
+"""Evaluate a PSB checkpoint on held-out rollouts: FG-ARI, slot switches, mIoU, mBO, MSE, PSNR at 1×/2×/4×
+clip length.
 
     python pretrain/evaluate.py --checkpoint runs/psb/psb.ckpt --data data/random_objects
 """
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed)
-    keys = ("fg_ari", "fg_ari_frame", "miou", "mbo", "mse", "psnr")
+    keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "mse", "psnr")
     print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from psb_rl.metrics import fg_ari, mbo, miou
+from psb_rl.metrics import fg_ari, mbo, miou, slot_switches
 from psb_rl.preprocessing import preprocess_frames, resize_masks
 
 
@@ -26,11 +26,13 @@ def evaluate_clips(
     :param masks: int ``(C, T, H, W)`` ground truth (0 = background), or None (no segmentation metrics).
     :param batch_size: clips per forward pass.
     :return: means over clips of ``mse``, ``psnr`` and, with masks, ``fg_ari`` (video level), ``fg_ari_frame``
-        (mean over frames, each scored alone), ``miou``, ``mbo``.
+        (mean over frames, each scored alone), ``miou``, ``mbo`` and ``switch_rate`` (the fraction of
+        object-steps at which an object's majority slot changes, :func:`psb_rl.metrics.slot_switches`).
     """
     device = next(model.parameters()).device
     size = model.config.image_size
-    totals: dict[str, list[float]] = {"mse": [], "psnr": [], "fg_ari": [], "fg_ari_frame": [], "miou": [], "mbo": []}
+    totals: dict[str, list[float]] = {"mse": [], "psnr": [], "fg_ari": [], "fg_ari_frame": [], "miou": [], "mbo": [],
+                                      "switch_rate": []}
     for start in range(0, len(frames), batch_size):
         video = preprocess_frames(frames[start : start + batch_size], size, device=device)
         out = model(video)
@@ -47,6 +49,9 @@ def evaluate_clips(
             totals["fg_ari_frame"] += np.atleast_1d(frame_scores).tolist()
             totals["miou"] += np.atleast_1d(miou(true, pred)).tolist()
             totals["mbo"] += np.atleast_1d(mbo(true, pred)).tolist()
+            for true_clip, pred_clip in zip(true, pred, strict=True):
+                switches, steps = slot_switches(true_clip, pred_clip)
+                totals["switch_rate"].append(len(switches) / steps.sum() if steps.sum() else float("nan"))
     return {key: float(np.nanmean(values)) for key, values in totals.items() if values}
 
 
