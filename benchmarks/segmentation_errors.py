@@ -11,8 +11,12 @@ pairs of objects, how often they share a slot as a function of the distance betw
 Tracking, on longer clips (``--track-len``): every change of an object's majority slot from one frame to
 the next (:func:`psb_rl.metrics.slot_switches`), per object-step, by what the new slot held before
 (another object, the background, nothing), by the distance to the nearest other object, and how many
-are undone within three frames (flicker rather than a lasting swap). Prints a summary and writes JSON
-(default: ``segmentation_errors.json`` beside the checkpoint).
+are undone within three frames (flicker rather than a lasting swap).
+
+Attention (PSB checkpoints): the share of each object-holding slot's bottom-up attention, per block, that
+falls on object pixels of the current frame. A slot's update is a weighted mean of the tokens it wins, so
+a low share means the object's features reach the slot diluted by background tokens. Prints a summary
+and writes JSON (default: ``segmentation_errors.json`` beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass
@@ -119,6 +124,53 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
     }
 
 
+def object_attention_share(attention: np.ndarray, token_objects: np.ndarray, holders: np.ndarray) -> np.ndarray:
+    """Share of each object-holding slot's attention mass that lies on object pixels.
+
+    :param attention: ``(C, T, N, L)`` one block's bottom-up softmax over slots for the current frame's tokens.
+    :param token_objects: ``(C, T, L)`` fraction of each token's pixels that belong to an object.
+    :param holders: bool ``(C, T, N)``, slots that are the majority slot of some object in that frame.
+    :return: ``(H,)`` the share of every holding slot (mass-weighted mean object fraction of its tokens).
+    """
+    mass = attention.sum(axis=-1)
+    on_objects = (attention * token_objects[:, :, None]).sum(axis=-1)
+    return on_objects[holders] / np.maximum(mass[holders], 1e-12)
+
+
+@torch.no_grad()
+def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
+    """Per block, how much of an object-holding slot's bottom-up attention is on object pixels.
+
+    :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary;
+        ``object_pixel_fraction`` (the share of a slot attending to every token alike) is the reference.
+    """
+    cfg = model.config
+    device = next(model.parameters()).device
+    true = resize_masks(masks, cfg.image_size)
+    objects = torch.as_tensor(true > 0, dtype=torch.float32).flatten(0, 1)[:, None]
+    token_objects = F.avg_pool2d(objects, cfg.feature_stride).flatten(1).view(*true.shape[:2], -1).numpy()
+    shares: list[list[np.ndarray]] = [[] for _ in range(cfg.num_blocks)]
+    batch = max(1, 48 // frames.shape[1])
+    for i in range(0, len(frames), batch):
+        slots, attention = model.encode(preprocess_frames(frames[i : i + batch], cfg.image_size, device=device),
+                                        return_attention=True)
+        pred = model.decode(slots)[1].argmax(dim=2).cpu().numpy()  # (c, T, S, S)
+        part = true[i : i + batch]
+        holders = np.zeros(slots.shape[:3], dtype=bool)
+        for c, t in np.ndindex(*part.shape[:2]):
+            for label in np.unique(part[c, t]):
+                if label > 0:
+                    holders[c, t, np.bincount(pred[c, t][part[c, t] == label]).argmax()] = True
+        for block, weights in enumerate(attention):  # (c, T, N, K, L); offset 0 is the current frame
+            shares[block].append(object_attention_share(weights[:, :, :, 0].cpu().numpy(),
+                                                        token_objects[i : i + batch], holders))
+    return {
+        "object_pixel_fraction": float(token_objects.mean()),
+        "blocks": [{"mean": float(np.mean(np.concatenate(s))), "median": float(np.median(np.concatenate(s))),
+                    "quartiles": [float(q) for q in np.quantile(np.concatenate(s), [0.25, 0.75])]} for s in shares],
+    }
+
+
 def analyse_tracking(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...],
                      undo_window: int) -> dict[str, Any]:
     """Slot switches on long clips. :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int
@@ -172,6 +224,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  [{row['from']}, {upper}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
+    if model.config.encoder == "psb":
+        attention = summary["attention_on_objects"] = analyse_attention(model, frames, masks)
+        print(f"share of an object-holding slot's bottom-up attention on object pixels (chance "
+              f"{attention['object_pixel_fraction']:.2f}), by block: " + ", ".join(
+                  f"{row['mean']:.2f} (median {row['median']:.2f})" for row in attention["blocks"]))
     if args.track_len:
         frames, masks = sample_eval_clips(episodes, args.track_len, args.clips, args.seed)
         tracking = summary["tracking"] = analyse_tracking(model, frames, masks, args.distance_bins, args.undo_window)

@@ -41,6 +41,17 @@ def test_tracking_summary_counts_switches_flicker_and_rates(monkeypatch) -> None
     assert summary["switch_rate_by_third"] == [0.25, 0.5, 1.0]
 
 
+def test_object_attention_share_weights_tokens_by_their_object_pixels() -> None:
+    """One frame of three tokens, half, none and all object pixels; slot 0 holds an object, slot 1 does not."""
+    attention = np.array([[[[0.5, 0.5, 0.0], [0.5, 0.5, 1.0]]]])  # (C=1, T=1, N=2, L=3)
+    token_objects = np.array([[[0.5, 0.0, 1.0]]])
+    holders = np.array([[[True, False]]])
+    share = segmentation_errors.object_attention_share(attention, token_objects, holders)
+    assert share.tolist() == [0.25]  # (0.5·0.5 + 0.5·0 + 0·1) / (0.5 + 0.5 + 0)
+    holders[..., 1] = True  # slot 1: (0.5·0.5 + 0 + 1·1) / 2
+    assert segmentation_errors.object_attention_share(attention, token_objects, holders).tolist() == [0.25, 0.625]
+
+
 def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     data = tmp_path / "rollouts"
     collect_rollouts("PSB/RandomObjects-v0", data, episodes=6, resize=32, max_episode_steps=12, seed=0, progress=False)
@@ -51,6 +62,9 @@ def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
                                         "--val-fraction", "0.34", "--track-len", "10", "--device", "cpu"])
     written = json.loads((tmp_path / "segmentation_errors.json").read_text())
     tracking = written["tracking"]
+    attention = written["attention_on_objects"]
+    assert len(attention["blocks"]) == 1 and 0 < attention["object_pixel_fraction"] < 1
+    assert all(0 <= row["mean"] <= 1 for row in attention["blocks"])
     assert written["objects"] == summary["objects"] > 0 and tracking["clip_len"] == 10
     assert 0 < tracking["object_steps"] and 0 <= tracking["switches"] <= tracking["object_steps"]
     assert tracking["switch_rate"] == pytest.approx(tracking["switches"] / tracking["object_steps"])
