@@ -142,7 +142,9 @@ def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndar
     """Per block, how much of an object-holding slot's bottom-up attention is on object pixels.
 
     :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary;
-        ``object_pixel_fraction`` (the share of a slot attending to every token alike) is the reference.
+        two references: ``object_pixel_fraction``, the share of a slot that attends to every token alike, and
+        ``footprint_share``, that of a slot whose attention over tokens is its object's pixel count in each
+        (tokens are larger than these objects, so even that slot sees background).
     """
     cfg = model.config
     device = next(model.parameters()).device
@@ -150,6 +152,7 @@ def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndar
     objects = torch.as_tensor(true > 0, dtype=torch.float32).flatten(0, 1)[:, None]
     token_objects = F.avg_pool2d(objects, cfg.feature_stride).flatten(1).view(*true.shape[:2], -1).numpy()
     shares: list[list[np.ndarray]] = [[] for _ in range(cfg.num_blocks)]
+    footprints: list[float] = []
     batch = max(1, 48 // frames.shape[1])
     for i in range(0, len(frames), batch):
         slots, attention = model.encode(preprocess_frames(frames[i : i + batch], cfg.image_size, device=device),
@@ -161,11 +164,16 @@ def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndar
             for label in np.unique(part[c, t]):
                 if label > 0:
                     holders[c, t, np.bincount(pred[c, t][part[c, t] == label]).argmax()] = True
+                    footprint = torch.as_tensor(part[c, t] == label, dtype=torch.float32)[None, None]
+                    footprint = F.avg_pool2d(footprint, cfg.feature_stride).flatten().numpy()
+                    footprints.append(float(object_attention_share(
+                        footprint[None, None, None], token_objects[i + c, t][None, None], np.ones((1, 1, 1), bool))[0]))
         for block, weights in enumerate(attention):  # (c, T, N, K, L); offset 0 is the current frame
             shares[block].append(object_attention_share(weights[:, :, :, 0].cpu().numpy(),
                                                         token_objects[i : i + batch], holders))
     return {
         "object_pixel_fraction": float(token_objects.mean()),
+        "footprint_share": float(np.mean(footprints)),
         "blocks": [{"mean": float(np.mean(np.concatenate(s))), "median": float(np.median(np.concatenate(s))),
                     "quartiles": [float(q) for q in np.quantile(np.concatenate(s), [0.25, 0.75])]} for s in shares],
     }
@@ -227,7 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if model.config.encoder == "psb":
         attention = summary["attention_on_objects"] = analyse_attention(model, frames, masks)
         print(f"share of an object-holding slot's bottom-up attention on object pixels (chance "
-              f"{attention['object_pixel_fraction']:.2f}), by block: " + ", ".join(
+              f"{attention['object_pixel_fraction']:.2f}, object footprint {attention['footprint_share']:.2f}), by block: "
+              + ", ".join(
                   f"{row['mean']:.2f} (median {row['median']:.2f})" for row in attention["blocks"]))
     if args.track_len:
         frames, masks = sample_eval_clips(episodes, args.track_len, args.clips, args.seed)

@@ -63,7 +63,7 @@ def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "segmentation_errors.json").read_text())
     tracking = written["tracking"]
     attention = written["attention_on_objects"]
-    assert len(attention["blocks"]) == 1 and 0 < attention["object_pixel_fraction"] < 1
+    assert len(attention["blocks"]) == 1 and 0 < attention["object_pixel_fraction"] < attention["footprint_share"] <= 1
     assert all(0 <= row["mean"] <= 1 for row in attention["blocks"])
     assert written["objects"] == summary["objects"] > 0 and tracking["clip_len"] == 10
     assert 0 < tracking["object_steps"] and 0 <= tracking["switches"] <= tracking["object_steps"]
