@@ -6,7 +6,9 @@ Cuts held-out clips like ``pretrain/evaluate.py``, segments every frame (argmax 
 model's resolution) and classifies each ground-truth object with :func:`psb_rl.metrics.object_errors`:
 its own slot, merged with another object, lost to the background slot, or split. Also reports, for
 pairs of objects, how often they share a slot as a function of the distance between their centres
-(in model pixels), and per-frame FG-ARI by the number of objects in the frame.
+(in model pixels), and per-frame FG-ARI by the number of objects in the frame. And how *positional* the
+slots are: how often an object's majority slot is the one that held most objects near the same place
+(or of the same colour) in the other clips.
 
 Tracking, on longer clips (``--track-len``): every change of an object's majority slot from one frame to
 the next (:func:`psb_rl.metrics.slot_switches`), per object-step, by what the new slot held before
@@ -88,12 +90,42 @@ def segment(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray) -> tu
     return resize_masks(masks, size), pred
 
 
+def slot_predictability(features: np.ndarray, groups: np.ndarray, slots: np.ndarray, k: int = 15) -> float:
+    """Leave-one-group-out k-nearest-neighbour accuracy of predicting an object's slot from its features.
+
+    Neighbours come from other groups (clips) only, so the score says whether the slot is a function of
+    the features across scenes (e.g. of position: slots that own regions of the image), not within one.
+
+    :param features: ``(O, F)`` per object instance (e.g. its centre, or its mean colour).
+    :param groups: ``(O,)`` clip of each instance. :param slots: ``(O,)`` int, its majority slot.
+    :param k: neighbours that vote (ties go to the lower slot id).
+    :return: the fraction of instances whose slot wins the vote (compare with the most common slot's share).
+    """
+    hits = 0
+    for i in range(len(features)):
+        other = groups != groups[i]
+        distance = ((features[other] - features[i]) ** 2).sum(axis=1)
+        votes = np.bincount(slots[other][np.argsort(distance, kind="stable")[:k]], minlength=int(slots.max()) + 1)
+        hits += int(votes.argmax() == slots[i])
+    return hits / max(len(features), 1)
+
+
 def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...]) -> dict[str, Any]:
     """:param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary."""
     size = model.config.image_size
     true, pred = segment(model, frames, masks)
     true_frames, pred_frames = true.reshape(-1, size, size), pred.reshape(-1, size, size)
     frame_scores = np.atleast_1d(fg_ari(true_frames[:, None], pred_frames[:, None]))  # each frame alone
+    image = preprocess_frames(frames, size).numpy()  # (C, T, 3, S, S)
+    centres, colours, clips, slots = [], [], [], []
+    for c, t in np.ndindex(*true.shape[:2]):
+        for label in np.unique(true[c, t]):
+            if label > 0:
+                inside = true[c, t] == label
+                centres.append(np.argwhere(inside).mean(axis=0))
+                colours.append(image[c, t][:, inside].mean(axis=1))
+                clips.append(c)
+                slots.append(np.bincount(pred[c, t][inside]).argmax())
     counts = dict.fromkeys(OBJECT_OUTCOMES, 0)
     pair_distance, pair_merged = [], []
     by_objects: dict[int, list[float]] = {}
@@ -114,10 +146,14 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
              "merged_fraction": float(merged[inside].mean()) if inside.any() else float("nan")}
         )
     total = max(sum(counts.values()), 1)
+    clips_, slots_ = np.asarray(clips), np.asarray(slots)
     return {
         "objects": sum(counts.values()),
         "outcome_fractions": {k: v / total for k, v in counts.items()},
         "merge_rate_by_centre_distance": merge_by_distance,
+        "slot_from_centre": slot_predictability(np.asarray(centres), clips_, slots_),
+        "slot_from_colour": slot_predictability(np.asarray(colours), clips_, slots_),
+        "most_common_slot": float(np.bincount(slots_).max() / max(len(slots_), 1)),
         "fg_ari_frame_by_object_count": {
             str(n): {"frames": len(v), "fg_ari": float(np.nanmean(v))} for n, v in sorted(by_objects.items())
         },
@@ -232,6 +268,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  [{row['from']}, {upper}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
+    print(f"slot predicted from the object's centre / colour (15 nearest objects of other clips): "
+          f"{summary['slot_from_centre']:.2f} / {summary['slot_from_colour']:.2f} (most common slot "
+          f"{summary['most_common_slot']:.2f})")
     if model.config.encoder == "psb":
         attention = summary["attention_on_objects"] = analyse_attention(model, frames, masks)
         print(f"share of an object-holding slot's bottom-up attention on object pixels (chance "

@@ -52,6 +52,19 @@ def test_object_attention_share_weights_tokens_by_their_object_pixels() -> None:
     assert segmentation_errors.object_attention_share(attention, token_objects, holders).tolist() == [0.25, 0.625]
 
 
+def test_slot_predictability_votes_with_neighbours_from_other_clips_only() -> None:
+    features = np.array([[0.0], [0.0], [10.0], [10.0]])
+    clips = np.array([0, 1, 0, 1])
+    # The same place holds the same slot in both clips: the slot is a function of position.
+    assert segmentation_errors.slot_predictability(features, clips, np.array([0, 0, 1, 1]), k=1) == 1.0
+    # Each clip uses the other slot at a place: its own clip would agree, the other clip never does.
+    assert segmentation_errors.slot_predictability(features, clips, np.array([0, 1, 1, 0]), k=1) == 0.0
+    # k = 2 (both instances of the other clip vote; a tie goes to the lower slot id): only the last
+    # instance, slot 1 where the other clip has slot 0 twice, is missed.
+    slots = np.array([0, 0, 0, 1])
+    assert segmentation_errors.slot_predictability(features, clips, slots, k=2) == 0.75
+
+
 def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     data = tmp_path / "rollouts"
     collect_rollouts("PSB/RandomObjects-v0", data, episodes=6, resize=32, max_episode_steps=12, seed=0, progress=False)
@@ -66,6 +79,8 @@ def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     assert len(attention["blocks"]) == 1 and 0 < attention["object_pixel_fraction"] < attention["footprint_share"] <= 1
     assert all(0 <= row["mean"] <= 1 for row in attention["blocks"])
     assert written["objects"] == summary["objects"] > 0 and tracking["clip_len"] == 10
+    assert 0 <= written["slot_from_centre"] <= 1 and 0 <= written["slot_from_colour"] <= 1
+    assert 0 < written["most_common_slot"] <= 1
     assert 0 < tracking["object_steps"] and 0 <= tracking["switches"] <= tracking["object_steps"]
     assert tracking["switch_rate"] == pytest.approx(tracking["switches"] / tracking["object_steps"])
     if tracking["switches"]:
