@@ -8,7 +8,8 @@ its own slot, merged with another object, lost to the background slot, or split.
 pairs of objects, how often they share a slot as a function of the distance between their centres
 (in model pixels), and per-frame FG-ARI by the number of objects in the frame. And how *positional* the
 slots are: how often an object's majority slot is the one that held most objects near the same place
-(or of the same colour) in the other clips.
+(or of the same colour) in the other clips. And a ceiling from the ground truth alone: the FG-ARI of a
+segmentation that is perfect except that it merges every pair of objects closer than a distance.
 
 Tracking, on longer clips (``--track-len``): every change of an object's majority slot from one frame to
 the next (:func:`psb_rl.metrics.slot_switches`), per object-step, by what the new slot held before
@@ -110,6 +111,34 @@ def slot_predictability(features: np.ndarray, groups: np.ndarray, slots: np.ndar
     return hits / max(len(features), 1)
 
 
+def _find_root(root: dict[int, int], label: int) -> int:
+    while root[label] != label:
+        label = root[label]
+    return label
+
+
+def merge_ceiling(true: np.ndarray, max_distance: float) -> tuple[float, float]:
+    """FG-ARI (video, per frame) of the ground truth with every pair of objects whose centroids are less
+    than ``max_distance`` pixels apart (Chebyshev) merged into one segment, frame by frame (transitively).
+
+    :param true: int ``(C, T, H, W)`` labels, 0 = background.
+    :return: the means over clips of video-level and per-frame FG-ARI: what a model that is perfect apart
+        from those merges would score.
+    """
+    merged = true.copy()
+    for c, t in np.ndindex(*true.shape[:2]):
+        labels = [int(v) for v in np.unique(true[c, t]) if v != 0]
+        centroid = {label: np.argwhere(true[c, t] == label).mean(axis=0) for label in labels}
+        root = {label: label for label in labels}  # union-find: close pairs join one segment
+        for a, b in itertools.combinations(labels, 2):
+            if np.abs(centroid[a] - centroid[b]).max() < max_distance:
+                root[_find_root(root, b)] = _find_root(root, a)
+        for label in labels:
+            merged[c, t][true[c, t] == label] = _find_root(root, label)
+    frames = true.reshape(-1, 1, *true.shape[2:]), merged.reshape(-1, 1, *true.shape[2:])
+    return float(np.mean(fg_ari(true, merged))), float(np.nanmean(fg_ari(*frames)))
+
+
 def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...]) -> dict[str, Any]:
     """:param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary."""
     size = model.config.image_size
@@ -151,6 +180,9 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
         "objects": sum(counts.values()),
         "outcome_fractions": {k: v / total for k, v in counts.items()},
         "merge_rate_by_centre_distance": merge_by_distance,
+        "merge_ceiling": [
+            dict(zip(("below", "fg_ari", "fg_ari_frame"), (d, *merge_ceiling(true, d)), strict=True)) for d in bins[1:]
+        ],
         "slot_from_centre": slot_predictability(np.asarray(centres), clips_, slots_),
         "slot_from_colour": slot_predictability(np.asarray(colours), clips_, slots_),
         "most_common_slot": float(np.bincount(slots_).max() / max(len(slots_), 1)),
@@ -268,6 +300,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  [{row['from']}, {upper}): {row['pairs']} pairs, {row['merged_fraction']:.2f} merged")
     print("per-frame FG-ARI by objects in the frame:",
           ", ".join(f"{n}: {v['fg_ari']:.3f} ({v['frames']})" for n, v in summary["fg_ari_frame_by_object_count"].items()))
+    print("FG-ARI (video / per frame) of the ground truth with every pair of objects closer than D px merged: "
+          + ", ".join(f"D={row['below']}: {row['fg_ari']:.3f} / {row['fg_ari_frame']:.3f}" for row in summary["merge_ceiling"]))
     print(f"slot predicted from the object's centre / colour (15 nearest objects of other clips): "
           f"{summary['slot_from_centre']:.2f} / {summary['slot_from_colour']:.2f} (most common slot "
           f"{summary['most_common_slot']:.2f})")

@@ -65,6 +65,17 @@ def test_slot_predictability_votes_with_neighbours_from_other_clips_only() -> No
     assert segmentation_errors.slot_predictability(features, clips, slots, k=2) == 0.75
 
 
+def test_merge_ceiling_merges_close_pairs_only() -> None:
+    """Objects 1, 2 and 3 (two pixels each) in columns 0, 2 and 7: 1 and 2 are 2 px apart, 3 is 5 px away."""
+    true = np.zeros((1, 1, 8, 8), dtype=np.int64)
+    true[0, 0, 0:2, 0], true[0, 0, 0:2, 2], true[0, 0, 0:2, 7] = 1, 2, 3
+    assert segmentation_errors.merge_ceiling(true, 2) == (1.0, 1.0)  # 2 is not below 2: nothing merged
+    # 1 and 2 merged: contingency 2, 2, 2; true pairs 3, predicted pairs C(4,2) + C(2,2) = 7, of C(6,2) = 15;
+    # ARI = (3 - 3·7/15) / ((3 + 7)/2 - 3·7/15) = 1.6 / 3.6.
+    assert segmentation_errors.merge_ceiling(true, 3) == pytest.approx((4 / 9, 4 / 9))
+    assert segmentation_errors.merge_ceiling(true, 6) == pytest.approx((0.0, 0.0))  # one segment for all
+
+
 def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     data = tmp_path / "rollouts"
     collect_rollouts("PSB/RandomObjects-v0", data, episodes=6, resize=32, max_episode_steps=12, seed=0, progress=False)
@@ -81,6 +92,7 @@ def test_main_writes_segmentation_and_tracking_json(tmp_path: Path) -> None:
     assert written["objects"] == summary["objects"] > 0 and tracking["clip_len"] == 10
     assert 0 <= written["slot_from_centre"] <= 1 and 0 <= written["slot_from_colour"] <= 1
     assert 0 < written["most_common_slot"] <= 1
+    assert [row["below"] for row in written["merge_ceiling"]] == [4, 8, 12, 16]
     assert 0 < tracking["object_steps"] and 0 <= tracking["switches"] <= tracking["object_steps"]
     assert tracking["switch_rate"] == pytest.approx(tracking["switches"] / tracking["object_steps"])
     if tracking["switches"]:
