@@ -6,10 +6,12 @@ Cuts held-out clips like ``pretrain/evaluate.py``, segments every frame (argmax 
 model's resolution) and classifies each ground-truth object with :func:`psb_rl.metrics.object_errors`:
 its own slot, merged with another object, lost to the background slot, or split. Also reports, for
 pairs of objects, how often they share a slot as a function of the distance between their centres
-(in model pixels), and per-frame FG-ARI by the number of objects in the frame. And how *positional* the
-slots are: how often an object's majority slot is the one that held most objects near the same place
-(or of the same colour) in the other clips. And a ceiling from the ground truth alone: the FG-ARI of a
-segmentation that is perfect except that it merges every pair of objects closer than a distance.
+(in model pixels), and per-frame FG-ARI by the number of objects in the frame.
+
+How *positional* the slots are: how often an object's majority slot is the one that held most objects
+near the same place (or of the same colour) in the other clips. And a ceiling from the ground truth
+alone: the FG-ARI of a segmentation that is perfect except that it merges every pair of objects closer
+than a distance.
 
 Tracking, on longer clips (``--track-len``): every change of an object's majority slot from one frame to
 the next (:func:`psb_rl.metrics.slot_switches`), per object-step, by what the new slot held before
@@ -146,7 +148,7 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
     true_frames, pred_frames = true.reshape(-1, size, size), pred.reshape(-1, size, size)
     frame_scores = np.atleast_1d(fg_ari(true_frames[:, None], pred_frames[:, None]))  # each frame alone
     image = preprocess_frames(frames, size).numpy()  # (C, T, 3, S, S)
-    centres, colours, clips, slots = [], [], [], []
+    centres, colours, clips, slots = [], [], [], []  # one entry per object instance
     for c, t in np.ndindex(*true.shape[:2]):
         for label in np.unique(true[c, t]):
             if label > 0:
@@ -175,7 +177,7 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
              "merged_fraction": float(merged[inside].mean()) if inside.any() else float("nan")}
         )
     total = max(sum(counts.values()), 1)
-    clips_, slots_ = np.asarray(clips), np.asarray(slots)
+    clips, slots = np.asarray(clips), np.asarray(slots)
     return {
         "objects": sum(counts.values()),
         "outcome_fractions": {k: v / total for k, v in counts.items()},
@@ -183,9 +185,9 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
         "merge_ceiling": [
             dict(zip(("below", "fg_ari", "fg_ari_frame"), (d, *merge_ceiling(true, d)), strict=True)) for d in bins[1:]
         ],
-        "slot_from_centre": slot_predictability(np.asarray(centres), clips_, slots_),
-        "slot_from_colour": slot_predictability(np.asarray(colours), clips_, slots_),
-        "most_common_slot": float(np.bincount(slots_).max() / max(len(slots_), 1)),
+        "slot_from_centre": slot_predictability(np.asarray(centres), clips, slots),
+        "slot_from_colour": slot_predictability(np.asarray(colours), clips, slots),
+        "most_common_slot": float(np.bincount(slots).max() / max(len(slots), 1)),
         "fg_ari_frame_by_object_count": {
             str(n): {"frames": len(v), "fg_ari": float(np.nanmean(v))} for n, v in sorted(by_objects.items())
         },
@@ -232,10 +234,10 @@ def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndar
             for label in np.unique(part[c, t]):
                 if label > 0:
                     holders[c, t, np.bincount(pred[c, t][part[c, t] == label]).argmax()] = True
+                    # Attention proportional to the object's pixels in each token.
                     footprint = torch.as_tensor(part[c, t] == label, dtype=torch.float32)[None, None]
                     footprint = F.avg_pool2d(footprint, cfg.feature_stride).flatten().numpy()
-                    footprints.append(float(object_attention_share(
-                        footprint[None, None, None], token_objects[i + c, t][None, None], np.ones((1, 1, 1), bool))[0]))
+                    footprints.append(float((footprint * token_objects[i + c, t]).sum() / footprint.sum()))
         for block, weights in enumerate(attention):  # (c, T, N, K, L); offset 0 is the current frame
             shares[block].append(object_attention_share(weights[:, :, :, 0].cpu().numpy(),
                                                         token_objects[i : i + batch], holders))
@@ -307,10 +309,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{summary['most_common_slot']:.2f})")
     if model.config.encoder == "psb":
         attention = summary["attention_on_objects"] = analyse_attention(model, frames, masks)
-        print(f"share of an object-holding slot's bottom-up attention on object pixels (chance "
-              f"{attention['object_pixel_fraction']:.2f}, object footprint {attention['footprint_share']:.2f}), by block: "
-              + ", ".join(
-                  f"{row['mean']:.2f} (median {row['median']:.2f})" for row in attention["blocks"]))
+        by_block = ", ".join(f"{row['mean']:.2f} (median {row['median']:.2f})" for row in attention["blocks"])
+        print(f"share of an object-holding slot's bottom-up attention on object pixels, by block: {by_block} "
+              f"(all tokens alike: {attention['object_pixel_fraction']:.2f}, the object's footprint: "
+              f"{attention['footprint_share']:.2f})")
     if args.track_len:
         frames, masks = sample_eval_clips(episodes, args.track_len, args.clips, args.seed)
         tracking = summary["tracking"] = analyse_tracking(model, frames, masks, args.distance_bins, args.undo_window)
