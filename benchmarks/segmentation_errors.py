@@ -142,13 +142,14 @@ def merge_ceiling(true: np.ndarray, max_distance: float) -> tuple[float, float]:
 
 
 def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins: tuple[int, ...]) -> dict[str, Any]:
-    """:param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary."""
+    """:param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary
+    (with ``attention_on_objects`` from :func:`analyse_attention` for PSB checkpoints)."""
     size = model.config.image_size
     true, pred = segment(model, frames, masks)
     true_frames, pred_frames = true.reshape(-1, size, size), pred.reshape(-1, size, size)
     frame_scores = np.atleast_1d(fg_ari(true_frames[:, None], pred_frames[:, None]))  # each frame alone
     image = preprocess_frames(frames, size).numpy()  # (C, T, 3, S, S)
-    centres, colours, clips, slots = [], [], [], []  # one entry per object instance
+    centres, colours, clips, steps, slots = [], [], [], [], []  # one entry per object instance
     for c, t in np.ndindex(*true.shape[:2]):
         for label in np.unique(true[c, t]):
             if label > 0:
@@ -156,6 +157,7 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
                 centres.append(np.argwhere(inside).mean(axis=0))
                 colours.append(image[c, t][:, inside].mean(axis=1))
                 clips.append(c)
+                steps.append(t)
                 slots.append(np.bincount(pred[c, t][inside]).argmax())
     counts = dict.fromkeys(OBJECT_OUTCOMES, 0)
     pair_distance, pair_merged = [], []
@@ -178,7 +180,7 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
         )
     total = max(sum(counts.values()), 1)
     clips, slots = np.asarray(clips), np.asarray(slots)
-    return {
+    summary = {
         "objects": sum(counts.values()),
         "outcome_fractions": {k: v / total for k, v in counts.items()},
         "merge_rate_by_centre_distance": merge_by_distance,
@@ -192,6 +194,11 @@ def analyse(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, bins:
             str(n): {"frames": len(v), "fg_ari": float(np.nanmean(v))} for n, v in sorted(by_objects.items())
         },
     }
+    if model.config.encoder == "psb":
+        holders = np.zeros((*true.shape[:2], model.config.num_slots), dtype=bool)
+        holders[clips, np.asarray(steps, dtype=np.int64), slots] = True
+        summary["attention_on_objects"] = analyse_attention(model, frames, true, holders)
+    return summary
 
 
 def object_attention_share(attention: np.ndarray, token_objects: np.ndarray, holders: np.ndarray) -> np.ndarray:
@@ -208,39 +215,35 @@ def object_attention_share(attention: np.ndarray, token_objects: np.ndarray, hol
 
 
 @torch.no_grad()
-def analyse_attention(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
+def analyse_attention(model: torch.nn.Module, frames: np.ndarray, true: np.ndarray, holders: np.ndarray) -> dict[str, Any]:
     """Per block, how much of an object-holding slot's bottom-up attention is on object pixels.
 
-    :param frames: uint8 ``(C, T, H, W, 3)``. :param masks: int ``(C, T, H, W)``. :return: the summary;
+    :param frames: uint8 ``(C, T, H, W, 3)``. :param true: int ``(C, T, S, S)`` ground truth at the model's
+        resolution. :param holders: bool ``(C, T, N)``, the majority slots of the objects of each frame.
+    :return: the summary;
         two references: ``object_pixel_fraction``, the share of a slot that attends to every token alike, and
         ``footprint_share``, that of a slot whose attention over tokens is its object's pixel count in each
         (tokens are larger than these objects, so even that slot sees background).
     """
     cfg = model.config
     device = next(model.parameters()).device
-    true = resize_masks(masks, cfg.image_size)
     objects = torch.as_tensor(true > 0, dtype=torch.float32).flatten(0, 1)[:, None]
     token_objects = F.avg_pool2d(objects, cfg.feature_stride).flatten(1).view(*true.shape[:2], -1).numpy()
     shares: list[list[np.ndarray]] = [[] for _ in range(cfg.num_blocks)]
     footprints: list[float] = []
     batch = max(1, 48 // frames.shape[1])
+    for c, t in np.ndindex(*true.shape[:2]):
+        for label in np.unique(true[c, t]):
+            if label > 0:  # attention proportional to the object's pixels in each token
+                footprint = torch.as_tensor(true[c, t] == label, dtype=torch.float32)[None, None]
+                footprint = F.avg_pool2d(footprint, cfg.feature_stride).flatten().numpy()
+                footprints.append(float((footprint * token_objects[c, t]).sum() / footprint.sum()))
     for i in range(0, len(frames), batch):
-        slots, attention = model.encode(preprocess_frames(frames[i : i + batch], cfg.image_size, device=device),
-                                        return_attention=True)
-        pred = model.decode(slots)[1].argmax(dim=2).cpu().numpy()  # (c, T, S, S)
-        part = true[i : i + batch]
-        holders = np.zeros(slots.shape[:3], dtype=bool)
-        for c, t in np.ndindex(*part.shape[:2]):
-            for label in np.unique(part[c, t]):
-                if label > 0:
-                    holders[c, t, np.bincount(pred[c, t][part[c, t] == label]).argmax()] = True
-                    # Attention proportional to the object's pixels in each token.
-                    footprint = torch.as_tensor(part[c, t] == label, dtype=torch.float32)[None, None]
-                    footprint = F.avg_pool2d(footprint, cfg.feature_stride).flatten().numpy()
-                    footprints.append(float((footprint * token_objects[i + c, t]).sum() / footprint.sum()))
+        _, attention = model.encode(preprocess_frames(frames[i : i + batch], cfg.image_size, device=device),
+                                    return_attention=True)
         for block, weights in enumerate(attention):  # (c, T, N, K, L); offset 0 is the current frame
             shares[block].append(object_attention_share(weights[:, :, :, 0].cpu().numpy(),
-                                                        token_objects[i : i + batch], holders))
+                                                        token_objects[i : i + batch], holders[i : i + batch]))
     return {
         "object_pixel_fraction": float(token_objects.mean()),
         "footprint_share": float(np.mean(footprints)),
@@ -307,8 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"slot predicted from the object's centre / colour (15 nearest objects of other clips): "
           f"{summary['slot_from_centre']:.2f} / {summary['slot_from_colour']:.2f} (most common slot "
           f"{summary['most_common_slot']:.2f})")
-    if model.config.encoder == "psb":
-        attention = summary["attention_on_objects"] = analyse_attention(model, frames, masks)
+    if "attention_on_objects" in summary:
+        attention = summary["attention_on_objects"]
         by_block = ", ".join(f"{row['mean']:.2f} (median {row['median']:.2f})" for row in attention["blocks"])
         print(f"share of an object-holding slot's bottom-up attention on object pixels, by block: {by_block} "
               f"(all tokens alike: {attention['object_pixel_fraction']:.2f}, the object's footprint: "
