@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -26,9 +26,10 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 
 from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import load_agent, load_encoder  # noqa: E402
-from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
-from psb_rl.utils import resolve_device  # noqa: E402
+from agents.train_ppo import load_encoder  # noqa: E402
+from psb_rl import agent_io  # noqa: E402
+from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main  # noqa: E402
+from psb_rl.utils import ensure_writable_file, resolve_device  # noqa: E402
 
 
 @dataclass
@@ -41,7 +42,7 @@ class EvalArgs:
     """agent .zip (default: RUN/model.zip); its network is rebuilt from RUN/args.json (never unpickled)"""
     env: str | None = None
     """environment id (default: the run's)"""
-    encoder: str | None = None
+    encoder: Literal["slots", "pixels", "state"] | None = None
     """slots, pixels or state (default: the run's)"""
     checkpoint: str | None = None
     """PSB checkpoint for --encoder slots (default: the run's)"""
@@ -108,14 +109,25 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
 
 
 def load_agent_and_env(train: TrainArgs, model_path: Path, device: torch.device) -> tuple[PPO, gym.Env]:
-    """The saved agent (loaded without unpickling) and one env of its observation pipeline.
+    """The saved agent (loaded without unpickling, :func:`psb_rl.agent_io.load_agent`) and one env of its
+    observation pipeline.
 
-    One copy of the PSB model serves both the env's observation wrapper and the agent's spaces.
+    One copy of the PSB model serves both the env's observation wrapper and the agent's spaces. A slot
+    agent's checkpoint must be the one its run recorded (SHA-256 in ``args.json``).
     """
+    agent_io.verify_run_checkpoint(agent_io.read_run_record(model_path.parent), train.checkpoint,
+                                   str(model_path.parent))
+    agent_io.saved_num_timesteps(model_path)  # a clear error before the env is built
     # without a checkpoint, make_single_env says what a slot agent needs
     encoder_model = load_encoder(train, device) if train.checkpoint else None
     env = make_single_env(train, device, encoder_model)
-    return load_agent(model_path, train, device, encoder_model=encoder_model), env
+    space = env.observation_space["slots"] if train.encoder == "slots" else env.observation_space
+    if train.encoder == "pixels":
+        from stable_baselines3.common.vec_env import VecTransposeImage
+
+        space = VecTransposeImage.transpose_space(space)
+    acting = dataclasses.replace(train, mirror_from=None)  # a mirrored agent's weights are the plain network's
+    return agent_io.load_agent(model_path, acting, device, (space, env.action_space)), env
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
@@ -132,6 +144,9 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():
         raise FileNotFoundError(f"no agent at {model_path}; pass --run RUN_DIR or --model PATH.zip")
+    gif_arg = str(model_path.with_name("episode.gif")) if args.gif == "auto" else args.gif
+    if gif_arg.lower() != "none":
+        ensure_writable_file(gif_arg, "--gif")  # before the episodes, not after them
     agent, env = load_agent_and_env(train, model_path, device)
 
     returns, lengths, successes, timeouts = [], [], [], []
@@ -172,7 +187,6 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
             successes.append(float(info["is_success"]))
 
     gif_path = None
-    gif_arg = str(model_path.with_name("episode.gif")) if args.gif == "auto" else args.gif
     if gif_arg.lower() != "none" and frames:
         gif_path = Path(gif_arg)
         from psb_rl import visualize
@@ -230,4 +244,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

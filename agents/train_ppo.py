@@ -22,14 +22,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
-import json
 import sys
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -41,13 +38,16 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
-from stable_baselines3.common.utils import LinearSchedule, set_random_seed  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
 
-from psb_rl.cli import parse_dataclass, parse_env_kwargs  # noqa: E402
-from psb_rl.utils import atomic_path, resolve_device, write_json  # noqa: E402
+from psb_rl import agent_io  # noqa: E402
+from psb_rl.agent_io import ENCODERS, build_agent, mirror_kwargs, policy_for, saved_num_timesteps  # noqa: E402, F401
+from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main  # noqa: E402
+from psb_rl.utils import atomic_path, claim_run_dir, ensure_writable_dir, resolve_device, run_lock, write_json  # noqa: E402
 
-ENCODERS = ("slots", "pixels", "state")
+RUN_FILES = ("model.zip", "args.json", "eval.csv", "evaluations.npz", "learning_curve.png", "summary.json", "tb")
+"""What a run writes to --out: their presence means a (finished or partial) run is there."""
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Args:
 
     env: str = "PSB/OddOneOut-v0"
     """gymnasium id of the environment (the PSB/ ids are registered by ``import envs``)"""
-    encoder: str = "slots"
+    encoder: Literal["slots", "pixels", "state"] = "slots"
     """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
     checkpoint: str | None = None
     """PSB checkpoint (``psb_rl.save_checkpoint``); required for --encoder slots"""
@@ -77,7 +77,7 @@ class Args:
     save_freq: int = 100_000
     """save the agent to OUT/model.zip (atomically) every this many environment steps, so a run that is
     stopped keeps its latest agent (continue it with --resume-from); 0 = only at the end"""
-    vec_env: str = "dummy"
+    vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy (in-process) or subproc (one process per env; torch stays in the main process)"""
     env_kwargs: str = "{}"
     """extra keyword arguments of gym.make, as JSON (obs_mode is set from --encoder for PSB/ envs)"""
@@ -106,7 +106,7 @@ class Args:
     """PPO: gradient clipping"""
     features_dim: int = 128
     """slot extractor: output features"""
-    pooling: str = "transformer"
+    pooling: Literal["transformer", "deepsets", "flatten"] = "transformer"
     """slot extractor: transformer, deepsets or flatten"""
     d_model: int = 64
     """slot extractor: width of the transformer"""
@@ -130,6 +130,9 @@ class Args:
     """continue a saved agent (a model.zip of this script, trained with the same --encoder and network
     arguments) until --total-steps in all: weights and optimiser state are loaded without unpickling,
     episodes start afresh; the run folder's eval.csv rows are carried over"""
+    overwrite: bool = False
+    """replace the run already in --out (without it, an --out holding a run is refused unless
+    --resume-from continues it)"""
     mask_feature_index: int | None = -1
     """state encoder: index of the ``present`` feature used to mask padded objects (None: no mask)"""
     torch_threads: int | None = None
@@ -202,104 +205,8 @@ def load_encoder(args: Args, device: torch.device | None = None) -> torch.nn.Mod
     return load_frozen_encoder(args.checkpoint, device if device is not None else resolve_device(args.device))
 
 
-def policy_for(args: Args) -> tuple[str, dict[str, Any]]:
-    """SB3 policy name and ``policy_kwargs`` for ``args.encoder``."""
-    if args.encoder == "pixels":
-        return "CnnPolicy", {}
-    from psb_rl.extractors import SlotTransformerExtractor
-
-    kwargs: dict[str, Any] = {
-        "features_dim": args.features_dim,
-        "pooling": args.pooling,
-        "d_model": args.d_model,
-        "num_layers": args.num_layers,
-        "num_heads": args.num_heads,
-        "embed_layers": args.embed_layers,
-        "relation": args.relation,
-    }
-    if args.encoder == "state":
-        kwargs["mask_feature_index"] = args.mask_feature_index
-    extractor_class = SlotTransformerExtractor
-    if args.encoder == "slots" and args.mirror_from is not None:
-        from psb_rl.mirror import FirstCopyExtractor
-
-        extractor_class = FirstCopyExtractor  # same parameters, reads the unmirrored copy
-    return "MlpPolicy", {
-        "features_extractor_class": extractor_class,
-        "features_extractor_kwargs": kwargs,
-        "share_features_extractor": args.share_extractor,
-    }
-
-
 # ----------------------------------------------------------------------------------------------------
 # the agent: built from the arguments, loaded without unpickling
-
-
-def mirror_kwargs(args: Args) -> dict[str, Any]:
-    """Keyword arguments of :class:`psb_rl.mirror.MirroredPPO` for ``--mirror-from`` (empty without it)."""
-    if args.mirror_from is None:
-        return {}
-    if not args.env.startswith("PSB/"):
-        raise ValueError(
-            f"--mirror-from needs an environment symmetric under mirrors with the built-in action set; "
-            f"it supports the PSB/ environments, got {args.env!r}"
-        )
-    import functools
-
-    from psb_rl import mirror
-
-    observation_mirror: mirror.ObservationMirror
-    if args.encoder == "slots":
-        observation_mirror = functools.partial(mirror.select_copy, mirrors=tuple(mirror.MIRRORS))
-    elif args.encoder == "state":
-        observation_mirror = mirror.mirror_state
-    else:  # VecTransposeImage frames (..., 3, H, W)
-        observation_mirror = functools.partial(mirror.mirror_frames, channels_last=False)
-    return {"mirror_from": args.mirror_from, "observation_mirror": observation_mirror}
-
-
-def build_agent(args: Args, venv: VecEnv, device: torch.device, tensorboard_log: Path | None = None) -> PPO:
-    """A fresh PPO agent (:class:`psb_rl.mirror.MirroredPPO` with ``--mirror-from``) with the
-    hyperparameters and network of ``args`` on ``venv``."""
-    policy, policy_kwargs = policy_for(args)
-    extra = mirror_kwargs(args)
-    agent_class = PPO
-    if extra:
-        from psb_rl.mirror import MirroredPPO
-
-        agent_class = MirroredPPO
-    return agent_class(
-        policy,
-        venv,
-        n_steps=args.n_steps,
-        batch_size=args.batch_size,
-        n_epochs=args.n_epochs,
-        learning_rate=LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate,
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        clip_range=args.clip_range,
-        ent_coef=args.ent_coef,
-        vf_coef=args.vf_coef,
-        max_grad_norm=args.max_grad_norm,
-        policy_kwargs=policy_kwargs,
-        tensorboard_log=str(tensorboard_log) if tensorboard_log else None,
-        seed=args.seed,
-        device=device,
-        verbose=args.verbose,
-        **extra,
-    )
-
-
-def saved_num_timesteps(model_path: str | Path) -> int:
-    """Environment steps a saved agent has trained, read from the plain-JSON part of its zip."""
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(f"no agent at {model_path}; pass the model.zip written by agents/train_ppo.py")
-    try:
-        with zipfile.ZipFile(model_path) as archive:
-            data = json.loads(archive.read("data"))
-        return int(data["num_timesteps"])
-    except (zipfile.BadZipFile, KeyError, ValueError) as err:
-        raise ValueError(f"{model_path} is not an agent saved by agents/train_ppo.py (SB3 zip): {err}") from err
 
 
 def load_agent(
@@ -310,11 +217,8 @@ def load_agent(
     tensorboard_log: Path | None = None,
     encoder_model: torch.nn.Module | None = None,
 ) -> PPO:
-    """Rebuild a saved agent from its run arguments and load its weights and optimiser state.
-
-    SB3's ``PPO.load`` unpickles (cloudpickle) the objects stored in the zip, which can execute code;
-    this builds the agent from ``args`` (the run's ``args.json``) and reads only tensors
-    (``torch.load(weights_only=True)``) and the step count (JSON).
+    """Rebuild a saved agent from its run arguments and load its weights and optimiser state, without
+    unpickling (see :func:`psb_rl.agent_io.load_agent`).
 
     :param model_path: ``model.zip`` written by :func:`train`.
     :param args: the arguments of the run that saved it (network and encoder must match).
@@ -326,26 +230,13 @@ def load_agent(
         ``args.checkpoint`` when ``venv`` is None).
     :return: the agent, with ``num_timesteps`` of the saved one.
     """
-    num_timesteps = saved_num_timesteps(model_path)  # also checks that it is an agent's zip
+    saved_num_timesteps(model_path)  # a clear error before any environment is built
     if venv is None:
         # acting needs no mirrors: a mirrored agent's weights are those of the plain network
         args = dataclasses.replace(args, mirror_from=None)
         encoder_model = encoder_model if encoder_model is not None else load_encoder(args)
         venv = make_env(dataclasses.replace(args, vec_env="dummy"), 1, args.seed, encoder_model)
-    with warnings.catch_warnings():
-        # one env for predict() makes SB3 warn that the rollout buffer is not a multiple of the batch
-        warnings.filterwarnings("ignore", message=".*mini-batch size.*")
-        agent = build_agent(args, venv, device, tensorboard_log)
-    try:
-        agent.set_parameters(str(model_path), exact_match=True, device=device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"the agent at {model_path} does not fit a network built from these arguments "
-            f"(encoder {args.encoder!r}, pooling {args.pooling!r}, d_model {args.d_model}, ...): pass the "
-            f"arguments of the run that saved it (its args.json). Details: {err}"
-        ) from err
-    agent.num_timesteps = num_timesteps
-    return agent
+    return agent_io.load_agent(model_path, args, device, venv, tensorboard_log)
 
 
 def earlier_eval_rows(csv_path: Path, up_to_steps: int) -> list[dict[str, float]]:
@@ -448,18 +339,36 @@ def save_curve(path: Path, rows: list[dict[str, float]], title: str) -> Path:
 def train(args: Args) -> dict[str, Any]:
     """Train PPO as described by ``args`` and write the run folder.
 
+    The folder is owned while the run writes (``OUT/.lock``); a folder that holds a run already is
+    refused unless ``--resume-from`` continues it or ``--overwrite`` replaces it.
+
     :param args: run arguments.
     :return: ``success_rate`` / ``mean_reward`` of the final evaluation, ``timesteps``, ``train_time_s``,
         ``curve`` (list of eval rows) and the paths written: ``out_dir``, ``model_path``, ``csv_path``,
         ``curve_path``, ``summary_path``, ``args_path``, ``tensorboard_dir`` (None if disabled).
+    :raises psb_rl.utils.RunDirError: the folder is in use, holds a run, or cannot be written.
+    :raises psb_rl.checkpoint.CheckpointError: ``--resume-from`` an agent trained with another checkpoint.
     """
     if args.encoder not in ENCODERS:
         raise ValueError(f"--encoder must be one of {ENCODERS}, got {args.encoder!r}")
+    if args.encoder == "slots" and not args.checkpoint:
+        raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
+    if args.resume_from:
+        source = Path(args.resume_from).parent
+        agent_io.verify_run_checkpoint(agent_io.read_run_record(source), args.checkpoint, str(source))
+    out = ensure_writable_dir(args.out)
+    with run_lock(out):
+        claim_run_dir(out, RUN_FILES, resume=bool(args.resume_from), overwrite=args.overwrite,
+                      resume_flag="--resume-from OUT/model.zip")
+        return _train(args)
+
+
+def _train(args: Args) -> dict[str, Any]:
+    """:func:`train` once the run folder is owned."""
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "args.json", dataclasses.asdict(args))
+    write_json(out / "args.json", agent_io.run_record(args))
     set_random_seed(args.seed)
     device = resolve_device(args.device)
 
@@ -562,7 +471,8 @@ def train(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, train, print where the results are."""
+    """Parse the command line, train, print where the results are (``run_main(main)`` turns user
+    mistakes into one ``error:`` line and exit code 2)."""
     args = parse_args(argv)
     result = train(args)
     print(
@@ -576,4 +486,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

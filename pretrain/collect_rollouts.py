@@ -6,6 +6,7 @@ Examples::
     python pretrain/collect_rollouts.py --env ALE/Pong-v5 --episodes 20 --resize 64 --out data/pong
     python pretrain/collect_rollouts.py --env CartPole-v1 --pixels render --resize 64 --episodes 50 --out data/cp
     python pretrain/collect_rollouts.py ... --resume        # finish an interrupted collection
+    python pretrain/collect_rollouts.py --out data/random --repair   # re-collect missing/corrupted shards
 
 The format is documented in :mod:`psb_rl.rollouts`.
 """
@@ -20,8 +21,8 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psb_rl.cli import parse_dataclass, parse_env_kwargs
-from psb_rl.rollouts import RolloutError, collect_rollouts
+from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.rollouts import collect_rollouts, repair_rollouts
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Args:
     num_envs: int = 1
     """parallel environments (AsyncVectorEnv workers when > 1)"""
     policy: str = "random"
-    """'random' or a path to a stable-baselines3 .zip"""
+    """'random' or the model.zip of an agents/train_ppo.py run (slots, pixels or state; rebuilt from its
+    args.json, never unpickled)"""
     deterministic_policy: bool = False
     """act deterministically with an SB3 policy"""
     pixels: Literal["obs", "render"] = "obs"
@@ -49,6 +51,9 @@ class Args:
     """collection seed: episode i is reset with psb_rl.rollouts.episode_seed(seed, i)"""
     resume: bool = False
     """continue the collection in --out until the requested amount is stored"""
+    repair: bool = False
+    """drop the missing or corrupted shards of the collection in --out and collect them again, exactly, with
+    the settings stored in its manifest (only --out, --num-envs and --progress are read)"""
     episodes_per_shard: int = 100
     """episodes per shard file"""
     max_episode_steps: int | None = None
@@ -67,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, collect, print the manifest summary. Returns the exit code."""
     args = parse_dataclass(Args, argv)
     episodes = args.episodes if args.episodes is not None or args.steps is not None else 100
-    try:
+    if args.repair:
+        manifest = repair_rollouts(args.out, num_envs=args.num_envs, progress=args.progress)
+    else:
         manifest = collect_rollouts(
             args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
             policy=args.policy, pixels=args.pixels, resize=args.resize, seed=args.seed, resume=args.resume,
@@ -75,9 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             env_kwargs=parse_env_kwargs(args.env_kwargs) or None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
             progress=args.progress,
         )
-    except RolloutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     summary = {k: manifest[k] for k in ("env_id", "frame_shape", "has_masks", "num_shards", "num_episodes",
                                         "num_steps", "num_frames")}
     print(json.dumps({"out": args.out, **summary}))
@@ -85,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

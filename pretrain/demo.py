@@ -37,16 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     import train_ppo
 
     from psb_rl.cli import parse_dataclass
-    from psb_rl.training import TrainArgs, train
+    from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, train
 
     args = parse_dataclass(DemoArgs, argv, description=__doc__)
     psb_out = Path(args.out) / "psb"
-    train_args = TrainArgs(data=args.data, out=str(psb_out), device=args.device, seed=args.seed, resume=True)
+    train_args = TrainArgs(data=args.data, out=str(psb_out), device=args.device, seed=args.seed)
     ppo_steps = args.ppo_steps
     if args.quick:
         train_args = dataclasses.replace(train_args, data=args.data + "_quick", out=str(psb_out) + "_quick",
                                          collect_episodes=20, steps=60, eval_clips=8, warmup_steps=10)
         ppo_steps = min(ppo_steps, 2_048)
+    # continue (or just re-evaluate) an earlier pretraining; a directory without its state starts over
+    resume = (Path(train_args.out) / TRAIN_STATE_NAME).is_file()
+    train_args = dataclasses.replace(train_args, resume=resume, overwrite=not resume)
 
     print("== 1/2  pretrain PSB (collects rollouts first when missing) ==")
     summary = train(train_args)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== 2/2  PPO on slots: PSB/OddOneOut-v0, {ppo_steps} steps ==")
     ppo_args = train_ppo.Args(env="PSB/OddOneOut-v0", encoder="slots", checkpoint=summary["checkpoint"],
                               total_steps=ppo_steps, out=str(Path(args.out) / "ppo_slots"), seed=args.seed,
-                              device=args.device, eval_freq=max(ppo_steps // 5, 1_000))
+                              device=args.device, eval_freq=max(ppo_steps // 5, 1_000), overwrite=True)
     ppo = train_ppo.train(ppo_args)
 
     print("\n== done ==")
@@ -73,4 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from psb_rl.cli import run_main
+
+    sys.exit(run_main(main))

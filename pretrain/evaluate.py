@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from psb_rl.checkpoint import load_checkpoint
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.evaluation import evaluate_episodes
 from psb_rl.training import held_out_episodes
-from psb_rl.utils import resolve_device, write_json
+from psb_rl.utils import ensure_writable_file, resolve_device, write_json
 
 
 @dataclass
@@ -23,7 +24,7 @@ class EvalArgs:
     """PSB checkpoint written by train_psb.py"""
     data: str = "data/random_objects"
     """rollout directory with ground-truth masks"""
-    split: str = "val"
+    split: Literal["val", "train", "all"] = "val"
     """episodes to evaluate: val (held out by train_psb.py) | train | all"""
     val_fraction: float = 0.1
     """must match the training run's --val-fraction"""
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_dataclass(EvalArgs, argv, description=__doc__)
     model = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics_eval.json")
+    ensure_writable_file(out, "--out")  # before the evaluation, not after it
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed)
@@ -56,11 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for length, metrics in results.items():
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "
               + " ".join(f"{metrics.get(k, float('nan')):>12.4f}" for k in keys))
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics_eval.json")
     write_json(out, {"checkpoint": args.checkpoint, "data": args.data, "results": results})
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

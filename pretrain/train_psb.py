@@ -6,6 +6,7 @@ trains the CPU-sized default, evaluates on held-out episodes and writes runs/psb
     python pretrain/train_psb.py                                # the default run
     python pretrain/train_psb.py --data DIR --out DIR --steps 2000 --window 8
     python pretrain/train_psb.py --out runs/psb --resume        # continue an interrupted run
+    python pretrain/train_psb.py --out runs/psb --overwrite     # replace the run in runs/psb
     torchrun --nproc_per_node=2 pretrain/train_psb.py ...       # DistributedDataParallel
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.training import TrainArgs, TrainingDivergedError, train
 
 
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -119,11 +119,57 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     tensors, info = read_checkpoint(path)
     # Checkpoints written before the colour_values field existed were built without that path.
     config = {"colour_values": False, **info["config"]}
-    model = PSBAutoencoder(PSBConfig.from_dict(config))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        model = PSBAutoencoder(PSBConfig.from_dict(config))
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"{path}: its stored config does not describe its weights ({_first_line(error)}); the file was "
+            "modified or written by an incompatible psb-rl version."
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path} does not match the model its config describes (missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}); it was probably written by an incompatible psb-rl version."
         )
     return model.to(resolve_device(device)).eval()
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (PyTorch's size-mismatch reports span many)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(error).__name__)
+    return detail.rstrip(".")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (the identity a PPO run records for its PSB checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint_identity(path: str | os.PathLike, expected_sha256: str | None,
+                               recorded_path: str | None = None, owner: str = "this run") -> None:
+    """Check that ``path`` is the very checkpoint ``owner`` was trained with.
+
+    :param path: the checkpoint about to be used.
+    :param expected_sha256: the SHA-256 the run recorded (None: nothing recorded, nothing checked).
+    :param recorded_path: the path the run recorded, for the message.
+    :param owner: who recorded it, for the message (e.g. ``"the agent in runs/ppo"``).
+    :raises CheckpointError: naming both files and digests when they differ.
+    """
+    if not expected_sha256:
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} ({owner} was trained with {recorded_path or path}).")
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise CheckpointError(
+            f"{path} (sha256 {actual[:12]}...) is not the PSB checkpoint {owner} was trained with "
+            f"({recorded_path or 'recorded'}, sha256 {expected_sha256[:12]}...); pass that checkpoint, or retrain "
+            "the agent on this one."
+        )

@@ -31,11 +31,12 @@ import ast
 import dataclasses
 import inspect
 import json
+import sys
 import textwrap
 import types
 import typing
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -105,6 +106,13 @@ def _str_to_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one ``error: ...`` line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """Build an :class:`argparse.ArgumentParser` for a dataclass (see the module docstring for rules).
 
@@ -117,7 +125,7 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     doc = description if description is not None else inspect.getdoc(cls)
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineErrorParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -129,7 +137,7 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
             kwargs["default"] = f.default_factory()
         else:
             kwargs["required"] = True
-        if "default" in kwargs:
+        if "default" in kwargs and "(default" not in kwargs["help"]:  # a help text that states it wins
             kwargs["help"] = f"{kwargs['help'].strip()} (default: {kwargs['default']!r})".lstrip()
         kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse %-formats help strings
         tp, optional = _unwrap_optional(hints[f.name])
@@ -190,3 +198,37 @@ def parse_env_kwargs(text: str | None, flag: str = "--env-kwargs") -> dict[str, 
     if not isinstance(value, dict):
         raise ValueError(f"{flag} must be a JSON object such as '{{\"spacing\": 2}}', got {text!r}")
     return value
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError,
+                                                IsADirectoryError, PermissionError)
+"""Errors that mean the user asked for something that cannot be done (bad option, file or directory).
+The project's own error types derive from ``ValueError``: :class:`psb_rl.checkpoint.CheckpointError`,
+:class:`psb_rl.rollouts.RolloutError`, :class:`psb_rl.utils.RunDirError`."""
+
+
+def error_line(error: BaseException) -> str:
+    """One line describing ``error`` (its message with line breaks folded), for ``error: ...``."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return text
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
+    """Run a script's ``main(argv)`` and turn user mistakes into one ``error: ...`` line on stderr.
+
+    :param main: the script's entry point; it returns an exit code, or anything else for success.
+    :param argv: arguments (default ``sys.argv[1:]``).
+    :return: the exit code: ``main``'s, 0 when it returned a non-integer, 2 for a user mistake
+        (:data:`USER_ERRORS`), 130 when interrupted.
+    """
+    try:
+        result = main(argv)
+    except USER_ERRORS as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -45,7 +45,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from psb_rl.utils import atomic_path
+from psb_rl.utils import atomic_path, ensure_writable_dir, run_lock
 
 FORMAT_VERSION: int = 1
 MANIFEST_NAME: str = "manifest.json"
@@ -130,6 +130,17 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def manifest_record(root: str | Path) -> dict[str, Any]:
+    """The identity of a collection, as a checkpoint records it: ``manifest_sha256``, ``env_id``, ``path``.
+
+    :param root: rollout directory.
+    :raises RolloutError: when it holds no rollouts.
+    """
+    manifest = load_manifest(root)
+    return {"manifest_sha256": sha256_file(Path(root) / MANIFEST_NAME), "env_id": manifest.get("env_id"),
+            "path": str(root)}
+
+
 def verify_shard(root: str | Path, entry: dict[str, Any]) -> None:
     """Check one shard's existence and sha256 against its manifest entry.
 
@@ -139,12 +150,12 @@ def verify_shard(root: str | Path, entry: dict[str, Any]) -> None:
     """
     path = Path(root) / entry["file"]
     if not path.is_file():
-        raise ShardChecksumError(f"shard {path} listed in the manifest is missing")
+        raise ShardChecksumError(f"shard {path} listed in the manifest is missing; {repair_hint(root)}")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise ShardChecksumError(
-            f"shard {path} is corrupted: sha256 {digest} does not match the manifest's {entry['sha256']}. "
-            "Delete the shard and its manifest entry, or re-collect the rollouts."
+            f"shard {path} is corrupted: sha256 {digest} does not match the manifest's {entry['sha256']}; "
+            f"{repair_hint(root)}"
         )
 
 
@@ -264,12 +275,18 @@ def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | Non
         env.close()
 
 
-def load_policy(policy: str | Policy, deterministic: bool = False) -> Policy | None:
+def load_policy(policy: str | Policy, deterministic: bool = False, observation_space: gym.Space | None = None,
+                action_space: gym.Space | None = None) -> Policy | None:
     """Turn the ``policy`` argument into a batched callable (``None`` = uniform random).
 
-    :param policy: ``"random"``, a path to a stable-baselines3 ``.zip``, or a callable
-        ``obs_batch -> actions``.
-    :param deterministic: use the SB3 policy's deterministic action.
+    An agent's ``.zip`` is loaded without unpickling (:func:`psb_rl.agent_io.load_agent_policy`): only
+    agents of ``agents/train_ppo.py`` (slots, pixels or state; the run's ``args.json`` beside the zip)
+    are accepted. The callable may have a ``reset(mask)`` method, called when envs start new episodes.
+
+    :param policy: ``"random"``, a path to an agent's ``model.zip``, or a callable ``obs_batch -> actions``.
+    :param deterministic: use the agent's deterministic action.
+    :param observation_space: one env's observation space (needed for a ``.zip``).
+    :param action_space: one env's action space (needed for a ``.zip``).
     :return: a callable mapping observations ``(num_envs, ...)`` to actions, or ``None``.
     """
     if callable(policy):
@@ -278,18 +295,12 @@ def load_policy(policy: str | Policy, deterministic: bool = False) -> Policy | N
         return None
     path = Path(policy)
     if not path.is_file():
-        raise FileNotFoundError(f"policy must be 'random' or a path to an SB3 .zip; {policy} does not exist")
-    import stable_baselines3 as sb3
+        raise FileNotFoundError(f"policy must be 'random' or a path to an agent's model.zip; {policy} does not exist")
+    if observation_space is None or action_space is None:
+        raise ValueError("loading an agent's .zip needs the env's observation_space and action_space")
+    from psb_rl.agent_io import load_agent_policy
 
-    errors = []
-    for name in ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG"):
-        try:
-            model = getattr(sb3, name).load(str(path), device="cpu")
-        except Exception as e:  # try the next algorithm
-            errors.append(f"{name}: {e}")
-            continue
-        return lambda obs: model.predict(obs, deterministic=deterministic)[0]
-    raise RolloutError(f"could not load {path} as a stable-baselines3 model: " + "; ".join(errors))
+    return load_agent_policy(path, observation_space, action_space, deterministic)
 
 
 # ------------------------------------------------------------------------- collection
@@ -375,8 +386,7 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
                 masks = [resize_masks(m, resize) for m in masks]
         m = np.concatenate(masks)
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
-    index = len(manifest["shards"])
-    name = shard_name(index)
+    name = shard_name(_free_shard_index(manifest))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
@@ -390,6 +400,7 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
         "episode_indices": arrays["episode_indices"].tolist(),
         "num_frames": int(sum(lengths)),
     })
+    manifest["shards"].sort(key=lambda entry: entry["file"])  # a repaired shard goes back to its place
     manifest["num_shards"] = len(manifest["shards"])
     manifest["num_episodes"] += len(lengths)
     manifest["num_frames"] += int(sum(lengths))
@@ -399,9 +410,12 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
     write_manifest(root, manifest)
 
 
-def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: Callable[[], dict[str, Any]]
-                    ) -> dict[str, Any]:
+def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: Callable[[], dict[str, Any]],
+                    repair: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST_NAME).is_file() and _is_empty_start(root):
+        (root / MANIFEST_NAME).unlink()  # left by a collection that failed before its first shard
+    resume = resume or repair
     if (root / MANIFEST_NAME).is_file():
         if not resume:
             raise RolloutError(f"{root} already holds rollouts (manifest.json); pass --resume (resume=True) "
@@ -411,6 +425,8 @@ def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: 
         if mismatched:
             details = ", ".join(f"{k}: stored {a!r} vs requested {b!r}" for k, (a, b) in mismatched.items())
             raise RolloutError(f"cannot resume {root}: settings differ from the stored collection ({details})")
+        if repair:
+            _drop_damaged_shards(root, manifest)
         for entry in manifest["shards"]:
             verify_shard(root, entry)
     else:
@@ -424,6 +440,105 @@ def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: 
     return manifest
 
 
+def _owning_out(collect: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``collect`` with its ``out`` directory checked, locked (:func:`psb_rl.utils.run_lock`) and, when it
+    fails before storing a shard, left as it was found (no manifest that would block the next attempt)."""
+    import inspect
+
+    signature = inspect.signature(collect)
+
+    @functools.wraps(collect)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        root = Path(signature.bind(*args, **kwargs).arguments["out"])
+        created = not root.exists()
+        ensure_writable_dir(root, "--out")
+        try:
+            with run_lock(root):
+                return collect(*args, **kwargs)
+        except BaseException:
+            _discard_failed_start(root, created)
+            raise
+
+    return wrapper
+
+
+def repair_hint(root: str | Path) -> str:
+    """What to do about damaged shards: the repair command."""
+    return (f"repair the collection with `python pretrain/collect_rollouts.py --out {root} --repair` (collects the "
+            "damaged shards again, exactly: psb_rl.rollouts.repair_rollouts)")
+
+
+def _free_shard_index(manifest: dict[str, Any]) -> int:
+    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back)."""
+    used = {int(m.group(1)) for e in manifest["shards"] if (m := _SHARD_RE.match(e["file"]))}
+    return next(i for i in itertools.count() if i not in used)
+
+
+def _drop_damaged_shards(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Remove missing or corrupted shards (files and manifest entries) and recount the totals.
+
+    :return: the names dropped.
+    """
+    dropped = []
+    for entry in list(manifest["shards"]):
+        try:
+            verify_shard(root, entry)
+        except ShardChecksumError:
+            dropped.append(entry["file"])
+            manifest["shards"].remove(entry)
+            (root / entry["file"]).unlink(missing_ok=True)
+    if dropped:
+        lengths = [n for e in manifest["shards"] for n in e["episode_lengths"]]
+        manifest.update(num_shards=len(manifest["shards"]), num_episodes=len(lengths), num_frames=sum(lengths),
+                        num_steps=sum(lengths) - len(lengths), complete=False)
+        write_manifest(root, manifest)
+    return dropped
+
+
+def _is_empty_start(root: Path) -> bool:
+    """Whether ``root``'s manifest lists no shard and no finished collection (a start that failed)."""
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and not manifest.get("shards") and not manifest.get("complete")
+
+
+def _discard_failed_start(root: Path, created: bool) -> None:
+    """After a failed collection: remove a manifest without shards, and the directory if this run made it."""
+    if not root.is_dir():
+        return
+    if (root / MANIFEST_NAME).is_file() and _is_empty_start(root):
+        (root / MANIFEST_NAME).unlink()
+    if created and not any(root.iterdir()):
+        root.rmdir()
+
+
+def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Collect again the shards of ``out`` that are missing or corrupted, with the collection's own settings.
+
+    Episode ``i`` is always reset with ``episode_seed(seed, i)`` (and the random policy's actions are seeded
+    the same way), so the repaired shards hold the very episodes that were lost.
+
+    :param out: a rollout directory.
+    :param num_envs: parallel environments.
+    :param progress: show a progress bar.
+    :return: the final manifest.
+    :raises RolloutError: when the directory holds no rollouts (nothing to repair from).
+    """
+    manifest = load_manifest(out)
+    target = manifest.get("target") or {"episodes": manifest["num_episodes"]}
+    policy = manifest["policy"]
+    return collect_rollouts(
+        manifest["env_id"], out, episodes=target.get("episodes"), steps=target.get("steps"), num_envs=num_envs,
+        policy=policy, pixels=manifest["pixels"], resize=manifest["resize"], seed=manifest["seed"],
+        episodes_per_shard=manifest["episodes_per_shard"], max_episode_steps=manifest["max_episode_steps"],
+        env_kwargs=manifest["env_kwargs"], masks=False, compress=bool(manifest.get("compress", False)),
+        progress=progress, repair=True,
+    )
+
+
+@_owning_out
 def collect_rollouts(
     env_id: str,
     out: str | Path,
@@ -442,6 +557,7 @@ def collect_rollouts(
     deterministic_policy: bool = False,
     compress: bool = False,
     progress: bool = True,
+    repair: bool = False,
 ) -> dict[str, Any]:
     """Run a policy in ``num_envs`` environments and store the episodes as shards (module docstring).
 
@@ -465,7 +581,11 @@ def collect_rollouts(
     :param deterministic_policy: SB3 policies act deterministically.
     :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
     :param progress: show a tqdm bar (frames/s).
+    :param repair: like ``resume``, but shards that are missing or corrupted are first dropped from the
+        manifest and then collected again (the same episodes: seeds are a function of ``(seed, index)``).
+        :func:`repair_rollouts` does this with the settings stored in the manifest.
     :return: the final manifest.
+    :raises psb_rl.utils.RunDirError: when ``out`` is in use by another collection or cannot be written.
     """
     if (episodes is None) == (steps is None):
         raise ValueError("pass exactly one of episodes=... or steps=...")
@@ -490,7 +610,8 @@ def collect_rollouts(
     ensure_registered(env_id)
     # validate the env (clear error) before touching the directory
     fresh = None if (root / MANIFEST_NAME).is_file() else make_new()
-    manifest = _open_or_create(root, resume, config, lambda: fresh or make_new())
+    manifest = _open_or_create(root, resume, config, lambda: fresh or make_new(), repair=repair)
+    manifest.setdefault("compress", compress)
     manifest["target"] = {"episodes": episodes} if episodes is not None else {"steps": steps}
     done = {i for e in manifest["shards"] for i in e["episode_indices"]}
     todo: Iterator[int] = (i for i in itertools.count() if i not in done)
@@ -526,7 +647,8 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, **vec_kwargs) if num_envs > 1
                                   else gym.vector.SyncVectorEnv([fn], **vec_kwargs))
-    act = load_policy(policy, deterministic)
+    act = load_policy(policy, deterministic, venv.single_observation_space, venv.single_action_space)
+    reset_policy = getattr(act, "reset", None)  # e.g. a slot agent forgets the envs that start anew
     spaces = [venv.single_action_space for _ in range(num_envs)]
     if act is None:
         import copy
@@ -559,6 +681,8 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
     try:
         seeds = [assign(i) for i in range(num_envs)]
         obs, infos = venv.reset(seed=seeds)
+        if reset_policy is not None:
+            reset_policy()
         record(obs, infos, np.ones(num_envs, dtype=bool))
         while True:
             if act is None:
@@ -594,6 +718,8 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
                 if not any(ep is not None for ep in current):
                     return
                 obs, new_infos = venv.reset(seed=seeds, options={"reset_mask": mask})
+                if reset_policy is not None:
+                    reset_policy(mask)
                 record(obs, new_infos, mask)
     finally:
         bar.close()

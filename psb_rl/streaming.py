@@ -7,8 +7,9 @@ frame and runs every block for the new time step against that cache.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,11 +46,18 @@ class StreamingEncoder:
     :param model: a :class:`psb_rl.PSBAutoencoder` (switched to eval mode; its weights are not changed).
     :param num_envs: B, the number of environments stepped together.
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``; default: where the model's weights are.
+    :param nonfinite: what a frame with NaN or inf values does: ``"raise"`` a ``ValueError`` naming the
+        env, or ``"reset"`` that env's state (its history is lost), encode the frame with those values
+        set to 0 and warn. Either way no slot is ever computed from a non-finite value.
     """
 
-    def __init__(self, model: torch.nn.Module, num_envs: int = 1, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, num_envs: int = 1, device: str | torch.device | None = None,
+                 nonfinite: Literal["raise", "reset"] = "raise") -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if nonfinite not in ("raise", "reset"):
+            raise ValueError(f"nonfinite must be 'raise' or 'reset', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -71,7 +79,17 @@ class StreamingEncoder:
             )
         return tensor
 
-    def _check_frames(self, frames: Any) -> None:
+    def _check_frames(self, frames: Any, mask: Any = None) -> Any:
+        """Validate a batch of frames (shape, dtype, range, finiteness) and return it as an array/tensor.
+
+        :raises ValueError: naming what is wrong and how to fix it (e.g. which env sent NaN).
+        """
+        if not (isinstance(frames, np.ndarray) or torch.is_tensor(frames)):
+            try:  # a list of frames, one per environment
+                frames = np.asarray(frames)
+            except ValueError as err:
+                raise ValueError(f"frames must be an array (B={self.num_envs}, H, W, 3); got a "
+                                 f"{type(frames).__name__} that is not one ({err})") from None
         shape = tuple(frames.shape)
         dtype = frames.dtype
         is_uint8 = dtype in (np.uint8, torch.uint8)
@@ -92,6 +110,34 @@ class StreamingEncoder:
         channels = shape[3] if is_uint8 else shape[1]
         if channels != 3:
             raise ValueError(f"{expected}; got shape {shape} with {channels} channels (RGB needed)")
+        if is_uint8:
+            return frames
+        values = torch.as_tensor(frames)
+        finite = torch.isfinite(values).flatten(1).all(dim=1).cpu().numpy()
+        if mask is not None:  # envs that do not advance are not read
+            finite |= ~np.asarray(torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).cpu())
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            if self.nonfinite == "raise":
+                raise ValueError(
+                    f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf); fix the "
+                    "environment, or build the encoder with nonfinite='reset' to reset that env's state instead"
+                )
+            warnings.warn(f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf): its "
+                          "encoder state is reset and those values are read as 0", RuntimeWarning, stacklevel=3)
+            self.reset(torch.as_tensor(~finite, device=self.device))
+            frames = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) if torch.is_tensor(frames) \
+                else np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+            values = torch.as_tensor(frames)
+        finite_values = values[torch.as_tensor(finite)] if not finite.all() else values
+        if finite_values.numel():
+            low, high = float(finite_values.min()), float(finite_values.max())
+            if low < -1e-6 or high > 1.0 + 1e-6:
+                raise ValueError(
+                    f"float frames must be in [0, 1]; got values in [{low:g}, {high:g}]. Divide 0..255 frames by "
+                    "255 (or pass uint8 frames (B, H, W, 3))"
+                )
+        return frames
 
     def step(self, frames: np.ndarray | torch.Tensor, mask: Any = None) -> torch.Tensor:
         """Encode one new frame per environment.
@@ -102,7 +148,7 @@ class StreamingEncoder:
             untouched and their output rows are zero.
         :return: slots ``(B, N, D)`` float32 on ``self.device``.
         """
-        self._check_frames(frames)
+        frames = self._check_frames(frames, mask)
         with torch.inference_mode():
             rows = (
                 torch.arange(self.num_envs, device=self.device)

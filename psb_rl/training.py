@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,9 +29,21 @@ from psb_rl.config import PSBConfig
 from psb_rl.evaluation import evaluate_episodes
 from psb_rl.model import PSBAutoencoder
 from psb_rl.preprocessing import preprocess_frames
-from psb_rl.utils import atomic_path, resolve_device, write_json
+from psb_rl.utils import (
+    RunDirError,
+    atomic_path,
+    claim_run_dir,
+    ensure_writable_dir,
+    resolve_device,
+    run_lock,
+    write_json,
+)
 
 TRAIN_STATE_NAME = "train_state.pt"
+RUN_FILES = ("psb.ckpt", TRAIN_STATE_NAME, "metrics.json", "loss_curve.png", "tensorboard")
+"""What a run writes to --out: their presence means a (finished or partial) run is there."""
+RESUME_FIXED = ("clip_len", "batch_size", "seed", "val_fraction")
+"""Arguments (besides the model's) that a resumed run must share with the run it continues."""
 _MODEL = PSBConfig()  # the model fields of TrainArgs default to PSBConfig's: one source of defaults
 
 
@@ -89,6 +101,8 @@ class TrainArgs:
     """auto | cpu | cuda"""
     resume: bool = False
     """continue from <out>/train_state.pt"""
+    overwrite: bool = False
+    """replace the run already in --out (without it or --resume, an --out holding a run is refused)"""
     checkpoint_every: int = 250
     """steps between atomic training checkpoints (train_state.pt and psb.ckpt)"""
     eval_every: int = 250
@@ -120,9 +134,9 @@ class TrainArgs:
     """attention heads"""
     window: int | None = _MODEL.window
     """attention window W (none: unbounded)"""
-    encoder: str = _MODEL.encoder
+    encoder: Literal["psb", "savi"] = _MODEL.encoder
     """psb | savi"""
-    slot_init: str = _MODEL.slot_init
+    slot_init: Literal["learned", "random"] = _MODEL.slot_init
     """learned | random"""
     encoder_channels: int = _MODEL.encoder_channels
     """CNN frame-encoder channels"""
@@ -132,7 +146,7 @@ class TrainArgs:
     """decoder channels"""
     inverted_attention: bool = _MODEL.inverted_attention
     """ablation: --no-inverted-attention uses a plain softmax over keys"""
-    time_encoding: str = _MODEL.time_encoding
+    time_encoding: Literal["relative", "absolute"] = _MODEL.time_encoding
     """relative | absolute (ablation)"""
     colour_values: bool = _MODEL.colour_values
     """add each token's patch colour to the bottom-up values (binds colour; see PSBConfig.colour_values)"""
@@ -273,7 +287,8 @@ def seed_everything(seed: int) -> None:
 
 
 def save_train_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                     args: TrainArgs, history: list[dict[str, float]]) -> None:
+                     args: TrainArgs, history: list[dict[str, float]], train_seconds: float = 0.0,
+                     data: dict[str, Any] | None = None) -> None:
     """Atomically write everything needed to resume (loadable with ``torch.load(weights_only=True)``)."""
     state = {
         "step": step,
@@ -283,6 +298,8 @@ def save_train_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "args": json.dumps(dataclasses.asdict(args)),
         "history": json.dumps(history),
+        "train_seconds": float(train_seconds),
+        "data": json.dumps(data or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -318,10 +335,55 @@ def held_out_episodes(dataset: Any, limit: int = 64) -> list[dict[str, np.ndarra
 def train(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) a PSB autoencoder, evaluate it and write the run directory.
 
+    The directory is owned while the run writes (``<out>/.lock``); one that holds a run already is
+    refused unless ``resume`` continues it or ``overwrite`` replaces it.
+
     :return: a summary with the final metrics and the paths written.
     :raises TrainingDivergedError: on a NaN/inf loss (nothing is overwritten with bad weights).
+    :raises psb_rl.utils.RunDirError: the directory is in use, holds a run, cannot be written, or
+        ``resume`` asks for other settings or other data than the run's.
     """
+    out = ensure_writable_dir(args.out, "--out")
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns the directory
+        return _train(args)
+    with run_lock(out):
+        claim_run_dir(out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+        return _train(args)
+
+
+def resume_mismatches(args: TrainArgs, saved: dict[str, Any]) -> list[str]:
+    """The settings of ``args`` a resumed run cannot change, where they differ from the run's ``saved`` args.
+
+    :return: lines such as ``"--slot-dim 64 differs from the run's 128"``.
+    """
+    names = [f.name for f in dataclasses.fields(PSBConfig) if hasattr(args, f.name)] + list(RESUME_FIXED)
+    return [f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run's {saved[name]}"
+            for name in names if name in saved and saved[name] != getattr(args, name)]
+
+
+def check_resumable(args: TrainArgs, state: dict[str, Any], data: dict[str, Any], state_path: Path) -> None:
+    """Refuse to resume ``state`` with other model settings or other rollouts than the run's.
+
+    :raises RunDirError: naming the differing settings, or both datasets and their manifest digests.
+    """
+    differing = resume_mismatches(args, json.loads(state["args"]))
+    if differing:
+        raise RunDirError(f"cannot resume {state_path.parent}: {'; '.join(differing)}. Pass the run's settings, "
+                          "or --overwrite to start over.")
+    saved = json.loads(state.get("data", "{}"))
+    if saved.get("manifest_sha256") and saved["manifest_sha256"] != data.get("manifest_sha256"):
+        raise RunDirError(
+            f"cannot resume {state_path.parent}: --data {data.get('path')} (manifest sha256 "
+            f"{str(data.get('manifest_sha256'))[:12]}...) is not the data the run was trained on "
+            f"({saved.get('path')}, sha256 {saved['manifest_sha256'][:12]}...). Pass that --data, or --overwrite "
+            "to start over."
+        )
+
+
+def _train(args: TrainArgs) -> dict[str, Any]:
+    """:func:`train` once the run directory is owned."""
     from psb_rl.data import RolloutDataset
+    from psb_rl.rollouts import manifest_record
 
     for name in ("mask_consistency", "slot_contrast"):
         if getattr(args, name) < 0:
@@ -338,6 +400,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ensure_data(args, info)
+    data_record = manifest_record(args.data)
 
     config = args.model_config()
     train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
@@ -350,11 +413,14 @@ def train(args: TrainArgs) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict[str, float]] = []
     start_step = 0
+    previous_seconds = 0.0  # training time of the run before a resume
     state_path = out / TRAIN_STATE_NAME
     if args.resume and state_path.exists():
         # Loaded onto the CPU: RNG states must be CPU byte tensors (CUDA's too), and the model and the
         # optimizer copy their tensors to the parameters' device themselves.
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+        check_resumable(args, state, data_record, state_path)
+        previous_seconds = float(state.get("train_seconds", 0.0))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -381,7 +447,8 @@ def train(args: TrainArgs) -> dict[str, Any]:
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"))
+        # a resumed run replays the steps after its last checkpoint: drop them from the log
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)
     use_amp = args.amp and device.type == "cuda"
     from tqdm import tqdm
 
@@ -435,8 +502,9 @@ def train(args: TrainArgs) -> dict[str, Any]:
             time_fraction, out_of_time = time_budget_used(elapsed, args.max_minutes, info, device)
         last = step == args.steps or out_of_time
         if info.is_main and (step % args.checkpoint_every == 0 or last):
-            save_train_state(state_path, model, optimizer, step, args, history)
-            save_checkpoint(model, out / "psb.ckpt", extra={"step": step})
+            save_train_state(state_path, model, optimizer, step, args, history, previous_seconds + elapsed,
+                             data_record)
+            save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record})
         if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
             eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips)
             for key, value in eval_results.get("1x", {}).items():
@@ -447,7 +515,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
         if out_of_time:
             break
     bar.close()
-    train_seconds = time.perf_counter() - started
+    train_seconds = previous_seconds + time.perf_counter() - started  # across resumes
     if info.world_size > 1:
         dist.barrier()
     summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}

@@ -83,3 +83,148 @@ def child_pythonpath(*roots: str | os.PathLike) -> str:
     :return: the joined path list.
     """
     return os.pathsep.join([*(str(r) for r in roots), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+# ------------------------------------------------------------------------------ run directories
+LOCK_NAME = ".lock"
+
+
+class RunDirError(ValueError):
+    """An output directory cannot be used: it is in use by another process, holds a run that would be
+    replaced, or cannot be written."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_lock(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The holder recorded in ``<directory>/.lock`` (``pid``, ``host``, ``started``), or None without a lock."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"pid": -1, "host": "?", "started": None}  # unreadable: treated as held by an unknown process
+    return holder if isinstance(holder, dict) else {"pid": -1, "host": "?", "started": None}
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+    """Own ``directory`` while a run writes to it: create ``<directory>/.lock`` (pid and host) or fail.
+
+    A lock left by a process that no longer exists on this host is taken over; a lock held by a live
+    process (or by one on another host, which cannot be checked) raises :class:`RunDirError` naming it.
+    The lock file is removed on exit, also when the run fails.
+
+    :param directory: the run directory (created).
+    :param flag: the option that named the directory, for the error message.
+    :return: the lock file's path.
+    """
+    import socket
+    import time
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    host = socket.gethostname()
+    record = json.dumps({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_lock(root) or {}
+            pid, holder_host = int(holder.get("pid", -1)), str(holder.get("host", "?"))
+            if holder_host == host and pid > 0 and not _pid_alive(pid):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise RunDirError(
+                f"{root} is in use by another run (pid {pid} on host {holder_host}, lock file {path}); wait for "
+                f"it to finish or choose another {flag}. If that process is gone, delete {path}."
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record)
+        break
+    else:  # pragma: no cover - another process took the stale lock between our two attempts
+        raise RunDirError(f"{root} was locked by another run while this one started; choose another {flag}")
+    try:
+        yield path
+    finally:
+        if (read_lock(root) or {}).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def ensure_writable_dir(directory: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create ``directory`` if needed and check that files can be written in it, before any work starts.
+
+    :param directory: the output directory.
+    :param flag: the option that named it, for the error message.
+    :return: the directory.
+    :raises RunDirError: when a file is in the way or the directory cannot be created or written.
+    """
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise RunDirError(f"{flag} {root} is an existing file, not a directory; choose another {flag}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise RunDirError(f"cannot write to {flag} {root} ({err.strerror or err}); choose a writable {flag}") from None
+    return root
+
+
+def ensure_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any work starts, that ``path`` can be written (a file, in a writable directory).
+
+    :param path: the output file.
+    :param flag: the option that named it, for the error message.
+    :return: the path.
+    :raises RunDirError: when ``path`` is a directory or its directory cannot be written.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise RunDirError(f"{flag} {target} is a directory; give a file path")
+    ensure_writable_dir(target.parent, flag)
+    return target
+
+
+def claim_run_dir(directory: str | os.PathLike, run_files: tuple[str, ...], resume: bool, overwrite: bool,
+                  resume_flag: str = "--resume") -> list[str]:
+    """Refuse to start a new run over an earlier one unless asked to continue or to replace it.
+
+    :param directory: the run directory.
+    :param run_files: names (files or folders) whose presence means a run was (partly) written there.
+    :param resume: the run continues the one in the directory.
+    :param overwrite: the earlier run is replaced: its ``run_files`` are deleted.
+    :param resume_flag: the option that continues a run, for the error message.
+    :return: the names of ``run_files`` found.
+    :raises RunDirError: when an earlier run is there and neither ``resume`` nor ``overwrite`` is set.
+    """
+    import shutil
+
+    root = Path(directory)
+    found = [name for name in run_files if (root / name).exists()]
+    if found and not resume and not overwrite:
+        raise RunDirError(
+            f"{root} already holds a run ({', '.join(found)}); pass {resume_flag} to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
+    if found and overwrite and not resume:
+        for name in found:
+            target = root / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    return found

@@ -68,6 +68,25 @@ def _image_layout(space: gym.Space, owner: str) -> str:
     )
 
 
+def _check_space_bounds(space: gym.spaces.Box, owner: str) -> None:
+    """Refuse float image spaces whose declared bounds leave [0, 1] (e.g. ``high=255``): the encoder reads
+    float frames as values in [0, 1].
+
+    :raises ValueError: saying how to scale the frames.
+    """
+    if space.dtype == np.uint8:
+        return
+    low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+    finite_low, finite_high = low[np.isfinite(low)], high[np.isfinite(high)]
+    if (finite_low.size and finite_low.min() < 0) or (finite_high.size and finite_high.max() > 1):
+        raise ValueError(
+            f"{owner} reads float frames as values in [0, 1], but the observation space declares "
+            f"[{finite_low.min() if finite_low.size else -np.inf:g}, {finite_high.max() if finite_high.size else np.inf:g}]. "
+            "Divide 0..255 frames by 255 (e.g. gymnasium.wrappers.TransformObservation with a Box(0, 1) space), "
+            "or give uint8 frames."
+        )
+
+
 def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     """Bring a batch of frames into a layout ``preprocess_frames`` accepts (uint8 HWC or float CHW)."""
     frames = np.asarray(frames)
@@ -90,6 +109,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder`.
     :param device: torch device of the encoder (default: CPU / the given model's device).
     :param keep_pixels: return ``{"slots": (N, D), "pixels": frame}`` instead of the slots alone.
+    :param nonfinite: a frame with NaN or inf values ``"raise"``s, or ``"reset"``s the encoder state with a
+        warning (see :class:`psb_rl.StreamingEncoder`).
     """
 
     def __init__(
@@ -98,14 +119,17 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         checkpoint: CheckpointLike,
         device: torch.device | str | None = None,
         keep_pixels: bool = False,
+        nonfinite: str = "raise",
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels)
+        gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
+                                                 nonfinite=nonfinite)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
         self._layout = _image_layout(env.observation_space, "PSBObservationWrapper")
+        _check_space_bounds(env.observation_space, "PSBObservationWrapper")
         self.psb_model = load_frozen_encoder(checkpoint, device)
-        self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device)
+        self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device, nonfinite=nonfinite)  # type: ignore[arg-type]
         self.keep_pixels = keep_pixels
         slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim)
         if keep_pixels:
@@ -150,16 +174,21 @@ class VecPSBWrapper(VecEnvWrapper):
         needed). Any VecEnv works, e.g. ``SubprocVecEnv``: torch runs only in this process.
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder` (shared, not copied).
     :param device: torch device of the encoder.
+    :param nonfinite: a frame with NaN or inf values ``"raise"``s (naming the env), or ``"reset"``s that env's
+        encoder state with a warning (see :class:`psb_rl.StreamingEncoder`).
     """
 
     def __init__(
-        self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None
+        self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
 
         self._layout = _image_layout(venv.observation_space, "VecPSBWrapper")
+        _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.psb_model = load_frozen_encoder(checkpoint, device)
-        self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device)
+        self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
+                                        nonfinite=nonfinite)  # type: ignore[arg-type]
         super().__init__(venv, observation_space=_slot_space(self.encoder.num_slots, self.encoder.slot_dim))
 
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -96,7 +96,8 @@ def test_killed_collection_leaves_whole_shards_and_resume_finishes(tmp_path: Pat
            "--episodes-per-shard", "2", "--max-episode-steps", "10", "--resize", "16", "--seed", "3", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while not (out / "shard-00000.npz").exists():
+    while not (out / MANIFEST_NAME).exists() or not json.loads((out / MANIFEST_NAME).read_text())["shards"]:
+        # (a manifest that lists no shard yet is not an earlier collection: it would be started afresh)
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.01)
@@ -172,14 +173,36 @@ def test_non_image_env_says_pass_pixels_render(tmp_path: Path) -> None:
     assert res.returncode == 2 and "--pixels render" in res.stderr
 
 
-def test_pixels_render_and_sb3_policy(tmp_path: Path) -> None:
-    from stable_baselines3 import PPO
+def _save_agent(run: Path, encoder: str, env: gym.Env, checkpoint: Path | None = None) -> Path:
+    """An untrained agent of agents/train_ppo.py saved as a run folder (model.zip + args.json)."""
+    from agents.train_ppo import Args
+    from psb_rl.agent_io import build_agent, run_record
+    from psb_rl.utils import write_json
 
+    args = Args(env=env.spec.id, encoder=encoder, checkpoint=str(checkpoint) if checkpoint else None, n_steps=64,
+                batch_size=64, features_dim=16, d_model=16, num_layers=1, num_heads=2, seed=0, out=str(run))
+    space = env.observation_space
+    if encoder == "slots":
+        from psb_rl import load_checkpoint
+
+        config = load_checkpoint(checkpoint).config
+        space = gym.spaces.Box(-np.inf, np.inf, (config.num_slots, config.slot_dim), np.float32)
+    elif encoder == "pixels":
+        from stable_baselines3.common.vec_env import VecTransposeImage
+
+        space = VecTransposeImage.transpose_space(space)
+    agent = build_agent(args, (space, env.action_space), "cpu")
+    run.mkdir(parents=True, exist_ok=True)
+    agent.save(run / "model.zip")
+    write_json(run / "args.json", run_record(args))
+    return run / "model.zip"
+
+
+def test_pixels_render_with_a_saved_state_agent(tmp_path: Path) -> None:
     env_kwargs = {"obs_mode": "state"}
-    model = PPO("MlpPolicy", gym.make("PSB/ObjectReach-v0", **env_kwargs), n_steps=64, seed=0)
-    model.save(tmp_path / "ppo.zip")
+    model_path = _save_agent(tmp_path / "run", "state", gym.make("PSB/ObjectReach-v0", **env_kwargs))
     manifest = collect_rollouts("PSB/ObjectReach-v0", tmp_path / "r", episodes=2, pixels="render",
-                                env_kwargs=env_kwargs, policy=str(tmp_path / "ppo.zip"), resize=32,
+                                env_kwargs=env_kwargs, policy=str(model_path), resize=32,
                                 deterministic_policy=True, max_episode_steps=20, progress=False)
     assert manifest["frame_shape"] == [32, 32, 3] and manifest["has_masks"]
     ep = _episodes_by_index(tmp_path / "r")[0]
@@ -188,11 +211,159 @@ def test_pixels_render_and_sb3_policy(tmp_path: Path) -> None:
     from psb_rl.preprocessing import resize_uint8_frames
 
     assert np.array_equal(ep["frames"][0], resize_uint8_frames(env.render(), 32))
-    for a in ep["actions"]:  # the stored actions are the deterministic PPO actions on the state obs
-        assert a == model.predict(obs, deterministic=True)[0]
+    from psb_rl.agent_io import load_agent_policy
+
+    policy = load_agent_policy(model_path, env.observation_space, env.action_space, deterministic=True)
+    for a in ep["actions"]:  # the stored actions are the deterministic agent's actions on the state obs
+        assert a == policy(obs[None])[0]
         obs, *_ = env.step(a)
     with pytest.raises(FileNotFoundError, match="random"):
         collect_rollouts("PSB/ObjectReach-v0", tmp_path / "x", episodes=1, policy="missing.zip", progress=False)
+    assert not (tmp_path / "x").exists(), "a failed collection leaves no directory behind"
+
+
+@pytest.mark.parametrize("encoder", ["slots", "pixels"])
+def test_slot_and_pixel_agents_collect(tmp_path: Path, encoder: str) -> None:
+    import torch
+
+    from psb_rl import PSBAutoencoder, PSBConfig, StreamingEncoder, save_checkpoint
+
+    checkpoint = None
+    if encoder == "slots":
+        torch.manual_seed(0)
+        checkpoint = save_checkpoint(PSBAutoencoder(PSBConfig(image_size=32, num_slots=3, slot_dim=16, num_blocks=1,
+                                                              num_heads=2, window=2, encoder_channels=8,
+                                                              decoder_channels=8, decoder_grid=8)),
+                                     tmp_path / "psb.ckpt")
+    env = gym.make("PSB/OddOneOut-v0")
+    model_path = _save_agent(tmp_path / "run", encoder, env, checkpoint)
+    collect_rollouts("PSB/OddOneOut-v0", tmp_path / "r", episodes=2, num_envs=2, policy=str(model_path),
+                     deterministic_policy=True, max_episode_steps=6, masks=False, progress=False)
+    from psb_rl.agent_io import load_agent_policy
+
+    agent = load_agent_policy(model_path, env.observation_space, env.action_space, deterministic=True).agent
+    for index, ep in _episodes_by_index(tmp_path / "r").items():  # replay each episode through the agent
+        stream = StreamingEncoder(load_checkpoint_or_none(checkpoint), num_envs=1) if checkpoint else None
+        for frame, action in zip(ep["frames"][:-1], ep["actions"], strict=True):
+            obs = (stream.step(frame[None]).numpy() if stream else np.moveaxis(frame, -1, 0)[None])
+            assert agent.predict(obs, deterministic=True)[0][0] == action, index
+    if encoder == "slots":  # another checkpoint in its place is refused, naming both
+        from psb_rl.checkpoint import CheckpointError
+
+        torch.manual_seed(1)
+        save_checkpoint(PSBAutoencoder(load_checkpoint_or_none(checkpoint).config), checkpoint)
+        with pytest.raises(CheckpointError, match=r"psb\.ckpt.*not the PSB checkpoint.*sha256"):
+            collect_rollouts("PSB/OddOneOut-v0", tmp_path / "r2", episodes=1, policy=str(model_path),
+                             max_episode_steps=6, masks=False, progress=False)
+
+
+def load_checkpoint_or_none(path: Path | None):
+    from psb_rl import load_checkpoint
+
+    return load_checkpoint(path) if path else None
+
+
+def _crafted_zip(source: Path, target: Path, marker: Path) -> Path:
+    """A copy of an agent zip whose pickled parts would create ``marker`` when unpickled."""
+    import base64
+    import pickle
+    import zipfile
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = pickle.dumps(Payload())
+    with zipfile.ZipFile(source) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(entries["data"])
+    for value in data.values():
+        if isinstance(value, dict) and ":serialized:" in value:
+            value[":serialized:"] = base64.b64encode(blob).decode()
+    entries["data"] = json.dumps(data).encode()
+    entries["policy.pth"] = blob
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return target
+
+
+def test_crafted_agent_zip_runs_no_code(tmp_path: Path) -> None:
+    env_kwargs = {"obs_mode": "state"}
+    model_path = _save_agent(tmp_path / "run", "state", gym.make("PSB/ObjectReach-v0", **env_kwargs))
+    marker = tmp_path / "marker"
+    beside_args = _crafted_zip(model_path, tmp_path / "run" / "crafted.zip", marker)  # with its run's args.json
+    (tmp_path / "alone").mkdir()
+    alone = _crafted_zip(model_path, tmp_path / "alone" / "model.zip", marker)  # a foreign zip: no args.json
+    for path in (beside_args, alone):
+        with pytest.raises(ValueError):
+            collect_rollouts("PSB/ObjectReach-v0", tmp_path / "r", episodes=1, pixels="render", env_kwargs=env_kwargs,
+                             policy=str(path), max_episode_steps=5, progress=False)
+        assert not marker.exists(), f"loading {path.name} ran its payload"
+    res = subprocess.run([sys.executable, str(SCRIPT), "--env", "PSB/ObjectReach-v0", "--pixels", "render",
+                          "--env-kwargs", json.dumps(env_kwargs), "--episodes", "1", "--policy", str(alone),
+                          "--out", str(tmp_path / "r"), "--no-progress"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "args.json" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not marker.exists() and not (tmp_path / "r" / MANIFEST_NAME).exists()
+
+
+def test_repair_recollects_damaged_shards_exactly(tmp_path: Path) -> None:
+    settings = dict(episodes=6, episodes_per_shard=2, resize=16, seed=5, max_episode_steps=6, progress=False)
+    collect_rollouts("PSB/RandomObjects-v0", tmp_path / "clean", **settings)
+    damaged = tmp_path / "damaged"
+    collect_rollouts("PSB/RandomObjects-v0", damaged, **settings)
+    raw = bytearray((damaged / "shard-00001.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (damaged / "shard-00001.npz").write_bytes(bytes(raw))
+    (damaged / "shard-00002.npz").unlink()
+    with pytest.raises(ShardChecksumError, match="--repair"):
+        verify_rollouts(damaged)
+    res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(damaged), "--repair", "--no-progress"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    repaired, clean = verify_rollouts(damaged), load_manifest(tmp_path / "clean")
+    assert [e["file"] for e in repaired["shards"]] == [e["file"] for e in clean["shards"]]
+    for key in ("num_episodes", "num_frames", "num_steps", "complete"):
+        assert repaired[key] == clean[key], key
+    for a, b in zip(repaired["shards"], clean["shards"], strict=True):
+        got, want = load_shard(damaged / a["file"]), load_shard(tmp_path / "clean" / b["file"])
+        assert got.keys() == want.keys()
+        assert all(np.array_equal(got[k], want[k]) for k in want), a["file"]
+
+
+def test_failed_first_collection_leaves_nothing_that_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psb_rl.rollouts as rollouts
+
+    out = tmp_path / "r"
+    settings = dict(episodes=2, episodes_per_shard=1, max_episode_steps=4, progress=False)
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("environment crashed")
+
+    monkeypatch.setattr(rollouts, "_run", crash)
+    with pytest.raises(RuntimeError, match="crashed"):
+        collect_rollouts("PSB/RandomObjects-v0", out, **settings)
+    assert not out.exists()
+    out.mkdir()  # an existing directory is kept, without a manifest
+    with pytest.raises(RuntimeError, match="crashed"):
+        collect_rollouts("PSB/RandomObjects-v0", out, **settings)
+    assert out.is_dir() and not list(out.iterdir())
+    monkeypatch.undo()
+    (out / MANIFEST_NAME).write_text(json.dumps({"format_version": 1, "shards": [], "complete": False}))
+    manifest = collect_rollouts("PSB/RandomObjects-v0", out, seed=7, **settings)  # a killed start: not blocking
+    assert manifest["complete"] and manifest["num_episodes"] == 2
+
+
+def test_collection_directory_is_locked(tmp_path: Path) -> None:
+    from psb_rl.utils import RunDirError, run_lock
+
+    with run_lock(tmp_path / "r"), pytest.raises(RunDirError, match=rf"pid {os.getpid()}"):
+        collect_rollouts("PSB/RandomObjects-v0", tmp_path / "r", episodes=1, max_episode_steps=3, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="existing file"):
+        collect_rollouts("PSB/RandomObjects-v0", tmp_path / "file", episodes=1, progress=False)
 
 
 @dataclass
