@@ -447,8 +447,8 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        # a resumed run replays the steps after its last checkpoint: drop them from the log
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)
+        # a resumed run replays the steps after its last checkpoint: TensorBoard drops those logged before
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
     use_amp = args.amp and device.type == "cuda"
     from tqdm import tqdm
 

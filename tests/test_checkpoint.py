@@ -123,3 +123,28 @@ def test_failed_write_keeps_previous_checkpoint(saved: tuple[PSBAutoencoder, Pat
         save_checkpoint(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_a_config_that_disagrees_with_the_weights_is_a_checkpoint_error(saved: tuple[PSBAutoencoder, Path],
+                                                                        tmp_path: Path) -> None:
+    _, path = saved
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    config = json.loads(metadata["config"])
+    config["slot_dim"] *= 2  # the weights keep the old width: the checksum still matches
+    save_file(tensors, str(tmp_path / "edited.ckpt"), metadata={**metadata, "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"edited\.ckpt: its stored config does not describe its weights.*size"):
+        load_checkpoint(tmp_path / "edited.ckpt")
+
+
+def test_identity_check_names_both_files(saved: tuple[PSBAutoencoder, Path], tmp_path: Path) -> None:
+    from psb_rl.checkpoint import file_sha256, verify_checkpoint_identity
+
+    model, path = saved
+    digest = file_sha256(path)
+    verify_checkpoint_identity(path, digest, str(path))  # the same file: fine
+    other = save_checkpoint(model, tmp_path / "other.ckpt", extra={"step": 8})
+    with pytest.raises(CheckpointError, match=rf"other\.ckpt \(sha256 \w+\.\.\.\) is not the PSB checkpoint .*psb\.ckpt, "
+                                               rf"sha256 {digest[:12]}"):
+        verify_checkpoint_identity(other, digest, str(path))

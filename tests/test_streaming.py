@@ -141,3 +141,51 @@ def test_bad_input_gives_clear_errors(frames, error, match) -> None:
         encoder.step(frames)
     with pytest.raises(ValueError, match="bool array of shape"):
         encoder.reset(np.array([1, 0]))
+
+
+def test_non_finite_frames_name_the_env_or_reset_it() -> None:
+    model = make_model()
+    rng = np.random.default_rng(0)
+    frames = rng.random((3, 3, 32, 32), dtype=np.float32)
+    bad = frames.copy()
+    bad[1, 0, 5, 5] = np.nan
+    strict = StreamingEncoder(model, num_envs=3)
+    with pytest.raises(ValueError, match=r"frame of env 1 has non-finite values"):
+        strict.step(bad)
+    assert int(strict.state.step_count.sum()) == 0, "a refused batch must not advance any env"
+    bad[2, 1, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"env 1, 2"):
+        strict.step(torch.from_numpy(bad))
+
+    lenient = StreamingEncoder(model, num_envs=3, nonfinite="reset")
+    fresh = StreamingEncoder(model, num_envs=3)
+    clean = rng.random((3, 3, 32, 32), dtype=np.float32)
+    lenient.step(clean)
+    fresh.step(clean)
+    with pytest.warns(RuntimeWarning, match="env 1, 2"):
+        slots = lenient.step(bad)
+    assert torch.isfinite(slots).all()
+    assert lenient.state.step_count.tolist() == [2, 1, 1]  # envs 1 and 2 started afresh with this frame
+    zeroed = np.nan_to_num(bad, nan=0.0, posinf=0.0, neginf=0.0)
+    expected = StreamingEncoder(model, num_envs=3).step(zeroed)
+    torch.testing.assert_close(slots[1:], expected[1:])
+    torch.testing.assert_close(slots[0], fresh.step(zeroed)[0])  # env 0 kept its history
+    later = lenient.step(clean)  # the NaN does not linger in the state
+    assert torch.isfinite(later).all()
+
+
+def test_float_frames_outside_unit_range_say_how_to_scale() -> None:
+    encoder = StreamingEncoder(make_model(), num_envs=2)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*Divide 0\.\.255 frames by 255"):
+        encoder.step(frames)
+    encoder.step(frames / 255.0)  # scaled: accepted
+
+
+def test_a_list_of_frames_is_accepted() -> None:
+    model = make_model()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    as_list, as_array = StreamingEncoder(model, num_envs=2), StreamingEncoder(model, num_envs=2)
+    torch.testing.assert_close(as_list.step(list(frames)), as_array.step(frames))
+    with pytest.raises(ValueError, match="expected uint8 frames"):
+        as_list.step([frames[0]])  # one frame for two envs

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,119 @@ def test_torchrun_two_processes(rollouts: Path, tmp_path: Path) -> None:
     assert metrics["steps"] == 4
     assert metrics["args"]["batch_size"] == 4
     assert load_checkpoint(tmp_path / "ddp" / "psb.ckpt").config.window == 2
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single ``error:`` line a CLI prints for a user mistake (exit code 2, no traceback)."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.utils import RunDirError
+
+    out = tmp_path / "run"
+    train(tiny_args(rollouts, out, steps=4, checkpoint_every=2))
+    before = (out / "psb.ckpt").read_bytes()
+    with pytest.raises(RunDirError, match=r"already holds a run.*--resume.*--overwrite"):
+        train(tiny_args(rollouts, out, steps=2))
+    assert (out / "psb.ckpt").read_bytes() == before, "the finished run was touched"
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py", *_flags(tiny_args(rollouts, out, steps=2))))
+    assert "--overwrite" in line and (out / "psb.ckpt").read_bytes() == before
+    train(tiny_args(rollouts, out, steps=2, checkpoint_every=2, overwrite=True))
+    assert read_checkpoint(out / "psb.ckpt")[1]["extra"]["step"] == 2
+    assert not (out / ".lock").exists()
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.utils import LOCK_NAME, RunDirError, run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out), pytest.raises(RunDirError, match=rf"in use by another run \(pid {os.getpid()} on host"):
+        train(tiny_args(rollouts, out))
+    assert not (out / "psb.ckpt").exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (out / LOCK_NAME).write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    summary = train(tiny_args(rollouts, out, steps=2, checkpoint_every=2))  # its process is gone: taken over
+    assert summary["steps"] == 2 and not (out / LOCK_NAME).exists()
+
+
+def test_resume_with_other_settings_or_data_names_them(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.utils import RunDirError
+
+    out = tmp_path / "run"
+    train(tiny_args(rollouts, out, steps=2, checkpoint_every=2))
+    _, info = read_checkpoint(out / "psb.ckpt")
+    manifest_sha = info["extra"]["data"]["manifest_sha256"]
+    from psb_rl.rollouts import sha256_file
+
+    assert manifest_sha == sha256_file(rollouts / "manifest.json")
+    assert info["extra"]["data"]["env_id"] == "PSB/RandomObjects-v0"
+    with pytest.raises(RunDirError, match="--slot-dim 64 differs from the run's 32"):
+        train(tiny_args(rollouts, out, steps=4, slot_dim=64, resume=True))
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py",
+                                      *_flags(tiny_args(rollouts, out, steps=4, slot_dim=64, resume=True))))
+    assert "--slot-dim 64 differs from the run's 32" in line
+    other = tmp_path / "other"
+    collect_rollouts("PSB/RandomObjects-v0", other, episodes=4, resize=32, max_episode_steps=14, seed=1,
+                     progress=False)
+    with pytest.raises(RunDirError, match=rf"{other}.*not the data the run was trained on.*{rollouts}"):
+        train(tiny_args(other, out, steps=4, resume=True))
+
+
+def test_output_problems_are_found_before_any_work(rollouts: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py",
+                                      *_flags(tiny_args(rollouts, tmp_path / "file"))))
+    assert "is an existing file" in line
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py", "--slot-dim", "many"))
+    assert "--slot-dim" in line
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py", "--encoder", "slotz"))
+    assert "invalid choice" in line and "'psb', 'savi'" in line
+
+
+def test_resume_keeps_the_training_time_and_purges_replayed_tensorboard_steps(rollouts: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import psb_rl.training as training
+
+    original = training.learning_rate
+
+    def crash_at_step_5(step: int, args: TrainArgs, time_fraction: float = 0.0) -> float:
+        if step == 5:  # steps 4 and 5 are logged, the last checkpoint is step 3
+            raise KeyboardInterrupt
+        return original(step, args, time_fraction)
+
+    monkeypatch.setattr(training, "learning_rate", crash_at_step_5)
+    args = tiny_args(rollouts, tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(args)
+    first = torch.load(tmp_path / "run" / TRAIN_STATE_NAME, weights_only=True)
+    assert first["step"] == 3 and first["train_seconds"] > 0
+    monkeypatch.setattr(training, "learning_rate", original)
+    started = time.perf_counter()
+    summary = train(tiny_args(rollouts, tmp_path / "run", resume=True))
+    resumed_wall = time.perf_counter() - started
+    assert summary["train_seconds"] > first["train_seconds"]
+    assert summary["train_seconds"] < first["train_seconds"] + resumed_wall
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_seconds"] == pytest.approx(summary["train_seconds"])
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    # The log holds steps 1-5 from the first part and 4-6 from the resumed one; the resumed writer starts with a
+    # restart marker at step 4, on which TensorBoard drops the first part's steps >= 4 (no step is shown twice).
+    events = [event for path in sorted((tmp_path / "run" / "tensorboard").iterdir())
+              for event in EventFileLoader(str(path)).Load()]
+    restarts = [i for i, event in enumerate(events)
+                if event.HasField("session_log") and event.session_log.status == event.session_log.START]
+    assert [events[i].step for i in restarts] == [4]
+
+    def loss_steps(part: list) -> list[int]:
+        return [e.step for e in part if e.HasField("summary") and e.summary.value[0].tag == "train/loss"]
+
+    assert loss_steps(events[: restarts[0]]) == [1, 2, 3, 4, 5]
+    assert loss_steps(events[restarts[0]:]) == [4, 5, 6]

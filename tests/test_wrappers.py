@@ -202,3 +202,36 @@ def test_observation_wrapper_as_make_vec_env_wrapper_class(model: PSBAutoencoder
         obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
     assert dones.all()
     assert all(info["terminal_observation"].shape == (4, 32) for info in infos)
+
+
+class _FloatCHWEnv(gym.Env):
+    """Float CHW frames with declared bounds ``[0, high]`` (high=255: frames that were never scaled)."""
+
+    def __init__(self, high: float) -> None:
+        self.observation_space = gym.spaces.Box(0.0, high, (3, 24, 24), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        frame = self.observation_space.sample()
+        frame[0, 0, 0] = np.nan
+        return frame, 0.0, False, False, {}
+
+
+def test_float_space_bounds_are_checked_when_the_wrapper_is_built(model: PSBAutoencoder) -> None:
+    with pytest.raises(ValueError, match=r"PSBObservationWrapper reads float frames as values in \[0, 1\].*255"):
+        PSBObservationWrapper(_FloatCHWEnv(255.0), checkpoint=model)
+    with pytest.raises(ValueError, match=r"VecPSBWrapper .*Divide 0\.\.255 frames by 255"):
+        VecPSBWrapper(DummyVecEnv([lambda: _FloatCHWEnv(255.0)]), checkpoint=model)
+    env = PSBObservationWrapper(_FloatCHWEnv(1.0), checkpoint=model)  # declared [0, 1]: accepted
+    assert env.reset(seed=0)[0].shape == (model.config.num_slots, model.config.slot_dim)
+    with pytest.raises(ValueError, match="frame of env 0 has non-finite values"):
+        env.step(0)  # this env's frames carry a NaN
+    lenient = VecPSBWrapper(DummyVecEnv([lambda: _FloatCHWEnv(1.0)] * 2), checkpoint=model, nonfinite="reset")
+    lenient.reset()
+    with pytest.warns(RuntimeWarning, match="env 0, 1"):
+        slots, *_ = lenient.step(np.zeros(2, dtype=np.int64))
+    assert np.isfinite(slots).all()
