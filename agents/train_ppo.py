@@ -46,8 +46,9 @@ from psb_rl.agent_io import ENCODERS, build_agent, mirror_kwargs, policy_for, sa
 from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main  # noqa: E402
 from psb_rl.utils import atomic_path, claim_run_dir, ensure_writable_dir, resolve_device, run_lock, write_json  # noqa: E402
 
-RUN_FILES = ("model.zip", "args.json", "eval.csv", "evaluations.npz", "learning_curve.png", "summary.json", "tb")
-"""What a run writes to --out: their presence means a (finished or partial) run is there."""
+RUN_FILES = ("model.zip", "eval.csv", "evaluations.npz", "learning_curve.png", "summary.json", "tb")
+"""What a run writes to --out: their presence means a (finished or partial) run is there (args.json, written
+first, is not one: a run that failed before training left nothing to keep)."""
 
 
 @dataclass
@@ -355,7 +356,12 @@ def train(args: Args) -> dict[str, Any]:
         raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
     if args.resume_from:
         source = Path(args.resume_from).parent
-        agent_io.verify_run_checkpoint(agent_io.read_run_record(source), args.checkpoint, str(source))
+        record = agent_io.read_run_record(source) if Path(args.resume_from).is_file() else None
+        differing = agent_io.network_mismatches(args, record)
+        if differing:
+            raise ValueError(f"cannot continue {args.resume_from}: {'; '.join(differing)}. Pass the arguments of the "
+                             "run that saved it (its args.json).")
+        agent_io.verify_run_checkpoint(record, args.checkpoint, str(source))
     out = ensure_writable_dir(args.out)
     with run_lock(out):
         claim_run_dir(out, RUN_FILES, resume=bool(args.resume_from), overwrite=args.overwrite,

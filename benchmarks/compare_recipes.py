@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.cli import parse_dataclass, run_main  # noqa: E402
 from psb_rl.rollouts import sha256_file  # noqa: E402
 from psb_rl.utils import write_json  # noqa: E402
 
@@ -238,4 +238,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.training import TrainArgs, train
 from psb_rl.utils import write_json
 
@@ -105,4 +105,4 @@ def print_table(rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

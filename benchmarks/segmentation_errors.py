@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from psb_rl.checkpoint import load_checkpoint
-from psb_rl.cli import parse_dataclass
+from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.data import RolloutDataset
 from psb_rl.evaluation import sample_eval_clips
 from psb_rl.metrics import OBJECT_OUTCOMES, SlotSwitch, fg_ari, object_errors, slot_switches
@@ -334,4 +334,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from psb_rl.cli import parse_dataclass  # noqa: E402
+from psb_rl.cli import parse_dataclass, run_main  # noqa: E402
 from psb_rl.utils import write_json  # noqa: E402
 
 
@@ -104,4 +104,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

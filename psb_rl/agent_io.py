@@ -222,6 +222,22 @@ def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return {"checkpoint_sha256": file_sha256(checkpoint), "checkpoint_config": info["config"]}
 
 
+NETWORK_FIELDS = ("encoder", "features_dim", "pooling", "d_model", "num_layers", "num_heads", "embed_layers",
+                  "relation", "share_extractor", "mask_feature_index")
+"""Arguments that shape an agent's network: a continued agent must keep them."""
+
+
+def network_mismatches(args: Any, record: dict[str, Any] | None) -> list[str]:
+    """The network arguments of ``args`` that differ from those of the run ``record`` (its args.json).
+
+    :return: lines such as ``"--d-model 64 differs from the run's 32"``.
+    """
+    if not record:
+        return []
+    return [f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run's {record[name]}"
+            for name in NETWORK_FIELDS if name in record and hasattr(args, name) and getattr(args, name) != record[name]]
+
+
 def verify_run_checkpoint(record: dict[str, Any] | None, checkpoint: str | os.PathLike | None, run: str) -> None:
     """Check that ``checkpoint`` is the PSB checkpoint the run ``record`` (its args.json) was trained with.
 

@@ -207,6 +207,15 @@ The project's own error types derive from ``ValueError``: :class:`psb_rl.checkpo
 :class:`psb_rl.rollouts.RolloutError`, :class:`psb_rl.utils.RunDirError`."""
 
 
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is a user mistake: one of :data:`USER_ERRORS`, an unknown gymnasium id, or an
+    environment whose optional dependency is not installed."""
+    if isinstance(error, USER_ERRORS):
+        return True
+    gym_error = sys.modules.get("gymnasium.error")  # only if gymnasium is in use
+    return gym_error is not None and isinstance(error, (gym_error.UnregisteredEnv, gym_error.DependencyNotInstalled))
+
+
 def error_line(error: BaseException) -> str:
     """One line describing ``error`` (its message with line breaks folded), for ``error: ...``."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -221,11 +230,13 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
     :param main: the script's entry point; it returns an exit code, or anything else for success.
     :param argv: arguments (default ``sys.argv[1:]``).
     :return: the exit code: ``main``'s, 0 when it returned a non-integer, 2 for a user mistake
-        (:data:`USER_ERRORS`), 130 when interrupted.
+        (:func:`is_user_error`), 130 when interrupted.
     """
     try:
         result = main(argv)
-    except USER_ERRORS as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

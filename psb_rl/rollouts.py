@@ -361,6 +361,20 @@ def _single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _save_npz(handle: Any, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """``np.savez`` (``np.savez_compressed``) with fixed member timestamps: the same episodes always give the
+    same bytes, so a repaired shard has the checksum of the one it replaces (and the manifest its digest)."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(handle, "w", compression=method, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], resize: int | None,
                  compress: bool) -> None:
     """Write one shard atomically, then the updated manifest atomically."""
@@ -389,7 +403,7 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
     name = shard_name(_free_shard_index(manifest))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            _save_npz(f, arrays, compress)
         digest = sha256_file(tmp)
     lengths = arrays["episode_lengths"].tolist()
     manifest["shards"].append({

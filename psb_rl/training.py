@@ -343,12 +343,25 @@ def train(args: TrainArgs) -> dict[str, Any]:
     :raises psb_rl.utils.RunDirError: the directory is in use, holds a run, cannot be written, or
         ``resume`` asks for other settings or other data than the run's.
     """
+    validate_args(args)
     out = ensure_writable_dir(args.out, "--out")
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns the directory
         return _train(args)
     with run_lock(out):
         claim_run_dir(out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
         return _train(args)
+
+
+def validate_args(args: TrainArgs) -> None:
+    """Reject values no run can use, before anything is written.
+
+    :raises ValueError: naming the option.
+    """
+    for name in ("mask_consistency", "slot_contrast"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (a weight), got {getattr(args, name)}")
+    if args.contrast_temperature <= 0:
+        raise ValueError(f"--contrast-temperature must be > 0, got {args.contrast_temperature}")
 
 
 def resume_mismatches(args: TrainArgs, saved: dict[str, Any]) -> list[str]:
@@ -369,14 +382,14 @@ def check_resumable(args: TrainArgs, state: dict[str, Any], data: dict[str, Any]
     differing = resume_mismatches(args, json.loads(state["args"]))
     if differing:
         raise RunDirError(f"cannot resume {state_path.parent}: {'; '.join(differing)}. Pass the run's settings, "
-                          "or --overwrite to start over.")
+                          "or start over with --overwrite instead of --resume.")
     saved = json.loads(state.get("data", "{}"))
     if saved.get("manifest_sha256") and saved["manifest_sha256"] != data.get("manifest_sha256"):
         raise RunDirError(
             f"cannot resume {state_path.parent}: --data {data.get('path')} (manifest sha256 "
             f"{str(data.get('manifest_sha256'))[:12]}...) is not the data the run was trained on "
-            f"({saved.get('path')}, sha256 {saved['manifest_sha256'][:12]}...). Pass that --data, or --overwrite "
-            "to start over."
+            f"({saved.get('path')}, sha256 {saved['manifest_sha256'][:12]}...). Pass that --data, or start "
+            "over with --overwrite instead of --resume."
         )
 
 
@@ -385,11 +398,6 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     from psb_rl.data import RolloutDataset
     from psb_rl.rollouts import manifest_record
 
-    for name in ("mask_consistency", "slot_contrast"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (a weight), got {getattr(args, name)}")
-    if args.contrast_temperature <= 0:
-        raise ValueError(f"--contrast-temperature must be > 0, got {args.contrast_temperature}")
     device = resolve_device(args.device)
     info = setup_distributed(device)
     if info.world_size > 1 and device.type == "cuda":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -257,8 +260,12 @@ def test_resume_from_errors(tmp_path: Path) -> None:
     other_net = _tiny_args(tmp_path, "state", None)
     other_net.out, other_net.resume_from, other_net.total_steps = str(tmp_path / "wider"), model_path, 512
     other_net.d_model = 64
+    with pytest.raises(ValueError, match="--d-model 64 differs from the run's 32"):
+        train(other_net)
+    (Path(model_path).parent / "args.json").rename(tmp_path / "args.json")  # without its run's arguments
     with pytest.raises(ValueError, match="does not fit a network built from these arguments"):
         train(other_net)
+    (tmp_path / "args.json").rename(Path(model_path).parent / "args.json")
     not_a_zip = tmp_path / "model.zip"
     not_a_zip.write_text("not an agent")
     other_net.resume_from, other_net.d_model = str(not_a_zip), 32
@@ -355,3 +362,78 @@ def test_frozen_encoder_stays_frozen_through_ppo(checkpoint: Path) -> None:
     # the encoder is not part of the policy (ortho_init / set_training_mode cannot reach it)
     policy_params = {id(p) for p in agent.policy.parameters()}
     assert not policy_params & {id(p) for p in model.parameters()}
+
+
+def _run_cli(script: str, *argv: str) -> subprocess.CompletedProcess:
+    from psb_rl.utils import child_pythonpath
+
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@needs_envs
+def test_a_swapped_checkpoint_is_refused_naming_both(tmp_path: Path, checkpoint: Path) -> None:
+    from psb_rl import save_checkpoint
+    from psb_rl.agent_io import build_agent, run_record
+    from psb_rl.checkpoint import CheckpointError, file_sha256
+    from psb_rl.utils import write_json
+
+    args = _tiny_args(tmp_path, "slots", checkpoint)
+    run = Path(args.out)
+    run.mkdir(parents=True)
+    space = gym.spaces.Box(-np.inf, np.inf, (TINY["num_slots"], TINY["slot_dim"]), np.float32)
+    build_agent(args, (space, gym.spaces.Discrete(5)), "cpu").save(run / "model.zip")
+    write_json(run / "args.json", run_record(args))
+    record = json.loads((run / "args.json").read_text())
+    assert record["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert record["checkpoint_config"]["slot_dim"] == TINY["slot_dim"]
+    evaluate(EvalArgs(run=str(run), episodes=1, gif="none"))  # its own checkpoint: fine
+
+    torch.manual_seed(1)  # same shape, other weights
+    other = save_checkpoint(PSBAutoencoder(PSBConfig(**TINY)), tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match=rf"other\.ckpt .*is not the PSB checkpoint the agent in {run} was "
+                                               rf"trained with \({checkpoint}"):
+        evaluate(EvalArgs(run=str(run), checkpoint=str(other), episodes=1, gif="none"))
+    line = _one_error_line(_run_cli("agents/evaluate.py", "--run", str(run), "--checkpoint", str(other),
+                                    "--episodes", "1", "--gif", "none"))
+    assert str(other) in line and str(checkpoint) in line
+    resumed = dataclasses.replace(args, checkpoint=str(other), resume_from=str(run / "model.zip"),
+                                  out=str(tmp_path / "continued"), total_steps=512)
+    with pytest.raises(CheckpointError, match=r"other\.ckpt"):
+        train(resumed)
+
+
+def test_ppo_run_folder_is_owned(tmp_path: Path) -> None:
+    from psb_rl.utils import RunDirError, run_lock
+
+    args = _tiny_args(tmp_path, "state", None)
+    Path(args.out).mkdir(parents=True)
+    (Path(args.out) / "model.zip").write_text("an earlier agent")
+    with pytest.raises(RunDirError, match=r"already holds a run \(model\.zip\).*--resume-from.*--overwrite"):
+        train(args)
+    assert (Path(args.out) / "model.zip").read_text() == "an earlier agent"
+    line = _one_error_line(_run_cli("agents/train_ppo.py", "--encoder", "state", "--out", args.out))
+    assert "--overwrite" in line
+    with run_lock(args.out), pytest.raises(RunDirError, match=rf"pid {os.getpid()}"):
+        train(dataclasses.replace(args, overwrite=True))
+    assert (Path(args.out) / "model.zip").read_text() == "an earlier agent"
+
+
+def test_cli_mistakes_are_one_line() -> None:
+    assert "--checkpoint" in _one_error_line(_run_cli("agents/train_ppo.py", "--encoder", "slots"))
+    line = _one_error_line(_run_cli("agents/train_ppo.py", "--encoder", "slotz"))
+    assert "invalid choice: 'slotz'" in line and "'slots', 'pixels', 'state'" in line
+    assert "invalid choice" in _one_error_line(_run_cli("agents/train_ppo.py", "--pooling", "mean"))
+    assert "no agent at" in _one_error_line(_run_cli("agents/evaluate.py", "--run", "/nonexistent/run"))
+    text = _run_cli("agents/evaluate.py", "--help").stdout
+    options = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    assert len(options) > 10 and all(option.count("(default") <= 1 for option in options), text  # shown once
+    assert "{slots,pixels,state}" in text

@@ -58,3 +58,13 @@ def test_parser_mistakes_are_one_line_and_defaults_are_shown_once(capsys: pytest
     out = " ".join(capsys.readouterr().out.split())
     assert "{transformer,deepsets}" in out and "(default: 'transformer')" in out
     assert "environment id (default: the run's)" in out and "(default: None)" not in out
+
+
+def test_unknown_env_id_is_a_user_mistake(capsys: pytest.CaptureFixture[str]) -> None:
+    import gymnasium as gym
+
+    from psb_rl.cli import run_main
+
+    assert run_main(lambda argv: gym.make("NoSuchEnv-v0")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "NoSuchEnv" in err

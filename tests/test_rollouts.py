@@ -26,6 +26,7 @@ from psb_rl.rollouts import (
     load_manifest,
     load_shard,
     load_shard_episodes,
+    sha256_file,
     verify_rollouts,
 )
 
@@ -327,6 +328,8 @@ def test_repair_recollects_damaged_shards_exactly(tmp_path: Path) -> None:
     assert [e["file"] for e in repaired["shards"]] == [e["file"] for e in clean["shards"]]
     for key in ("num_episodes", "num_frames", "num_steps", "complete"):
         assert repaired[key] == clean[key], key
+    # the same bytes: a PSB run trained on the data before the damage can be resumed on the repaired data
+    assert sha256_file(damaged / MANIFEST_NAME) == sha256_file(tmp_path / "clean" / MANIFEST_NAME)
     for a, b in zip(repaired["shards"], clean["shards"], strict=True):
         got, want = load_shard(damaged / a["file"]), load_shard(tmp_path / "clean" / b["file"])
         assert got.keys() == want.keys()
