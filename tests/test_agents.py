@@ -427,13 +427,26 @@ def test_ppo_run_folder_is_owned(tmp_path: Path) -> None:
     assert (Path(args.out) / "model.zip").read_text() == "an earlier agent"
 
 
-def test_cli_mistakes_are_one_line() -> None:
-    assert "--checkpoint" in _one_error_line(_run_cli("agents/train_ppo.py", "--encoder", "slots"))
-    line = _one_error_line(_run_cli("agents/train_ppo.py", "--encoder", "slotz"))
-    assert "invalid choice: 'slotz'" in line and "'slots', 'pixels', 'state'" in line
-    assert "invalid choice" in _one_error_line(_run_cli("agents/train_ppo.py", "--pooling", "mean"))
-    assert "no agent at" in _one_error_line(_run_cli("agents/evaluate.py", "--run", "/nonexistent/run"))
-    text = _run_cli("agents/evaluate.py", "--help").stdout
+def test_cli_mistakes_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from agents import evaluate as evaluate_script
+    from agents import train_ppo
+    from psb_rl.cli import run_main
+
+    def one_line() -> str:
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+        return err
+
+    assert run_main(train_ppo.main, ["--encoder", "slots"]) == 2 and "--checkpoint" in one_line()
+    assert run_main(evaluate_script.main, ["--run", "/nonexistent/run"]) == 2 and "no agent at" in one_line()
+    for argv, expected in ((["--encoder", "slotz"], "'slots', 'pixels', 'state'"), (["--pooling", "mean"], "'deepsets'")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(train_ppo.main, argv)
+        err = one_line()
+        assert exit_info.value.code == 2 and "invalid choice" in err and expected in err
+    with pytest.raises(SystemExit):
+        evaluate_script.parse_args(["--help"])
+    text = capsys.readouterr().out
     options = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
     assert len(options) > 10 and all(option.count("(default") <= 1 for option in options), text  # shown once
     assert "{slots,pixels,state}" in text
