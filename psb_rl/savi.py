@@ -5,7 +5,7 @@ the frame tokens for ``cfg.savi_iterations`` iterations (LayerNorm on slots and 
 projections, softmax over the slots, renormalised weighted mean over the tokens, ``GRUCell``
 update, residual MLP); a transformer **predictor** (pre-LN self-attention + MLP layers over the N
 slots) then maps the corrected slots to the next frame's initial slots. At ``t = 0`` the initial
-slots come from :class:`psb_rl.model.SlotInitializer`, so ``slot_init="learned"``/``"random"`` behave
+slots come from :class:`psb_rl.attention.SlotInitializer`, so ``slot_init="learned"``/``"random"`` behave
 as in PSB.
 
 The module has PSB's slot-encoder interface (``forward`` / ``init_cache`` / ``step``), so the same
@@ -15,8 +15,9 @@ The module has PSB's slot-encoder interface (``forward`` / ``init_cache`` / ``st
 **Parameter matching.** To compare like with like, the SAVi slot module has (about) as many
 parameters as the PSB slot module of the same config: the predictor has ``num_blocks`` layers (one
 per PSB block) and the hidden width of the predictor MLP is solved in closed form so that the
-total matches :class:`psb_rl.model.PSBSlotEncoder` (counted on the ``meta`` device, so the rule
-follows any change to PSB); it is clamped to at least ``max(slot_dim // 8, 8)``. The match is
+total matches ``target_parameters``, which :class:`psb_rl.model.PSBAutoencoder` counts on a
+:class:`psb_rl.model.PSBSlotEncoder` of the same config (on the ``meta`` device, so the rule follows
+any change to PSB, and this module needs no import of the PSB model); it is clamped to at least ``max(slot_dim // 8, 8)``. The match is
 within ±0.1% for ``num_blocks >= 2`` (default config: 997,975 vs PSB's 997,903); for
 ``num_blocks = 1`` the corrector alone is about PSB's size, the clamp binds and SAVi has ~6% more. The frame encoder and decoder are shared designs, so whole models match too.
 
@@ -33,16 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psb_rl.config import PSBConfig
-from psb_rl.model import (
+from psb_rl.attention import (
     RENORM_EPS,
-    PSBSlotEncoder,
     SlotInitializer,
     colour_value_projection,
+    count_parameters,
     merge_heads,
     split_heads,
     token_keys_values,
 )
+from psb_rl.config import PSBConfig
 
 
 @dataclass
@@ -127,24 +128,21 @@ class PredictorLayer(nn.Module):
         return slots + self.mlp(self.norm_mlp(slots))
 
 
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def predictor_hidden_width(cfg: PSBConfig) -> int:
-    """Hidden width of the predictor MLPs that matches SAVi's slot-module size to PSB's (see module doc).
+def predictor_hidden_width(cfg: PSBConfig, target_parameters: int) -> int:
+    """Hidden width of the predictor MLPs that brings SAVi's slot module to ``target_parameters``.
 
     :param cfg: model configuration.
-    :return: the width ``h``: the SAVi slot module then has PSB's parameter count up to rounding
+    :param target_parameters: parameter count to match (that of the PSB slot module of ``cfg``).
+    :return: the width ``h``: the SAVi slot module then has ``target_parameters`` up to rounding
         (or more, where the clamp ``h >= max(D // 8, 8)`` binds).
     """
     d, layers = cfg.slot_dim, cfg.num_blocks
     with torch.device("meta"):  # shapes only: no memory, no init cost
-        target = _num_params(PSBSlotEncoder(cfg))
-        fixed = _num_params(SlotInitializer(cfg)) + _num_params(SlotAttentionCorrector(cfg)) + 2 * d  # + norm_out
-        per_layer_at_zero = _num_params(PredictorLayer(d, cfg.num_heads, 1)) - (2 * d + 1)
-    # a predictor layer of hidden width h has per_layer_at_zero + h * (2d + 1) parameters
-    hidden = (target - fixed - layers * per_layer_at_zero) / (layers * (2 * d + 1))
+        fixed = count_parameters(SlotInitializer(cfg)) + count_parameters(SlotAttentionCorrector(cfg)) + 2 * d
+        per_layer_at_zero = count_parameters(PredictorLayer(d, cfg.num_heads, 1)) - (2 * d + 1)
+    # fixed counts the initializer, the corrector and norm_out; a predictor layer of hidden width h
+    # has per_layer_at_zero + h * (2d + 1) parameters
+    hidden = (target_parameters - fixed - layers * per_layer_at_zero) / (layers * (2 * d + 1))
     return max(round(hidden), max(d // 8, 8))
 
 
@@ -152,14 +150,15 @@ class SAViSlotEncoder(nn.Module):
     """Recurrent SAVi-style slot encoder with PSB's slot-encoder interface.
 
     :param cfg: model configuration (``encoder="savi"``); see the module docstring for the sizing rule.
+    :param target_parameters: parameter count the module is sized to (that of the PSB slot module).
     """
 
-    def __init__(self, cfg: PSBConfig) -> None:
+    def __init__(self, cfg: PSBConfig, target_parameters: int) -> None:
         super().__init__()
         self.config = cfg
         self.initializer = SlotInitializer(cfg)
         self.corrector = SlotAttentionCorrector(cfg)
-        self.predictor_hidden = predictor_hidden_width(cfg)
+        self.predictor_hidden = predictor_hidden_width(cfg, target_parameters)
         self.predictor = nn.Sequential(
             *(PredictorLayer(cfg.slot_dim, cfg.num_heads, self.predictor_hidden) for _ in range(cfg.num_blocks))
         )
