@@ -10,7 +10,7 @@
 * ``state``: the environment's ``obs_mode="state"`` objects ``(K, F)`` through the same extractor.
 
 ``--mirror-from STEPS`` trains, from that step on, also on the mirror images of each rollout
-(:mod:`psb_rl.mirror`; built-in ``PSB/`` environments).
+(:mod:`psb_rl.contrib.mirror`; built-in ``PSB/`` environments).
 
 Writes to ``--out``: ``model.zip``, ``args.json``, ``eval.csv`` (timesteps, mean reward, success
 rate), ``learning_curve.png``, ``summary.json`` and TensorBoard logs under ``tb/``. ``train(args)``
@@ -123,7 +123,7 @@ class Args:
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
     mirror_from: int | None = None
     """from this many environment steps on, also train on the left-right, up-down and 180-degree mirror
-    images of every rollout (psb_rl.mirror; None: never). Built-in PSB/ envs only (their arena is
+    images of every rollout (psb_rl.contrib.mirror; None: never). Built-in PSB/ envs only (their arena is
     symmetric); costs about 4x the PPO update and, for slots, the encoder (mirrors are encoded from the
     start so each has its own history). On OddOneOut use it after the initial plateau (150k-250k):
     from step 0 PPO stalls there"""
@@ -186,7 +186,7 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
         if encoder_model is None:
             raise ValueError("--encoder slots needs the PSB model (load it with psb_rl.load_checkpoint)")
         if args.mirror_from is not None:
-            from psb_rl.mirror import MirroredVecPSBWrapper
+            from psb_rl.contrib.mirror import MirroredVecPSBWrapper
 
             return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
         return VecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]

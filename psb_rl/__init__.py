@@ -25,8 +25,6 @@ _EXPORTS = {
     "PSBObservationWrapper": "psb_rl.wrappers",
     "VecPSBWrapper": "psb_rl.wrappers",
     "SlotTransformerExtractor": "psb_rl.extractors",
-    "MirroredPPO": "psb_rl.mirror",
-    "MirroredVecPSBWrapper": "psb_rl.mirror",
     "RolloutDataset": "psb_rl.data",
     "collect_rollouts": "psb_rl.rollouts",
 }

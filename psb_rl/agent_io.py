@@ -56,7 +56,7 @@ def policy_for(args: Any) -> tuple[str, dict[str, Any]]:
         kwargs["mask_feature_index"] = args.mask_feature_index
     extractor_class: type = SlotTransformerExtractor
     if args.encoder == "slots" and args.mirror_from is not None:
-        from psb_rl.mirror import FirstCopyExtractor
+        from psb_rl.contrib.mirror import FirstCopyExtractor
 
         extractor_class = FirstCopyExtractor  # same parameters, reads the unmirrored copy
     return "MlpPolicy", {
@@ -67,7 +67,7 @@ def policy_for(args: Any) -> tuple[str, dict[str, Any]]:
 
 
 def mirror_kwargs(args: Any) -> dict[str, Any]:
-    """Keyword arguments of :class:`psb_rl.mirror.MirroredPPO` for ``--mirror-from`` (empty without it)."""
+    """Keyword arguments of :class:`psb_rl.contrib.mirror.MirroredPPO` for ``--mirror-from`` (empty without it)."""
     if args.mirror_from is None:
         return {}
     if not args.env.startswith("PSB/"):
@@ -77,7 +77,7 @@ def mirror_kwargs(args: Any) -> dict[str, Any]:
         )
     import functools
 
-    from psb_rl import mirror
+    from psb_rl.contrib import mirror
 
     observation_mirror: mirror.ObservationMirror
     if args.encoder == "slots":
@@ -103,7 +103,7 @@ class _SpacesEnv(gym.Env):
 
 
 def build_agent(args: Any, env: Any, device: torch.device | str, tensorboard_log: Path | None = None) -> Any:
-    """A fresh PPO agent (:class:`psb_rl.mirror.MirroredPPO` with ``mirror_from``) with the hyperparameters
+    """A fresh PPO agent (:class:`psb_rl.contrib.mirror.MirroredPPO` with ``mirror_from``) with the hyperparameters
     and network of ``args``.
 
     :param args: the run's arguments (``agents/train_ppo.py``'s ``Args`` or an object with its fields).
@@ -120,7 +120,7 @@ def build_agent(args: Any, env: Any, device: torch.device | str, tensorboard_log
     extra = mirror_kwargs(args)
     agent_class: type = PPO
     if extra:
-        from psb_rl.mirror import MirroredPPO
+        from psb_rl.contrib.mirror import MirroredPPO
 
         agent_class = MirroredPPO
     return agent_class(

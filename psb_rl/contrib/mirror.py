@@ -7,7 +7,7 @@ also teaches the policy what to do in three more situations, at no environment c
 
 Switched on from the first update (``mirror_from=0``) this stalls PPO on OddOneOut's initial
 plateau, even for the ground-truth state; switched on after it (150k-250k steps) it lifts the
-state oracle from 0.90 to 0.94 success at fewer steps (README, Results). The pieces:
+state oracle from 0.90 to 0.94 success at fewer steps (docs/rl.md). The pieces:
 
 * :class:`MirroredPPO`: from ``mirror_from`` steps on, each update appends the mirror images of the
   rollout to the buffer (same advantages and returns; the ratio's denominator is the behaviour

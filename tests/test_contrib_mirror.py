@@ -1,4 +1,4 @@
-"""Tests of psb_rl.mirror: mirror transforms, the mirrored slot wrapper and MirroredPPO."""
+"""Tests of psb_rl.contrib.mirror: mirror transforms, the mirrored slot wrapper and MirroredPPO."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from psb_rl import PSBAutoencoder, PSBConfig, SlotTransformerExtractor, VecPSBWrapper
-from psb_rl.mirror import (
+from psb_rl.contrib.mirror import (
     MIRRORS,
     FirstCopyExtractor,
     MirroredPPO,
@@ -252,3 +252,14 @@ def test_train_ppo_mirror_from_slots_end_to_end(tmp_path: Path) -> None:
     assert out["episodes"] == 1
     with pytest.raises(ValueError, match="PSB/ environments"):
         train(dataclasses.replace(args, env="CartPole-v1", encoder="state", out=str(tmp_path / "bad")))
+
+
+def test_contrib_exports_the_mirrored_pieces_together():
+    import psb_rl
+    import psb_rl.contrib as contrib
+    from psb_rl.contrib import mirror
+
+    assert set(contrib.__all__) == {"MirroredPPO", "MirroredVecPSBWrapper", "FirstCopyExtractor"}
+    for name in contrib.__all__:
+        assert getattr(contrib, name) is getattr(mirror, name)
+        assert name not in psb_rl.__all__
