@@ -16,20 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
-
-from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import load_encoder  # noqa: E402
-from psb_rl import agent_io  # noqa: E402
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main  # noqa: E402
-from psb_rl.utils import ensure_writable_file, resolve_device  # noqa: E402
+from agents.train_ppo import Args as TrainArgs
+from agents.train_ppo import load_encoder
+from psb_rl import agent_io
+from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.utils import ensure_writable_file, resolve_device
 
 
 @dataclass

@@ -28,23 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
-from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
-from stable_baselines3.common.utils import set_random_seed  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage  # noqa: E402
-
-from psb_rl import agent_io  # noqa: E402
-from psb_rl.agent_io import ENCODERS, build_agent, mirror_kwargs, policy_for, saved_num_timesteps  # noqa: E402, F401
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main  # noqa: E402
-from psb_rl.utils import atomic_path, claim_run_dir, ensure_writable_dir, resolve_device, run_lock, write_json  # noqa: E402
+from psb_rl import agent_io
+from psb_rl.agent_io import ENCODERS, build_agent, mirror_kwargs, policy_for, saved_num_timesteps  # noqa: F401
+from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.utils import atomic_path, claim_run_dir, ensure_writable_dir, resolve_device, run_lock, write_json
 
 RUN_FILES = ("model.zip", "eval.csv", "evaluations.npz", "learning_curve.png", "summary.json", "tb")
 """What a run writes to --out: their presence means a (finished or partial) run is there (args.json, written

@@ -1,4 +1,4 @@
-"""Parameter count and forward+backward time of a PSB config on this machine (issue: core model).
+"""Parameter count and forward+backward time of a PSB config on this machine.
 
     python benchmarks/model_speed.py                         # default PSBConfig, B=16, T=8
     python benchmarks/model_speed.py --image-size 64         # the same config at 64×64 input

@@ -15,22 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import train  # noqa: E402
-from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import write_json  # noqa: E402
+from agents.train_ppo import Args as TrainArgs
+from agents.train_ppo import train
+from psb_rl.cli import parse_dataclass
+from psb_rl.utils import write_json
 
 
 @dataclass
@@ -57,7 +52,7 @@ class Args:
     """PPO minibatch size (train_ppo.py's default)"""
     mirror_from: int | None = None
     """train on mirrored rollouts from this many steps on (agents/train_ppo.py --mirror-from; the
-    eleventh session's 1M recipe for slots is 150000)"""
+    published 1M recipe for slots uses 150000, docs/rl.md)"""
     eval_freq: int = 50_000
     """evaluate every this many environment steps"""
     eval_episodes: int = 50

@@ -1,7 +1,7 @@
 """`make bench`: the quick version of every benchmark, one after another (they must not share cores).
 
 Each benchmark prints its table and writes JSON under benchmarks/results/. Full versions: run each
-script without --quick (see the README's Results section for the exact commands).
+script without --quick (docs/speed.md has the exact commands).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ QUICK = [
     ["benchmarks/streaming_speed.py", "--quick"],
     ["benchmarks/train_speed.py", "--quick"],
     ["benchmarks/vec_wrapper_speed.py", "--repeats", "3"],
-    ["benchmarks/oddoneout_probe.py", "--quick"],
     ["benchmarks/quality.py", "--minutes", "2", "--variants", "psb", "savi", "--out", "runs/quality_quick",
      "--results", "benchmarks/results/quality_quick.json"],
 ]

@@ -26,27 +26,24 @@ import contextlib
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from psb_rl.config import PSBConfig
+from psb_rl.model import PSBAutoencoder
+from psb_rl.streaming import StreamingEncoder
+from psb_rl.utils import resolve_device, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from psb_rl.config import PSBConfig  # noqa: E402
-from psb_rl.model import PSBAutoencoder  # noqa: E402
-from psb_rl.streaming import StreamingEncoder  # noqa: E402
-from psb_rl.utils import resolve_device, write_json  # noqa: E402
 
 
 @dataclass
 class Args:
-    """Benchmark the causal streaming encoder (issue 5)."""
+    """Benchmark the causal streaming encoder: per-step cost over an episode, speed-up over recomputing, cache size."""
 
     checkpoint: str | None = None
     """PSB checkpoint (default: PSBConfig() with random weights)"""

@@ -33,15 +33,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from psb_rl.config import PSBConfig
+from psb_rl.model import PSBAutoencoder
+from psb_rl.utils import child_pythonpath, resolve_device, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from psb_rl.config import PSBConfig  # noqa: E402
-from psb_rl.model import PSBAutoencoder  # noqa: E402
-from psb_rl.utils import child_pythonpath, resolve_device, write_json  # noqa: E402
 
 ENCODERS = ("psb", "savi")
 

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
-
-import envs  # noqa: E402, F401
-from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, VecPSBWrapper  # noqa: E402
-from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import resolve_device, write_json  # noqa: E402
+from psb_rl import PSBAutoencoder, PSBConfig, PSBObservationWrapper, VecPSBWrapper
+from psb_rl.cli import parse_dataclass
+from psb_rl.utils import resolve_device, write_json
 
 
 @dataclass

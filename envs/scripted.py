@@ -12,7 +12,7 @@ Three policies separate the two:
 - ``"avoid_random_target"``: the same navigation towards an object picked at random at reset, i.e.
   perfect navigation without identification (the chance level of a policy that cannot compare).
 
-``benchmarks/oddoneout_ceiling.py`` reports their success rates next to the PPO agents'.
+Their success rates (:func:`evaluate_scripted`) put the PPO agents' in context (docs/rl.md).
 """
 
 from __future__ import annotations

@@ -16,10 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
 from psb_rl.rollouts import collect_rollouts, repair_rollouts

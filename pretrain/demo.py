@@ -33,9 +33,7 @@ class DemoArgs:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT / "agents"))
-    import train_ppo
-
+    from agents import train_ppo
     from psb_rl.cli import parse_dataclass
     from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, train
 

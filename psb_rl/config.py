@@ -57,8 +57,8 @@ class PSBConfig:
     """Append each token's mean input colour (its patch, pooled at the feature stride) to the frame tokens
     and add a learned projection of it to the bottom-up *values* (not the keys) of every block, or of the
     SAVi corrector. The default CNN tokens barely separate colours and slots decode objects in grey
-    (``benchmarks/colour_probe.py``); with this on, colour is bound and PSNR rises by 2-4 dB, but on this
-    CPU recipe some seeds end with one slot holding several objects (see the README's results), so it is
+    (input and decoded chroma correlate at 0.14); with this on, colour is bound and PSNR rises by 2-4 dB,
+    but on this CPU recipe some seeds end with one slot holding several objects (docs/pretraining.md), so it is
     off by default. Keys stay colour-free: colour in the keys made slots specialise by colour."""
 
     def __post_init__(self) -> None:

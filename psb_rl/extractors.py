@@ -35,12 +35,12 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param dropout: dropout inside the transformer (keep 0 for RL).
     :param embed_layers: depth of the per-slot embedding before pooling (``"transformer"`` and
         ``"deepsets"``): 1 is a linear map, 2 a two-layer MLP (``2 * d_model`` hidden units) for slot
-        properties a linear map reads poorly. On OddOneOut it did not help PPO (README, Results).
+        properties a linear map reads poorly. On OddOneOut it did not help PPO (docs/rl.md).
     :param relation: add to each slot's embedding the mean, over the other slots, of an MLP of the
         pair ``(e_i, e_j, |e_i - e_j|)`` (a relation network, Santoro et al. 2017) before pooling
         (``"transformer"`` and ``"deepsets"``). Softmax attention averages over slots, so it cannot
         easily tell whether a slot looks like one or like three others; this mean over pairs can. On
-        OddOneOut it lifts a supervised probe but not PPO (README, Results). Costs ``K²`` small MLP
+        OddOneOut it lifts a supervised probe but not PPO (docs/rl.md). Costs ``K²`` small MLP
         rows per observation.
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean

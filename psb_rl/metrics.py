@@ -1,4 +1,4 @@
-"""Video-level segmentation and reconstruction metrics (DESIGN.md §7).
+"""Video-level segmentation and reconstruction metrics.
 
 Segmentation metrics compare a ground-truth labelling of a clip with the model's segmentation, the
 argmax over slots of its alpha masks. Every segmentation metric is computed over all ``T·H·W`` pixels of

@@ -82,7 +82,7 @@ class TrainArgs:
     consecutive frames where the image stays still, see mask_change) added to the pixel MSE: reconstruction
     alone does not care which slot holds an object, so slots swap objects over time. Off by default: with
     --colour-values, 0.1 raised video FG-ARI in the runs that bound objects, but it cannot rescue a run
-    heading for one slot per several objects (no slot ever changes there); see the README's results"""
+    heading for one slot per several objects (no slot ever changes there); see docs/pretraining.md"""
     mask_consistency_start: int = 500
     """step at which the temporal terms (--mask-consistency, --slot-contrast) start; each
     weight then grows linearly to its value over as many steps again (from step 0 the mask term favours
@@ -92,7 +92,7 @@ class TrainArgs:
     itself one frame later out of every slot of the (per-rank) batch at that frame (InfoNCE), so a slot
     that trades its object costs. Off by default: 0.01 for 4,000 steps gave 0.73-0.84 video FG-ARI over
     four seeds on a GPU but 0.72 and 0.76 over two on this CPU, no better than the default recipe, and
-    started before step 500 it kept slots from binding (see the README's results)"""
+    started before step 500 it kept slots from binding (see docs/pretraining.md)"""
     contrast_temperature: float = 0.1
     """temperature of --slot-contrast"""
     seed: int = 0

@@ -18,13 +18,11 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from agents.evaluate import EvalArgs, evaluate
+from agents.train_ppo import Args, parse_args, train
+from psb_rl import PSBAutoencoder, PSBConfig, SlotTransformerExtractor, VecPSBWrapper, load_checkpoint
 
-from agents.evaluate import EvalArgs, evaluate  # noqa: E402
-from agents.train_ppo import Args, parse_args, train  # noqa: E402
-from psb_rl import PSBAutoencoder, PSBConfig, SlotTransformerExtractor, VecPSBWrapper, load_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
 
@@ -113,62 +111,6 @@ def test_anneal_lr_decays_the_learning_rate_linearly(tmp_path: Path) -> None:
     # SB3 sets the rate from the progress after each rollout: the last update ran at the end of the line
     assert agent.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
     assert parse_args(["--anneal-lr"]).anneal_lr is True and parse_args([]).anneal_lr is False
-
-
-@needs_envs
-def test_failure_breakdown_benchmark(tmp_path: Path) -> None:
-    from benchmarks.oddoneout_failures import main as failures
-
-    args = _tiny_args(tmp_path, "state", None)
-    args.eval_freq = 0
-    run = train(args)["out_dir"]
-    summary = failures(["--run", run, "--episodes", "8"])
-    assert Path(run, "failures.json").is_file() and summary["episodes"] == 8
-    solvable = summary["straight_line_solvable"]
-    assert 0.0 <= solvable <= 1.0
-    parts = [(solvable, summary["success_when_straight_line_solves"]),
-             (1 - solvable, summary["success_when_straight_line_fails"])]
-    assert summary["success_rate"] == pytest.approx(sum(w * s for w, s in parts if w > 0))
-    # the default OddOneOut differs by colour, so every straight-line-solvable episode has a colour pair
-    assert sum(row["episodes"] for row in summary["colour_pairs"]) == round(solvable * 8)
-    with pytest.raises(SystemExit, match="no agent"):
-        failures(["--run", str(tmp_path / "missing")])
-
-
-def test_odd_object_purity_hand_made_frames() -> None:
-    from benchmarks.oddoneout_binding import odd_object_purity
-
-    labels = np.zeros((4, 6), dtype=np.int64)
-    labels[:2, :2] = 3  # the odd object: 4 pixels
-    labels[:2, 4:] = 2  # another object: 4 pixels
-    own = np.zeros_like(labels)
-    own[:2, :2] = 1
-    assert odd_object_purity(own, labels, odd_label=3) == 1.0  # background pixels do not count
-    shared = np.where(labels > 0, 1, 0)  # both objects in segment 1
-    assert odd_object_purity(shared, labels, odd_label=3) == 0.5
-    assert odd_object_purity(own, labels, odd_label=5) is None  # not in the frame
-
-
-@needs_envs
-def test_binding_benchmark_runs_and_correlates(tmp_path: Path) -> None:
-    from benchmarks.oddoneout_binding import main as binding
-    from benchmarks.rl_oddoneout import tiny_random_checkpoint
-
-    checkpoint = tiny_random_checkpoint(tmp_path / "tiny.ckpt")
-    failures = tmp_path / "failures.json"
-    names = ["red", "green", "blue", "yellow", "magenta", "cyan", "orange"]
-    made_up = [f"{a}/{b}" for i, a in enumerate(names) for b in names[i + 1:]]  # every pair, sorted like the env's
-    failures.write_text(json.dumps({"colour_pairs": [
-        {"colours": pair, "failure_rate": k / len(made_up), "episodes": 5} for k, pair in enumerate(made_up)
-    ]}))
-    summary = binding(["--checkpoint", str(checkpoint), "--episodes", "12", "--frames", "1", "--torch-threads", "1",
-                       "--failures", str(failures)])
-    assert 0.0 < summary["mean_purity"] <= 1.0 and 0.0 <= summary["share_below_half"] <= 1.0
-    assert Path(checkpoint).with_name("oddoneout_binding.json").is_file()
-    assert set(summary["colour_pairs"]) <= set(made_up)
-    assert all(0.0 < row["purity"] <= 1.0 and row["frames"] >= 1 for row in summary["colour_pairs"].values())
-    assert summary["failures"]["pairs"] == len(summary["colour_pairs"]) >= 3
-    assert -1.0 <= summary["failures"]["correlation"] <= 1.0
 
 
 def _zip_tensors(model_path: str, name: str) -> dict:

@@ -1,22 +1,17 @@
-"""Tests of benchmarks/compare_recipes.py (final success of PPO recipes over seeds)."""
+"""Tests of tools/compare_recipes.py (final success of PPO recipes over seeds)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import agents.evaluate  # noqa: E402
-from agents.train_ppo import Args as TrainArgs  # noqa: E402
-from agents.train_ppo import train  # noqa: E402
-from benchmarks.compare_recipes import (  # noqa: E402
+import agents.evaluate
+from agents.train_ppo import Args as TrainArgs
+from agents.train_ppo import train
+from tools.compare_recipes import (
     main,
     parse_recipes,
     run_success,

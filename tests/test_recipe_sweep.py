@@ -1,20 +1,15 @@
-"""Tests of benchmarks/recipe_sweep.py (pretraining recipes side by side)."""
+"""Tests of tools/recipe_sweep.py (pretraining recipes side by side)."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.recipe_sweep import main, parse_recipe, read_run  # noqa: E402
-from psb_rl.rollouts import collect_rollouts  # noqa: E402
+from psb_rl.rollouts import collect_rollouts
+from tools.recipe_sweep import main, parse_recipe, read_run
 
 TINY_FLAGS = ("--image-size 32 --num-slots 4 --slot-dim 32 --num-blocks 1 --num-heads 2 --window 2 "
               "--encoder-channels 16 --decoder-channels 16 --batch-size 4 --clip-len 3 --eval-clips 4 "

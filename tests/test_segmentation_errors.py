@@ -1,23 +1,18 @@
-"""Tests of benchmarks/segmentation_errors.py (where a checkpoint's segmentation and tracking go wrong)."""
+"""Tests of tools/segmentation_errors.py (where a checkpoint's segmentation and tracking go wrong)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import benchmarks.segmentation_errors as segmentation_errors  # noqa: E402
-from psb_rl.checkpoint import save_checkpoint  # noqa: E402
-from psb_rl.config import PSBConfig  # noqa: E402
-from psb_rl.model import PSBAutoencoder  # noqa: E402
-from psb_rl.rollouts import collect_rollouts  # noqa: E402
+import tools.segmentation_errors as segmentation_errors
+from psb_rl.checkpoint import save_checkpoint
+from psb_rl.config import PSBConfig
+from psb_rl.model import PSBAutoencoder
+from psb_rl.rollouts import collect_rollouts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 

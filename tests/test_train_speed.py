@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.train_speed import count_flops, main  # noqa: E402
+from benchmarks.train_speed import count_flops, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 

@@ -210,7 +210,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(rollouts: Path, tmp_path: 
     resumed, _ = read_checkpoint(tmp_path / "resumed" / "psb.ckpt")
     assert straight.keys() == resumed.keys()
     for name in straight:
-        if device == "cpu":  # the promise: bit-identical on CPU
+        if device == "cpu":  # resuming on CPU is bit-identical to an uninterrupted run
             assert torch.equal(straight[name], resumed[name]), name
         else:  # CUDA kernels (cuDNN convolutions, atomics) may sum in another order
             torch.testing.assert_close(straight[name], resumed[name], rtol=1e-4, atol=1e-5, msg=name)

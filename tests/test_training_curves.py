@@ -1,18 +1,13 @@
-"""Tests of benchmarks/training_curves.py (reading PPO runs' TensorBoard scalars)."""
+"""Tests of tools/training_curves.py (reading PPO runs' TensorBoard scalars)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.training_curves import main, read_scalar, window_means  # noqa: E402
+from tools.training_curves import main, read_scalar, window_means
 
 
 def write_events(folder: Path, points: list[tuple[int, float]], tag: str = "rollout/ep_rew_mean") -> None:

@@ -5,9 +5,9 @@ data; each writes ``<out>/<NAME>/`` and its log ``<out>/<NAME>.log``. Up to ``--
 once, each with ``--threads`` CPU threads. The table lists the periodic held-out FG-ARI (the log's
 ``step N:`` lines) and the final 1× / 2× / 4× numbers from ``metrics.json``.
 
-    python benchmarks/recipe_sweep.py --recipes "base=" "lr4e-4=--lr 4e-4" --common "--steps 2000"
+    python tools/recipe_sweep.py --recipes "base=" "lr4e-4=--lr 4e-4" --common "--steps 2000"
     # on a GPU machine, many recipes at once (fp32, as on the CPU):
-    python benchmarks/recipe_sweep.py --parallel 12 --common "--device cuda --no-amp --eval-every 500"
+    python tools/recipe_sweep.py --parallel 12 --common "--device cuda --no-amp --eval-every 500"
 
 With several runs sharing a device, their wall-clock says nothing about the CPU budget: choose each
 recipe's ``--steps`` from its CPU cost per step (``benchmarks/model_speed.py``) and compare FG-ARI.
@@ -25,12 +25,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from psb_rl.cli import parse_dataclass
+from psb_rl.utils import child_pythonpath, write_json
 
-from psb_rl.cli import parse_dataclass  # noqa: E402
-from psb_rl.utils import child_pythonpath, write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 EVAL_LINE = re.compile(r"^step (\d+): (.*)$")
 

@@ -1,7 +1,7 @@
 """Compare PPO recipes by the final success of several seeds each, with confidence intervals.
 
-    python benchmarks/compare_recipes.py \
-        --recipes default=runs/s6/slots/seed0,runs/s6/slots/seed1 env32=runs/s9/slots_env32_b512_s0,... \
+    python tools/compare_recipes.py \
+        --recipes default=runs/slots_s0,runs/slots_s1 env32=runs/slots_env32_s0,runs/slots_env32_s1 \
         --episodes 1000 --target 0.9
 
 One agent's success over 1,000 episodes is measured to about ±0.01, but agents of the same recipe
@@ -23,16 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+from scipy import stats
 
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from psb_rl.cli import parse_dataclass, run_main  # noqa: E402
-from psb_rl.rollouts import sha256_file  # noqa: E402
-from psb_rl.utils import write_json  # noqa: E402
+from psb_rl.cli import parse_dataclass, run_main
+from psb_rl.rollouts import sha256_file
+from psb_rl.utils import write_json
 
 
 @dataclass

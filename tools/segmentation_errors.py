@@ -1,6 +1,6 @@
 """Where a checkpoint's segmentation goes wrong: per-object outcomes, merges by distance, slot switches.
 
-    python benchmarks/segmentation_errors.py --checkpoint runs/psb/psb.ckpt
+    python tools/segmentation_errors.py --checkpoint runs/psb/psb.ckpt
 
 Cuts held-out clips like ``pretrain/evaluate.py``, segments every frame (argmax over slots, at the
 model's resolution) and classifies each ground-truth object with :func:`psb_rl.metrics.object_errors`:
@@ -31,8 +31,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """Compare PPO runs by a training scalar from their TensorBoard logs, step by step.
 
-    python benchmarks/training_curves.py --runs runs/s6/slots/seed0 runs/s9/slots_vf1.0_s0
-    python benchmarks/training_curves.py --runs RUN... --tag train/approx_kl --every 100000
+    python tools/training_curves.py --runs runs/slots_s0 runs/slots_vf1_s0
+    python tools/training_curves.py --runs RUN... --tag train/approx_kl --every 100000
 
 The 40-episode evaluations of ``agents/train_ppo.py`` move by about ±0.1 from one to the next;
 ``rollout/ep_rew_mean`` (SB3's mean return of the last 100 training episodes) averaged over a window
@@ -16,14 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from psb_rl.cli import parse_dataclass, run_main  # noqa: E402
-from psb_rl.utils import write_json  # noqa: E402
+from psb_rl.cli import parse_dataclass, run_main
+from psb_rl.utils import write_json
 
 
 @dataclass
@@ -89,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, float]]:
     """Print and save the windowed scalar of every run. :return: ``{run: {mark: mean}}``."""
     args = parse_dataclass(Args, argv)
     if not args.runs:
-        raise SystemExit("pass one or more run folders: python benchmarks/training_curves.py --runs RUN [RUN ...]")
+        raise SystemExit("pass one or more run folders: python tools/training_curves.py --runs RUN [RUN ...]")
     curves = {run: window_means(*read_scalar(run, args.tag), args.every, args.window) for run in args.runs}
     print(f"{args.tag}, mean over the {args.window:,} steps before each mark")
     for run, curve in curves.items():
