@@ -1,6 +1,16 @@
-"""Shared fixtures: tiny model configs so the suite stays fast on 2 CPU cores."""
+"""Shared fixtures: tiny model configs so the suite stays fast on 2 CPU cores.
+
+Every test runs with one torch thread: the models are tiny, so intra-op threads gain nothing and cost a
+lot on a busy machine. ``OMP_NUM_THREADS=1`` is set before torch loads, so subprocesses (SubprocVecEnv
+workers, torchrun, scripts) inherit it too.
+"""
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +19,14 @@ import torch
 
 from psb_rl.config import PSBConfig
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_per_test():
+    """Restore one torch thread before every test (a test or library call may have changed it)."""
+    torch.set_num_threads(1)
+    yield
 
 
 def tiny_config(**overrides) -> PSBConfig:
@@ -58,12 +75,9 @@ def fit(model: torch.nn.Module, video: torch.Tensor, steps: int, lr: float) -> t
 
 @pytest.fixture
 def one_torch_thread():
-    """One torch thread for the test: tiny models gain nothing from intra-op threads, and on a busy 2-core
-    machine they cost a lot (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
-    threads = torch.get_num_threads()
+    """One torch thread for the test (the suite's default already; kept for tests that ask for it)."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -235,3 +235,63 @@ def test_float_space_bounds_are_checked_when_the_wrapper_is_built(model: PSBAuto
     with pytest.warns(RuntimeWarning, match="env 0, 1"):
         slots, *_ = lenient.step(np.zeros(2, dtype=np.int64))
     assert np.isfinite(slots).all()
+
+
+class ChannelsFirstEnv(gym.ObservationWrapper):
+    """The toy env's frames as channels-first images: uint8 ``(3, H, W)``, or float ``(3, H, W)`` in [0, 1]."""
+
+    def __init__(self, env: ToyImageEnv, as_float: bool = False) -> None:
+        super().__init__(env)
+        self.as_float = as_float
+        h, w, _ = env.observation_space.shape
+        self.observation_space = (gym.spaces.Box(0.0, 1.0, (3, h, w), np.float32) if as_float
+                                  else gym.spaces.Box(0, 255, (3, h, w), np.uint8))
+
+    def observation(self, frame: np.ndarray) -> np.ndarray:
+        chw = np.ascontiguousarray(frame.transpose(2, 0, 1))
+        return (chw / 255.0).astype(np.float32) if self.as_float else chw
+
+
+def _rollout(env: gym.Env, steps: int) -> np.ndarray:
+    obs = [env.reset(seed=5)[0]]
+    obs += [env.step(1)[0] for _ in range(steps)]
+    return np.stack(obs)
+
+
+@pytest.mark.parametrize("as_float", [False, True])
+def test_observation_wrapper_channels_first_frames(model: PSBAutoencoder, as_float: bool) -> None:
+    reference = _rollout(PSBObservationWrapper(ToyImageEnv(episode_length=100), checkpoint=model), 4)
+    env = PSBObservationWrapper(ChannelsFirstEnv(ToyImageEnv(episode_length=100), as_float), checkpoint=model)
+    assert env.observation_space.shape == (4, 32)
+    got = _rollout(env, 4)
+    # the same frames in another layout give the same slots (float frames differ by uint8 rounding only)
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("as_float", [False, True])
+def test_vec_wrapper_channels_first_frames(model: PSBAutoencoder, as_float: bool) -> None:
+    def run(make) -> np.ndarray:
+        venv = VecPSBWrapper(DummyVecEnv([make, make]), checkpoint=model)
+        venv.seed(7)
+        obs = [venv.reset()]
+        obs += [venv.step(np.array([1, 2]))[0] for _ in range(4)]
+        return np.stack(obs)
+
+    reference = run(lambda: ToyImageEnv(episode_length=100))
+    got = run(lambda: ChannelsFirstEnv(ToyImageEnv(episode_length=100), as_float))
+    assert got.shape == (5, 2, 4, 32)
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+
+
+def test_vec_wrapper_after_vec_transpose_image(model: PSBAutoencoder) -> None:
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    def run(venv) -> np.ndarray:
+        venv = VecPSBWrapper(venv, checkpoint=model)
+        venv.seed(3)
+        return np.stack([venv.reset(), *(venv.step(np.array([0]))[0] for _ in range(3))])
+
+    make = lambda: ToyImageEnv(episode_length=100)  # noqa: E731
+    transposed = VecTransposeImage(DummyVecEnv([make]))  # SB3's channels-first uint8 frames
+    assert transposed.observation_space.shape == (3, 24, 24)
+    np.testing.assert_allclose(run(transposed), run(DummyVecEnv([make])), atol=1e-5)
