@@ -1,6 +1,6 @@
 """Pictures of what the model does: per-slot video panels as GIFs, and training curves as PNGs.
 
-A panel for one time step is one row of tiles, left to right::
+A panel for one time step is one row of tiles, left to right, under a header that names each tile::
 
     input | reconstruction | segmentation | slot 0 | slot 1 | ... | slot N-1
 
@@ -11,7 +11,8 @@ A panel for one time step is one row of tiles, left to right::
 
 Tiles are separated by :data:`SEPARATOR_PX` white pixels and, for frames of height ≤ 64, upscaled ×2
 (nearest neighbour) first. For ``T`` frames of size ``H × W`` with ``N`` slots the frames are
-``(T, s·H, (3 + N)·s·W + (2 + N)·SEPARATOR_PX, 3)`` uint8 with ``s = 2 if H <= 64 else 1``.
+``(T, LABEL_PX + s·H, (3 + N)·s·W + (2 + N)·SEPARATOR_PX, 3)`` uint8 with ``s = 2 if H <= 64 else 1``
+(``labels=False`` leaves the header out).
 
 Files are written atomically (:func:`psb_rl.utils.atomic_path`: temporary file in the same folder, then
 ``os.replace``), so a reader never sees a half-written GIF or PNG.
@@ -36,6 +37,10 @@ ArrayLike = np.ndarray | torch.Tensor
 SEPARATOR_PX = 2
 #: Frames up to this height are upscaled ×2 for visibility.
 UPSCALE_MAX_HEIGHT = 64
+#: Height in pixels of the header row that names the tiles.
+LABEL_PX = 14
+#: Shorter names for tiles too narrow for the full one.
+_SHORT_LABELS = {"reconstruction": "recon.", "segmentation": "segment."}
 
 # Distinct colours for the first slots (tab10-like, then extras); more slots get golden-ratio hues.
 _BASE_PALETTE = np.array(
@@ -97,8 +102,30 @@ def _upscale(images: np.ndarray, scale: int) -> np.ndarray:
     return images.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
+def _label_row(labels: Sequence[str], widths: Sequence[int], gap: int) -> np.ndarray:
+    """A ``(LABEL_PX, sum(widths) + gap·(len - 1), 3)`` uint8 header: each label centred over its tile."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    total = sum(widths) + gap * (len(widths) - 1)
+    header = Image.new("RGB", (total, LABEL_PX), (40, 40, 40))
+    draw = ImageDraw.Draw(header)
+    try:
+        font = ImageFont.load_default(size=9 if min(widths) < 100 else 11)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        font = ImageFont.load_default()
+    left = 0
+    for label, width in zip(labels, widths):
+        text_width = draw.textlength(label, font=font)
+        if text_width > width - 2 and label in _SHORT_LABELS:
+            label = _SHORT_LABELS[label]
+            text_width = draw.textlength(label, font=font)
+        draw.text((left + max(0.0, (width - text_width) / 2), 1), label, fill=(255, 255, 255), font=font)
+        left += width + gap
+    return np.asarray(header, dtype=np.uint8)
+
+
 def slot_video_frames(
-    video: ArrayLike, recon: ArrayLike, masks: ArrayLike, per_slot: ArrayLike | None = None
+    video: ArrayLike, recon: ArrayLike, masks: ArrayLike, per_slot: ArrayLike | None = None, labels: bool = True
 ) -> np.ndarray:
     """Build one panel per time step of a clip: input | reconstruction | segmentation | slot images.
 
@@ -107,8 +134,9 @@ def slot_video_frames(
     :param masks: float ``(T, N, H, W)`` alpha masks summing to 1 over ``N``.
     :param per_slot: optional float ``(T, N, 3, H, W)`` per-slot RGB; slot tiles show
         ``alpha * per_slot`` when given, ``alpha * video`` otherwise.
-    :return: uint8 ``(T, s·H, (3 + N)·s·W + (2 + N)·SEPARATOR_PX, 3)`` frames with
-        ``s = 2 if H <= 64 else 1`` (see the module docstring for the layout).
+    :param labels: add the header row naming each tile (input, reconstruction, segmentation, slot k).
+    :return: uint8 ``(T, LABEL_PX + s·H, (3 + N)·s·W + (2 + N)·SEPARATOR_PX, 3)`` frames with
+        ``s = 2 if H <= 64 else 1`` (without ``LABEL_PX`` when ``labels=False``; see the module docstring).
     """
     video_np = _to_numpy(video).astype(np.float32)
     recon_np = _to_numpy(recon).astype(np.float32)
@@ -143,7 +171,12 @@ def slot_video_frames(
         if i:
             row.append(separator)
         row.append(_upscale(tile, scale))
-    return np.ascontiguousarray(np.concatenate(row, axis=2))
+    panel = np.concatenate(row, axis=2)
+    if labels:
+        names = ["input", "reconstruction", "segmentation", *(f"slot {k}" for k in range(num_slots))]
+        header = _label_row(names, [scale * width] * len(names), SEPARATOR_PX)
+        panel = np.concatenate([np.broadcast_to(header, (steps, *header.shape)), panel], axis=1)
+    return np.ascontiguousarray(panel)
 
 
 def save_gif(frames: ArrayLike, path: str | os.PathLike, fps: float = 4.0) -> Path:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from psb_rl.visualize import (
+    LABEL_PX,
     SEPARATOR_PX,
     save_curve_png,
     save_gif,
@@ -33,7 +34,7 @@ def make_clip(steps: int, num_slots: int, size: int, seed: int = 0) -> tuple[np.
 def tile(frames: np.ndarray, index: int, size: int, scale: int) -> np.ndarray:
     """Tile ``index`` of the panel row, downsampled back to the original resolution."""
     start = index * (scale * size + SEPARATOR_PX)
-    return frames[:, :, start : start + scale * size][:, ::scale, ::scale]
+    return frames[:, LABEL_PX:, start : start + scale * size][:, ::scale, ::scale]
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -45,8 +46,14 @@ def test_panel_shape_and_dtype(steps: int, num_slots: int, size: int, scale: int
     video, recon, masks, _ = make_clip(steps, num_slots, size)
     frames = slot_video_frames(video, recon, masks)
     width = (3 + num_slots) * scale * size + (2 + num_slots) * SEPARATOR_PX
-    assert frames.shape == (steps, scale * size, width, 3)
+    assert frames.shape == (steps, LABEL_PX + scale * size, width, 3)
     assert frames.dtype == np.uint8
+    # the header names the tiles (text pixels differ from its background); labels=False leaves it out
+    plain = slot_video_frames(video, recon, masks, labels=False)
+    np.testing.assert_array_equal(plain, frames[:, LABEL_PX:])
+    header = frames[0, :LABEL_PX]
+    assert len(np.unique(header.reshape(-1, 3), axis=0)) > 1
+    np.testing.assert_array_equal(frames[:, :LABEL_PX], np.broadcast_to(header, frames[:, :LABEL_PX].shape))
 
 
 def test_panel_contents() -> None:
@@ -61,8 +68,9 @@ def test_panel_contents() -> None:
         expected = to_uint8(masks[:, k, None] * per_slot[:, k])
         np.testing.assert_allclose(tile(frames, 3 + k, size, scale), expected, atol=1)
     # Nearest upscaling: each 2x2 block is constant; separators are white.
-    np.testing.assert_array_equal(frames[:, 0::2], frames[:, 1::2])
-    first_separator = frames[:, :, scale * size : scale * size + SEPARATOR_PX]
+    body = frames[:, LABEL_PX:]
+    np.testing.assert_array_equal(body[:, 0::2], body[:, 1::2])
+    first_separator = body[:, :, scale * size : scale * size + SEPARATOR_PX]
     assert (first_separator == 255).all()
 
 
