@@ -9,7 +9,9 @@ Conventions shared by all segmentation metrics:
 
 - ground-truth label ``0`` is background; every other label present in a clip is one object;
 - ground-truth background pixels are excluded from everything, including the areas of predicted
-  segments, so changing predictions only on ground-truth background pixels never changes a metric;
+  segments, so changing predictions only on ground-truth background pixels never changes a metric.
+  This makes :func:`miou` and :func:`mbo` higher than the usual IoU, where a segment's area includes
+  the background it covers; ``standard_iou=True`` gives the usual one (docs/pretraining.md compares them);
 - a clip without any foreground pixel has no defined score: it gets ``NaN``, and the means (the
   ``reduction="mean"`` results and :func:`segmentation_metrics`) skip it via ``np.nanmean``; if every clip
   is ``NaN`` the mean is ``NaN`` too.
@@ -95,12 +97,15 @@ def _compact(labels: np.ndarray, keep_zero: bool) -> np.ndarray:
     return inverse
 
 
-def contingency_tables(true_masks: ArrayLike, pred_masks: ArrayLike) -> tuple[np.ndarray, bool]:
+def contingency_tables(
+    true_masks: ArrayLike, pred_masks: ArrayLike, keep_background: bool = False
+) -> tuple[np.ndarray, bool]:
     """Per-clip contingency tables between foreground ground-truth objects and predicted segments.
 
     :param true_masks: int ``(B, T, H, W)`` (or one clip ``(T, H, W)``) labels, 0 = background.
     :param pred_masks: int labels shaped like ``true_masks``, or soft masks ``(B, T, N, H, W)`` /
         ``(T, N, H, W)`` (argmax over ``N``).
+    :param keep_background: keep ground-truth background as row 0 (``(B, 1 + G, K)`` tables).
     :return: ``(tables, single)``: int64 ``(B, G, K)`` where ``tables[b, g, k]`` counts the pixels of clip
         ``b`` (over all ``T·H·W`` jointly) with ground-truth label ``g + 1`` and predicted segment ``k``;
         ground-truth background is dropped. ``single`` tells whether the input was one clip.
@@ -114,7 +119,7 @@ def contingency_tables(true_masks: ArrayLike, pred_masks: ArrayLike) -> tuple[np
     clip = np.arange(batch, dtype=np.int64)[:, None]
     index = (clip * n_true + true) * n_pred + pred
     tables = np.bincount(index.ravel(), minlength=batch * n_true * n_pred).reshape(batch, n_true, n_pred)
-    return tables[:, 1:, :], single
+    return (tables if keep_background else tables[:, 1:, :]), single
 
 
 def _reduce(values: np.ndarray, reduction: Reduction, single: bool) -> np.ndarray | float:
@@ -197,21 +202,35 @@ def fg_ari(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = 
     return _reduce(ari_from_contingency(tables), reduction, single)
 
 
-def _iou_matrices(tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _iou_matrices(tables: np.ndarray, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """IoU between every ground-truth object and predicted segment, from contingency tables.
 
-    Areas are measured over ground-truth foreground pixels only (background is excluded).
+    Areas are measured over ground-truth foreground pixels only, unless ``background`` is given.
 
     :param tables: int ``(B, G, K)`` contingency tables.
+    :param background: int ``(B, K)`` ground-truth background pixels in each predicted segment, added to
+        the segments' areas (the usual IoU); None leaves them out.
     :return: ``(iou, present)``: float64 ``(B, G, K)`` IoUs and bool ``(B, G)``, whether each ground-truth
         object occurs in the clip.
     """
     intersection = tables.astype(np.float64)
     true_area = intersection.sum(axis=2, keepdims=True)
     pred_area = intersection.sum(axis=1, keepdims=True)
+    if background is not None:
+        pred_area = pred_area + background[:, None, :]
     union = true_area + pred_area - intersection
     iou = intersection / np.maximum(union, 1.0)  # union == 0 implies intersection == 0
     return iou, true_area[..., 0] > 0
+
+
+def _clip_ious(true_masks: ArrayLike, pred_masks: ArrayLike, standard_iou: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(iou, present, single)`` of :func:`_iou_matrices` for a batch of clips."""
+    tables, single = contingency_tables(true_masks, pred_masks, keep_background=standard_iou)
+    if standard_iou:
+        iou, present = _iou_matrices(tables[:, 1:], background=tables[:, 0])
+    else:
+        iou, present = _iou_matrices(tables)
+    return iou, present, single
 
 
 def _miou_from_iou(iou: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -234,7 +253,9 @@ def _mbo_from_iou(iou: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def miou(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+def miou(
+    true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none", standard_iou: bool = False
+) -> np.ndarray | float:
     """Mean IoU after Hungarian matching of predicted segments to ground-truth objects, per clip.
 
     IoUs are computed over the whole clip (``T·H·W`` jointly) and over ground-truth foreground pixels
@@ -247,14 +268,17 @@ def miou(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "n
         ``(T, N, H, W)`` (argmax over ``N``).
     :param reduction: ``"none"`` (per-clip ``(B,)`` array) or ``"mean"`` (``nanmean`` float). A single-clip
         input always gives a float.
+    :param standard_iou: count the ground-truth background pixels a predicted segment covers in its area,
+        as the usual IoU does (lower or equal).
     :return: mIoU per clip ``(B,)``, or a float.
     """
-    tables, single = contingency_tables(true_masks, pred_masks)
-    iou, present = _iou_matrices(tables)
+    iou, present, single = _clip_ious(true_masks, pred_masks, standard_iou)
     return _reduce(_miou_from_iou(iou, present), reduction, single)
 
 
-def mbo(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none") -> np.ndarray | float:
+def mbo(
+    true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "none", standard_iou: bool = False
+) -> np.ndarray | float:
     """Mean best overlap: for each ground-truth object its best IoU over predicted segments, averaged.
 
     IoUs are over the whole clip (``T·H·W`` jointly) and over ground-truth foreground pixels only; one
@@ -265,10 +289,11 @@ def mbo(true_masks: ArrayLike, pred_masks: ArrayLike, reduction: Reduction = "no
         ``(T, N, H, W)`` (argmax over ``N``).
     :param reduction: ``"none"`` (per-clip ``(B,)`` array) or ``"mean"`` (``nanmean`` float). A single-clip
         input always gives a float.
+    :param standard_iou: count the ground-truth background pixels a predicted segment covers in its area,
+        as the usual IoU does (lower or equal).
     :return: mBO per clip ``(B,)``, or a float.
     """
-    tables, single = contingency_tables(true_masks, pred_masks)
-    iou, present = _iou_matrices(tables)
+    iou, present, single = _clip_ious(true_masks, pred_masks, standard_iou)
     return _reduce(_mbo_from_iou(iou, present), reduction, single)
 
 

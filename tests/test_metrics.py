@@ -292,3 +292,26 @@ def test_slot_switches_hand_made_clip() -> None:
     assert perfect == [] and steps.sum() == 6
     with pytest.raises(ValueError, match="label clips of one shape"):
         slot_switches(true, true[0])
+
+
+def test_standard_iou_counts_background_in_segment_areas() -> None:
+    # one object of 4 pixels; the predicted segment covers it and 4 background pixels
+    true = np.zeros((1, 4, 4), dtype=np.int64)
+    true[0, :2, :2] = 1
+    pred = np.zeros_like(true)
+    pred[0, :2, :] = 1  # 8 pixels: the object and 4 of background
+    assert miou(true, pred) == 1.0 and mbo(true, pred) == 1.0  # background left out of the area
+    assert miou(true, pred, standard_iou=True) == pytest.approx(4 / 8)
+    assert mbo(true, pred, standard_iou=True) == pytest.approx(4 / 8)
+    # against a direct computation on random clips: the usual IoU is never higher
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, (3, 2, 6, 6))
+    pred = rng.integers(0, 3, (3, 2, 6, 6))
+    expected = []
+    for b in range(3):
+        objects = [g for g in range(1, 4) if (true[b] == g).any()]
+        iou = np.array([[((true[b] == g) & (pred[b] == k)).sum() / ((true[b] == g) | (pred[b] == k)).sum()
+                         for k in range(3)] for g in objects])
+        expected.append(iou.max(axis=1).mean())
+    np.testing.assert_allclose(mbo(true, pred, standard_iou=True), expected)
+    assert (miou(true, pred, standard_iou=True) <= miou(true, pred) + 1e-12).all()
