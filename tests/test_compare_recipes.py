@@ -119,7 +119,8 @@ def test_cli_end_to_end_on_tiny_state_agents(tmp_path: Path) -> None:
         args = TrainArgs(env="PSB/OddOneOut-v0", encoder="state", n_envs=2, total_steps=128, n_steps=64,
                          batch_size=64, n_epochs=1, eval_freq=0, features_dim=16, d_model=16, num_layers=1,
                          num_heads=2, seed=seed, out=str(tmp_path / f"s{seed}"), device="cpu",
-                         progress_bar=False, tensorboard=False)
+                         progress_bar=False, tensorboard=False,
+                         env_kwargs='{"max_episode_steps": 12}')  # short episodes keep the evaluations quick
         runs.append(train(args)["out_dir"])
     out = tmp_path / "compare.json"
     report = main(["--recipes", f"tiny={runs[0]},{runs[1]}", f"other={runs[2]}", "--episodes", "4",

@@ -50,7 +50,7 @@ def test_sweep_runs_recipes_in_parallel_and_reports_a_failing_one(tmp_path: Path
     collect_rollouts("PSB/RandomObjects-v0", data, episodes=6, resize=32, max_episode_steps=12, seed=0,
                      progress=False)
     results = main(["--recipes", "a=--steps 4", "b=--steps 4 --lr 4e-4 --eval-every 2", "broken=--no-such-flag",
-                    "--common", f"{TINY_FLAGS} --data {data} --eval-every 0", "--parallel", "2",
+                    "--common", f"{TINY_FLAGS} --data {data} --eval-every 0", "--parallel", "3",
                     "--out", str(tmp_path / "sweep"), "--results", str(tmp_path / "sweep.json")])
     assert set(results) == {"a", "b", "broken"}
     for name in ("a", "b"):
