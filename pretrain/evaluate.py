@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed)
-    keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "mse", "psnr")
+    keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "miou_standard", "mbo_standard", "mse", "psnr")
     print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "

@@ -26,13 +26,15 @@ def evaluate_clips(
     :param masks: int ``(C, T, H, W)`` ground truth (0 = background), or None (no segmentation metrics).
     :param batch_size: clips per forward pass.
     :return: means over clips of ``mse``, ``psnr`` and, with masks, ``fg_ari`` (video level), ``fg_ari_frame``
-        (mean over frames, each scored alone), ``miou``, ``mbo`` and ``switch_rate`` (the fraction of
-        object-steps at which an object's majority slot changes, :func:`psb_rl.metrics.slot_switches`).
+        (mean over frames, each scored alone), ``miou``, ``mbo`` (ground-truth background left out of segment
+        areas), ``miou_standard``, ``mbo_standard`` (the usual IoU, background included) and ``switch_rate``
+        (the fraction of object-steps at which an object's majority slot changes,
+        :func:`psb_rl.metrics.slot_switches`).
     """
     device = next(model.parameters()).device
     size = model.config.image_size
     totals: dict[str, list[float]] = {"mse": [], "psnr": [], "fg_ari": [], "fg_ari_frame": [], "miou": [], "mbo": [],
-                                      "switch_rate": []}
+                                      "miou_standard": [], "mbo_standard": [], "switch_rate": []}
     for start in range(0, len(frames), batch_size):
         video = preprocess_frames(frames[start : start + batch_size], size, device=device)
         out = model(video)
@@ -49,6 +51,8 @@ def evaluate_clips(
             totals["fg_ari_frame"] += np.atleast_1d(frame_scores).tolist()
             totals["miou"] += np.atleast_1d(miou(true, pred)).tolist()
             totals["mbo"] += np.atleast_1d(mbo(true, pred)).tolist()
+            totals["miou_standard"] += np.atleast_1d(miou(true, pred, standard_iou=True)).tolist()
+            totals["mbo_standard"] += np.atleast_1d(mbo(true, pred, standard_iou=True)).tolist()
             for true_clip, pred_clip in zip(true, pred, strict=True):
                 switches, steps = slot_switches(true_clip, pred_clip)
                 totals["switch_rate"].append(len(switches) / steps.sum() if steps.sum() else float("nan"))

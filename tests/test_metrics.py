@@ -237,6 +237,8 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
     assert scores["fg_ari_frame"] == pytest.approx(1.0)  # every frame alone is perfect
     assert scores["fg_ari"] < 0.5  # the swap breaks the video-level score
     assert scores["switch_rate"] == pytest.approx(2 / 6)  # both objects switch once in 3 steps each
+    # the usual IoU counts the background a segment covers: never above the project's mIoU / mBO
+    assert scores["miou_standard"] <= scores["miou"] and scores["mbo_standard"] <= scores["mbo"]
 
 
 def test_object_errors_hand_made_frame() -> None:
