@@ -39,7 +39,7 @@ class DemoArgs:
     ppo_steps: int = 50_000
     """PPO environment steps of each agent on the reach task"""
     reach_steps: int = 20
-    """episode limit of the reach task: random actions touch the target within it about 12% of the time"""
+    """episode limit of the reach task: random actions touch the target within it about 10% of the time"""
     eval_episodes: int = 200
     """episodes of each final evaluation (and of the random-action chance level)"""
     device: str = "auto"

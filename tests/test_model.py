@@ -160,6 +160,6 @@ def test_invalid_config_is_rejected() -> None:
 def test_learns_moving_squares() -> None:
     torch.manual_seed(0)
     model = PSBAutoencoder(tiny_config(num_blocks=1, window=2))
-    video = moving_squares_video(batch=8, steps=4, seed=1)
-    initial, final = fit(model, video, steps=300, lr=2e-3)
+    video = moving_squares_video(batch=4, steps=4, seed=1)
+    initial, final = fit(model, video, steps=250, lr=3e-3)  # final / initial = 0.29 with one torch thread
     assert final < 0.5 * initial, (initial, final)
