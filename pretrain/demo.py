@@ -71,7 +71,7 @@ def random_action_success(env_kwargs: dict, episodes: int, seed: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     from agents import train_ppo
     from psb_rl.cli import parse_dataclass
-    from psb_rl.training import TrainArgs, train
+    from psb_rl.training import TRAIN_STATE_NAME, TrainArgs, train
 
     args = parse_dataclass(DemoArgs, argv, description=__doc__)
     psb_out = Path(args.out) / "psb"
@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         train_args = dataclasses.replace(train_args, data=args.data + "_quick", out=str(psb_out) + "_quick",
                                          collect_episodes=20, steps=60, eval_clips=8, warmup_steps=10)
         ppo_steps = min(ppo_steps, 2_048)
-    # continue an interrupted pretraining run; a fresh one starts silently
-    train_args.resume = Path(train_args.out, "train_state.pt").is_file()
+    # continue (or just re-evaluate) an earlier pretraining; a directory without its state starts over
+    resume = (Path(train_args.out) / TRAIN_STATE_NAME).is_file()
+    train_args = dataclasses.replace(train_args, resume=resume, overwrite=not resume)
     minutes = {stage: expected[1 if args.quick else 0] for stage, expected in EXPECTED_MINUTES.items()}
     print(f"psb-rl demo: about {sum(minutes.values()):.0f} min on an idle 2-core CPU "
           f"(pretraining ~{minutes['pretraining']:.1f} min, PPO on slots ~{minutes['ppo_slots']:.1f} min, "
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ppo_args = train_ppo.Args(env=TASK, encoder=encoder, checkpoint=summary["checkpoint"],
                                   total_steps=ppo_steps, out=str(Path(args.out) / f"ppo_{encoder}"),
                                   seed=args.seed, device=args.device, env_kwargs=json.dumps(env_kwargs),
-                                  eval_freq=0, eval_episodes=args.eval_episodes)
+                                  eval_freq=0, eval_episodes=args.eval_episodes, overwrite=True)
         runs[encoder] = train_ppo.train(ppo_args)
     chance = random_action_success(env_kwargs, args.eval_episodes, args.seed)
 
@@ -125,4 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from psb_rl.cli import run_main
+
+    sys.exit(run_main(main))

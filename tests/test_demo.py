@@ -35,7 +35,7 @@ def test_demo_announces_its_duration_and_ends_with_the_comparison(demo, monkeypa
     calls = []
 
     def fake_pretrain(args):
-        calls.append(("pretrain", args.resume))
+        calls.append(("pretrain", args.resume, args.overwrite))
         return {"evaluation": {"1x": {"fg_ari": 0.75}}, "checkpoint": str(tmp_path / "psb.ckpt"),
                 "metrics": "m.json", "gifs": [], "loss_curve": "loss.png"}
 
@@ -48,7 +48,7 @@ def test_demo_announces_its_duration_and_ends_with_the_comparison(demo, monkeypa
     assert demo.main(["--out", str(tmp_path), "--eval-episodes", "20"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("psb-rl demo: about 10 min on an idle 2-core CPU")
-    assert calls[0] == ("pretrain", False)  # nothing to resume: no "--resume" message
+    assert calls[0] == ("pretrain", False, True)  # nothing to resume: a fresh run, no "--resume" message
     assert calls[1:] == [("slots", demo.TASK, '{"max_episode_steps": 20}', 50_000),
                          ("pixels", demo.TASK, '{"max_episode_steps": 20}', 50_000)]
     assert "random actions (chance level)" in lines[-3]
