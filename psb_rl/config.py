@@ -28,7 +28,17 @@ class PSBConfig:
     num_heads: int = 4
     """Heads of the time-axis and object-axis self-attention."""
     window: int | None = 4
-    """W: attention reaches frames/slots with ``t - W < t' <= t`` in every block; None = unbounded."""
+    """W: the bottom-up attention reaches frames with ``t - W < t' <= t`` in every block; None = unbounded.
+    Each past step costs L frame tokens here, so W bounds the expensive part of a streaming step."""
+    time_window: int | None = 4
+    """Wt: the time-axis self-attention reaches slots with ``t - Wt < t' <= t`` in every block; None =
+    unbounded. Each past step costs one slot here, so a long Wt is cheap. A frame's influence on the slots
+    ends ``(W - 1) + M·(Wt - 1)`` steps later (M = ``num_blocks``). Configs stored without this field
+    (older checkpoints) load with ``time_window = window``, the single window they were trained with."""
+    time_bias_max_offset: int | None = None
+    """Offsets ``t - t'`` above this share its relative-time bias (see :class:`psb_rl.model.TimeBias`):
+    training clips of T frames teach offsets up to T - 1 only, and ``train_psb.py`` sets T - 1 here.
+    None: the bias MLP is evaluated at every offset."""
     slot_init: str = "learned"
     """``"learned"`` (N learned vectors) or ``"random"`` (learned Gaussian, sampled per clip in training)."""
     encoder: str = "psb"
@@ -74,8 +84,11 @@ class PSBConfig:
             )
         if self.slot_dim % self.num_heads:
             problems.append(f"slot_dim={self.slot_dim} must be divisible by num_heads={self.num_heads}")
-        if self.window is not None and self.window < 1:
-            problems.append(f"window must be >= 1 or None, got {self.window}")
+        for name in ("window", "time_window"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.time_bias_max_offset is not None and self.time_bias_max_offset < 0:
+            problems.append(f"time_bias_max_offset must be >= 0 or None, got {self.time_bias_max_offset}")
         if self.slot_init not in ("learned", "random"):
             problems.append(f"slot_init must be 'learned' or 'random', got {self.slot_init!r}")
         if self.encoder not in ("psb", "savi"):
@@ -109,9 +122,16 @@ class PSBConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PSBConfig:
-        """Build a config from :meth:`to_dict` output, rejecting unknown fields with a clear error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Build a config from :meth:`to_dict` output, rejecting unknown fields with a clear error.
+
+        Configs stored before ``time_window`` existed had one window for both attentions: they get
+        ``time_window = window`` (and no bias clamp), so older checkpoints compute exactly as before.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ValueError(f"unknown PSBConfig fields {unknown}; known fields: {sorted(known)}")
+            raise ValueError(f"unknown PSBConfig fields {unknown}; known fields: {sorted(fields)}")
+        if "time_window" not in data:
+            data = {**data, "time_window": data.get("window", fields["window"].default),
+                    "time_bias_max_offset": data.get("time_bias_max_offset")}
         return cls(**data)

@@ -84,27 +84,70 @@ class TimeBias(nn.Module):
     Outputs one value for the bottom-up attention and one per time-attention head. It depends on
     offsets only, never on absolute time, so a model trained on short clips runs on long episodes.
 
+    Offsets beyond those seen in training: training clips of T frames only ever show offsets
+    ``0..T-1``, while a long time window (``PSBConfig.time_window``) reads slots up to ``time_window - 1``
+    steps back. The sinusoids' fast components wrap around (period 2π steps), so the MLP's value at an
+    unseen offset is an arbitrary mix of values it learned for short ones. With ``max_offset`` set
+    (``PSBConfig.time_bias_max_offset``; ``train_psb.py`` sets it to ``clip_len - 1``) every offset
+    larger than it gets exactly the bias of ``max_offset``: all older steps are weighted like the oldest
+    step seen in training. With ``max_offset=None`` the MLP is evaluated at every offset (extrapolation).
+
     :param num_outputs: 1 + number of time-attention heads.
+    :param max_offset: offsets above this share its bias; None: no clamp.
     """
 
-    def __init__(self, num_outputs: int, encoding_dim: int = 16, hidden: int = 64) -> None:
+    def __init__(self, num_outputs: int, encoding_dim: int = 16, hidden: int = 64,
+                 max_offset: int | None = None) -> None:
         super().__init__()
         self.encoding_dim = encoding_dim
+        self.max_offset = max_offset
         self.mlp = nn.Sequential(nn.Linear(encoding_dim, hidden), nn.GELU(), nn.Linear(hidden, num_outputs))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, offsets: torch.Tensor) -> torch.Tensor:
         """:param offsets: int tensor ``(...)`` of ``t - t'``. :return: ``(..., num_outputs)``."""
+        if self.max_offset is not None:
+            offsets = offsets.clamp(max=self.max_offset)
         return self.mlp(sinusoid(offsets, self.encoding_dim))
 
 
 @dataclass
-class BlockCache:
-    """Streaming cache of one PSB block for a batch of environments, a ring buffer of ``C`` steps.
+class RingIndex:
+    """Where the new step goes in a ring buffer of ``C`` steps and what each entry is, per environment.
 
-    Step ``t`` of an environment lives at ring position ``t % C`` (``C = window``), or at ``t`` for
-    ``window=None`` (``C = max_cache_len``). Entries written before the last reset are masked out.
+    Step ``t`` of an environment lives at ring position ``t % C`` for a window of ``C`` steps, or at ``t``
+    for an unbounded window (``C = max_cache_len``; then only the first ``max(t) + 1`` entries are read).
+    """
+
+    position: torch.Tensor
+    """long ``(b,)`` ring position of the new step."""
+    offsets: torch.Tensor
+    """long ``(b, C')`` offset ``t - t'`` of every entry read (``C'`` = C, or the steps held so far)."""
+    valid: torch.Tensor
+    """bool ``(b, C')`` entries inside the window and written since the last reset."""
+
+    @classmethod
+    def of(cls, step_count: torch.Tensor, window: int | None) -> RingIndex:
+        """:param step_count: long ``(b,)`` the new step's t. :param window: C, or None (unbounded)."""
+        if window is None:  # positions are absolute steps; the caller checks t < max_cache_len
+            # Read only the steps held so far, so cost grows with the episode, not with max_cache_len.
+            ring = torch.arange(int(step_count.max()) + 1, device=step_count.device)
+            offsets = step_count[:, None] - ring[None]
+            return cls(step_count, offsets.clamp(min=0), offsets >= 0)
+        ring = torch.arange(window, device=step_count.device)
+        offsets = (step_count[:, None] - ring[None]) % window
+        return cls(step_count % window, offsets, offsets <= step_count[:, None])
+
+
+@dataclass
+class BlockCache:
+    """Streaming cache of one PSB block for a batch of environments: two ring buffers.
+
+    The bottom-up keys/values of frame tokens hold ``C = window`` steps, the time-axis keys/values of
+    slots ``Ct = time_window`` steps (``max_cache_len`` for an unbounded window); see :class:`RingIndex`.
+    A time step costs L tokens in the first and one slot per slot in the second, so a long time window
+    is cheap. Entries written before the last reset are masked out.
     """
 
     feature_keys: torch.Tensor
@@ -112,9 +155,9 @@ class BlockCache:
     feature_values: torch.Tensor
     """``(B, C, L, D)`` bottom-up values of past frame tokens."""
     time_keys: torch.Tensor
-    """``(B, C, N, D)`` time-axis keys of past slots."""
+    """``(B, Ct, N, D)`` time-axis keys of past slots."""
     time_values: torch.Tensor
-    """``(B, C, N, D)`` time-axis values of past slots."""
+    """``(B, Ct, N, D)`` time-axis values of past slots."""
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.feature_keys, self.feature_values, self.time_keys, self.time_values]
@@ -155,7 +198,8 @@ class PSBBlock(nn.Module):
         self.mlp_in = nn.Linear(d, cfg.mlp_ratio * d)
         self.mlp_out = nn.Linear(cfg.mlp_ratio * d, d)
 
-        self.time_bias = TimeBias(1 + cfg.num_heads) if cfg.time_encoding == "relative" else None
+        self.time_bias = (TimeBias(1 + cfg.num_heads, max_offset=cfg.time_bias_max_offset)
+                          if cfg.time_encoding == "relative" else None)
         for layer in (self.bu_out, self.time_out, self.object_out, self.mlp_out):
             init_residual_output(layer, gain)
 
@@ -267,31 +311,33 @@ class PSBBlock(nn.Module):
         slots: torch.Tensor,
         features: torch.Tensor,
         window: int | None,
+        time_window: int | None,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Refine the slots of all steps in parallel.
 
         :param slots: ``(B, T, N, D)``. :param features: frame tokens ``(B, T, L, D')``.
-        :param window: W, or None for unbounded causal attention.
+        :param window: W of the bottom-up attention, or None for unbounded causal attention.
+        :param time_window: Wt of the time-axis attention, or None for unbounded causal attention.
         :param return_attention: also return the bottom-up softmax over slots ``(B, T, N, K, L)``.
         :return: refined slots ``(B, T, N, D)`` and the optional attention.
         """
         t = slots.shape[1]
         k_steps = t if window is None else min(window, t)
+        time_steps = t if time_window is None else min(time_window, t)
         device = slots.device
-        offsets = torch.arange(k_steps, device=device)
-        biases = self.biases(offsets)  # (K, 1 + heads)
+        biases = self.biases(torch.arange(max(k_steps, time_steps), device=device))  # (max(K, Kt), 1 + heads)
 
-        update, slot_softmax = self.bottom_up(slots, features, k_steps, biases[:, 0], return_attention)
+        update, slot_softmax = self.bottom_up(slots, features, k_steps, biases[:k_steps, 0], return_attention)
         slots = slots + self.bu_out(update)
 
-        # Time axis: slot n at t attends to slot n at t' with 0 <= t - t' < K.
+        # Time axis: slot n at t attends to slot n at t' with 0 <= t - t' < Kt.
         steps = torch.arange(t, device=device)
         q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)
         q, k, v = (split_heads(x.transpose(1, 2), self.num_heads) for x in (q, k, v))  # (B, N, H, T, d)
         delta = steps[:, None] - steps[None, :]  # (T, T): t - t'
-        in_window = (delta >= 0) & (delta < k_steps)
-        head_bias = biases[delta.clamp(0, k_steps - 1), 1:]  # (T, T, heads); out-of-window entries are masked
+        in_window = (delta >= 0) & (delta < time_steps)
+        head_bias = biases[delta.clamp(0, time_steps - 1), 1:]  # (T, T, heads); out-of-window entries are masked
         mask = self.time_mask(in_window, head_bias, q.dtype)
         attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).transpose(1, 2)
         slots = slots + self.time_out(attended)
@@ -306,9 +352,8 @@ class PSBBlock(nn.Module):
         features: torch.Tensor,
         cache: BlockCache,
         rows: torch.Tensor,
-        position: torch.Tensor,
-        offsets: torch.Tensor,
-        valid: torch.Tensor,
+        feature_ring: RingIndex,
+        time_ring: RingIndex,
     ) -> torch.Tensor:
         """Refine the slots of one new step per environment against the cache (written in place).
 
@@ -316,36 +361,38 @@ class PSBBlock(nn.Module):
         :param features: ``(b, L, D')`` frame tokens of the new step.
         :param cache: this block's cache for all B environments.
         :param rows: long ``(b,)`` the environments being stepped (rows of the cache).
-        :param position: long ``(b,)`` ring position of the new step.
-        :param offsets: long ``(b, C)`` offset ``t - t'`` of every ring entry.
-        :param valid: bool ``(b, C)`` entries inside the window and written since the last reset.
+        :param feature_ring: the new step's place in the bottom-up ring (``window`` steps).
+        :param time_ring: the new step's place in the time-axis ring (``time_window`` steps).
         :return: refined slots ``(b, N, D)``.
         """
         full = rows.numel() == cache.feature_keys.shape[0] and bool(
             (rows == torch.arange(rows.numel(), device=rows.device)).all()
         )
 
-        steps_held = offsets.shape[1]  # C, or fewer for window=None while the episode is short
+        def read(tensor: torch.Tensor, ring: RingIndex) -> torch.Tensor:
+            # C entries, or fewer for an unbounded window while the episode is short
+            return (tensor if full else tensor[rows])[:, : ring.offsets.shape[1]]
 
-        def read(tensor: torch.Tensor) -> torch.Tensor:
-            return (tensor if full else tensor[rows])[:, :steps_held]
-
-        biases = self.biases(torch.arange(steps_held, device=offsets.device))[offsets]  # (b, C, 1 + heads)
+        longest = max(feature_ring.offsets.shape[1], time_ring.offsets.shape[1])
+        table = self.biases(torch.arange(longest, device=slots.device))  # (longest, 1 + heads)
         keys, values = self.feature_keys_values(features)
-        cache.feature_keys[rows, position] = keys
-        cache.feature_values[rows, position] = values
+        cache.feature_keys[rows, feature_ring.position] = keys
+        cache.feature_values[rows, feature_ring.position] = values
         query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
-        logits = torch.einsum("bnd,bcld->bncl", query, read(cache.feature_keys))[:, None]
-        weights, _ = self.bottom_up_weights(logits, valid[:, None], biases[:, None, :, 0])
-        update = torch.einsum("bncl,bcld->bnd", weights[:, 0], read(cache.feature_values))
+        logits = torch.einsum("bnd,bcld->bncl", query, read(cache.feature_keys, feature_ring))[:, None]
+        bias = table[feature_ring.offsets, 0]  # (b, C)
+        weights, _ = self.bottom_up_weights(logits, feature_ring.valid[:, None], bias[:, None])
+        update = torch.einsum("bncl,bcld->bnd", weights[:, 0], read(cache.feature_values, feature_ring))
         slots = slots + self.bu_out(update)
 
         q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)  # (b, N, D)
-        cache.time_keys[rows, position] = k
-        cache.time_values[rows, position] = v
+        cache.time_keys[rows, time_ring.position] = k
+        cache.time_values[rows, time_ring.position] = v
         q = split_heads(q[:, :, None], self.num_heads)  # (b, N, H, 1, d)
-        k, v = (split_heads(read(x).transpose(1, 2), self.num_heads) for x in (cache.time_keys, cache.time_values))
-        mask = self.time_mask(valid[:, None, None, :], biases[:, None, None, :, 1:], q.dtype)  # (b, 1, H, 1, C)
+        k, v = (split_heads(read(x, time_ring).transpose(1, 2), self.num_heads)
+                for x in (cache.time_keys, cache.time_values))
+        head_bias = table[time_ring.offsets, 1:]  # (b, Ct, heads)
+        mask = self.time_mask(time_ring.valid[:, None, None, :], head_bias[:, None, None], q.dtype)  # (b, 1, H, 1, Ct)
         attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))[:, :, 0]
         slots = slots + self.time_out(attended)
         return self.mlp(self.object_attention(slots))
@@ -366,8 +413,14 @@ class PSBSlotEncoder(nn.Module):
 
     @property
     def cache_len(self) -> int:
-        """C: steps held per environment by the streaming cache."""
+        """C: steps of frame tokens held per environment by the streaming cache (bottom-up ring)."""
         return self.config.window if self.config.window is not None else self.config.max_cache_len
+
+    @property
+    def time_cache_len(self) -> int:
+        """Ct: steps of slots held per environment by the streaming cache (time-axis ring)."""
+        cfg = self.config
+        return cfg.time_window if cfg.time_window is not None else cfg.max_cache_len
 
     def forward(
         self, features: torch.Tensor, return_attention: bool = False
@@ -379,7 +432,7 @@ class PSBSlotEncoder(nn.Module):
         slots = self.initializer(b, steps)
         attention = []
         for block in self.blocks:
-            slots, attn = block(slots, features, self.config.window, return_attention)
+            slots, attn = block(slots, features, self.config.window, self.config.time_window, return_attention)
             if attn is not None:
                 attention.append(attn)
         return self.norm_out(slots), attention
@@ -387,12 +440,14 @@ class PSBSlotEncoder(nn.Module):
     def init_cache(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> list[BlockCache]:
         """Empty (zero) caches for ``batch`` environments, one per block."""
         cfg = self.config
-        c, n, d, l_tokens = self.cache_len, cfg.num_slots, cfg.slot_dim, cfg.num_tokens
+        n, d, l_tokens = cfg.num_slots, cfg.slot_dim, cfg.num_tokens
 
-        def zeros(*shape: int) -> torch.Tensor:
-            return torch.zeros(batch, c, *shape, device=device, dtype=dtype)
+        def zeros(steps: int, *shape: int) -> torch.Tensor:
+            return torch.zeros(batch, steps, *shape, device=device, dtype=dtype)
 
-        return [BlockCache(zeros(l_tokens, d), zeros(l_tokens, d), zeros(n, d), zeros(n, d)) for _ in self.blocks]
+        c, ct = self.cache_len, self.time_cache_len
+        return [BlockCache(zeros(c, l_tokens, d), zeros(c, l_tokens, d), zeros(ct, n, d), zeros(ct, n, d))
+                for _ in self.blocks]
 
     def step(
         self, features: torch.Tensor, caches: list[BlockCache], rows: torch.Tensor, step_count: torch.Tensor
@@ -405,23 +460,11 @@ class PSBSlotEncoder(nn.Module):
             index since reset (the new frame's t).
         :return: slots ``(b, N, D)``.
         """
-        c = self.cache_len
-        window = self.config.window
-        if window is None:  # positions are absolute steps; the caller checks t < max_cache_len
-            # Attend only over the steps held so far, so cost grows with the episode, not max_cache_len.
-            ring = torch.arange(int(step_count.max()) + 1, device=features.device)
-            position = step_count
-            offsets = step_count[:, None] - ring[None]
-            valid = offsets >= 0
-        else:
-            ring = torch.arange(c, device=features.device)
-            position = step_count % c
-            offsets = (step_count[:, None] - ring[None]) % c
-            valid = offsets <= step_count[:, None]
-        offsets = offsets.clamp(min=0)
+        feature_ring = RingIndex.of(step_count, self.config.window)
+        time_ring = RingIndex.of(step_count, self.config.time_window)
         slots = self.initializer(features.shape[0], step_count[:, None])[:, 0]
         for block, cache in zip(self.blocks, caches):
-            slots = block.step(slots, features, cache, rows, position, offsets, valid)
+            slots = block.step(slots, features, cache, rows, feature_ring, time_ring)
         return self.norm_out(slots)
 
 

@@ -1,8 +1,9 @@
 """Causal streaming encoder: one frame per environment step, constant cost, exact to the parallel model.
 
-Per environment and per PSB block the state keeps a ring buffer of the last W steps of bottom-up
-keys/values (of frame tokens) and time-axis keys/values (of slots). A step encodes only the new
-frame and runs every block for the new time step against that cache.
+Per environment and per PSB block the state keeps two ring buffers: the bottom-up keys/values of the
+frame tokens of the last ``window`` steps, and the time-axis keys/values of the slots of the last
+``time_window`` steps. A step encodes only the new frame and runs every block for the new time step
+against that cache, so its cost and memory do not grow with the episode (unless a window is None).
 """
 
 from __future__ import annotations
@@ -159,12 +160,13 @@ class StreamingEncoder:
             if rows.numel() == 0:
                 return out
             step_count = self.state.step_count[rows]
-            unbounded = self.config.encoder == "psb" and self.config.window is None  # SAVi keeps only slots
-            if unbounded and int(step_count.max()) >= self.config.max_cache_len:
+            unbounded = [name for name in ("window", "time_window") if getattr(self.config, name) is None]
+            if self.config.encoder == "psb" and unbounded and int(step_count.max()) >= self.config.max_cache_len:
+                # SAVi keeps only its slots: no window, no limit.
                 raise RuntimeError(
                     f"episode longer than max_cache_len={self.config.max_cache_len} steps for an unbounded "
-                    "(window=None) model: reset the environment, raise PSBConfig.max_cache_len, or use a model "
-                    "with a finite window (constant memory)."
+                    f"({' and '.join(f'{name}=None' for name in unbounded)}) model: reset the environment, raise "
+                    "PSBConfig.max_cache_len, or use a model with finite windows (constant memory)."
                 )
             if mask is not None:  # preprocess only the frames of the envs that advance
                 frames = frames[rows.cpu().numpy()] if isinstance(frames, np.ndarray) else frames[rows.to(frames.device)]

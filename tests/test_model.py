@@ -1,13 +1,15 @@
-"""PSBAutoencoder: shapes, invariants, causality, the window's receptive field, inverted attention, learning."""
+"""PSBAutoencoder: shapes, invariants, causality, the two windows' receptive field, time bias, inverted attention,
+learning."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import fit, moving_squares_video, tiny_config
+from torch import nn
 
 from psb_rl.config import PSBConfig
-from psb_rl.model import PSBAutoencoder
+from psb_rl.model import PSBAutoencoder, TimeBias
 
 
 def make_model(**overrides) -> PSBAutoencoder:
@@ -74,25 +76,69 @@ def test_causality_is_exact(window: int | None, encoder: str) -> None:
     assert (model.encode(perturbed)[:, 1:] - slots[:, 1:]).abs().max().item() > 1e-6
 
 
-@pytest.mark.parametrize(("window", "blocks"), [(2, 1), (3, 2), (2, 3)])
-def test_window_receptive_field_bound(window: int, blocks: int) -> None:
-    """With W and M blocks, slots at t depend on frames t-(M+1)(W-1) .. t and on nothing older.
+def horizon(window: int, time_window: int, blocks: int) -> int:
+    """Steps after which a frame stops affecting the slots: (W - 1) + M·(Wt - 1).
 
-    Each block's bottom-up attention reaches W-1 frames back and its time-axis attention W-1 steps
-    back along slots that already reach the previous blocks' extent: reach(M) = (M + 1)(W - 1).
+    Slots enter block 1 without any frame in them. Block m's bottom-up attention adds frames up to
+    W - 1 steps back to slots that (for m > 1) already reach further, and its time-axis attention then
+    mixes slots up to Wt - 1 steps back: reach(1) = (W - 1) + (Wt - 1), reach(m) = reach(m - 1) + (Wt - 1).
     """
-    model = make_model(window=window, num_blocks=blocks)
-    reach = (blocks + 1) * (window - 1)
-    steps = reach + 3
-    video = torch.rand(1, steps, 3, 32, 32)
-    slots = model.encode(video)
-    last = steps - 1
-    inside, outside = video.clone(), video.clone()
-    inside[:, last - reach] = torch.rand(3, 32, 32)
-    outside[:, last - reach - 1] = torch.rand(3, 32, 32)
-    # Influence through (M + 1) small-gain residual hops is tiny but nonzero; outside the bound it is exactly 0.
-    assert (model.encode(inside)[:, last] - slots[:, last]).abs().max().item() > 0.0
-    assert (model.encode(outside)[:, last] - slots[:, last]).abs().max().item() == 0.0
+    return (window - 1) + blocks * (time_window - 1)
+
+
+@pytest.mark.parametrize(
+    ("window", "time_window", "blocks"), [(2, 2, 1), (3, 3, 2), (2, 3, 3), (2, 6, 2), (4, 1, 2), (1, 5, 2), (3, 9, 1)]
+)
+def test_receptive_field_equals_the_analytic_horizon(window: int, time_window: int, blocks: int) -> None:
+    """Perturb frame 0: the slots change up to exactly step (W - 1) + M·(Wt - 1) and never after."""
+    model = make_model(window=window, time_window=time_window, num_blocks=blocks)
+    expected = horizon(window, time_window, blocks)
+    video = torch.rand(1, expected + 4, 3, 32, 32)
+    perturbed = video.clone()
+    perturbed[:, 0] = torch.rand(3, 32, 32)
+    with torch.no_grad():
+        change = (model.encode(perturbed) - model.encode(video)).abs().amax(dim=(0, 2, 3))  # per step
+    # Influence through small-gain residual hops is tiny but nonzero; beyond the horizon it is exactly 0.
+    assert int(torch.nonzero(change).max()) == expected
+    assert (change[: expected + 1] > 0).all()
+
+
+def test_unbounded_time_window_reaches_the_first_frame_from_any_step() -> None:
+    model = make_model(window=2, time_window=None, num_blocks=1)
+    video = torch.rand(1, 20, 3, 32, 32)
+    perturbed = video.clone()
+    perturbed[:, 0] = torch.rand(3, 32, 32)
+    with torch.no_grad():
+        change = (model.encode(perturbed) - model.encode(video)).abs().amax(dim=(0, 2, 3))
+    assert (change > 0).all()  # far past (W - 1) + (Wt - 1) for any finite Wt <= 19
+
+
+def test_config_without_time_window_loads_with_one_window(tmp_path) -> None:
+    """Configs (and checkpoints) written before time_window existed keep computing with Wt = W."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from psb_rl.checkpoint import FORMAT_NAME, _weights_digest, load_checkpoint
+
+    for window in (3, None):
+        stored = {k: v for k, v in tiny_config(window=window).to_dict().items()
+                  if k not in ("time_window", "time_bias_max_offset")}
+        config = PSBConfig.from_dict(stored)
+        assert config.time_window == window and config.time_bias_max_offset is None
+    assert PSBConfig.from_dict({"window": 2, "time_window": 9}).time_window == 9  # new configs keep theirs
+
+    model = make_model(window=2, time_window=2, num_blocks=2)
+    tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
+    stored = {k: v for k, v in model.config.to_dict().items() if k not in ("time_window", "time_bias_max_offset")}
+    path = tmp_path / "old.ckpt"
+    save_file(tensors, str(path), metadata={"format": FORMAT_NAME, "format_version": "1", "config": json.dumps(stored),
+                                             "weights_sha256": _weights_digest(tensors)})
+    loaded = load_checkpoint(path)
+    assert loaded.config.time_window == 2
+    video = torch.rand(1, 9, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(video), model.encode(video))
 
 
 def test_inverted_attention_sums_to_one_over_slots() -> None:
@@ -132,12 +178,38 @@ def test_patch_colour_enters_the_values_only(encoder: str) -> None:
 
 def test_relative_time_bias_depends_on_offsets_only() -> None:
     """A clip shifted in time gives the same slots once both have a full window: no absolute time."""
-    model = make_model(window=2, num_blocks=1)
+    model = make_model(window=2, time_window=3, num_blocks=1)
+    for block in model.slot_encoder.blocks:  # the output layer starts at zero; give the bias values
+        nn.init.normal_(block.time_bias.mlp[-1].weight)
     video = torch.rand(1, 10, 3, 32, 32)
     full = model.encode(video)
     shifted = model.encode(video[:, 3:])
-    reach = 2 * (2 - 1)
+    reach = horizon(2, 3, 1)
     assert torch.allclose(full[:, 3 + reach :], shifted[:, reach:], atol=1e-5)
+
+
+def test_time_bias_beyond_max_offset_is_the_bias_at_max_offset() -> None:
+    """The clamp: offsets above time_bias_max_offset get exactly its bias; offsets up to it are untouched."""
+    torch.manual_seed(0)
+    clamped, free = TimeBias(3, max_offset=5), TimeBias(3)
+    for bias in (clamped, free):
+        nn.init.normal_(bias.mlp[-1].weight)  # the output layer starts at zero; give it values
+    free.load_state_dict(clamped.state_dict())
+    offsets = torch.arange(200)
+    a, b = clamped(offsets), free(offsets)
+    assert torch.equal(a[:6], b[:6])
+    assert torch.equal(a[6:], a[5].expand(194, 3))
+    assert not torch.allclose(b[6:], b[5].expand(194, 3))  # unclamped: the MLP moves on with the offset
+
+    # In a model the clamp changes nothing within a clip of max_offset + 1 frames, only beyond.
+    model = make_model(window=2, time_window=None, num_blocks=1)
+    nn.init.normal_(model.slot_encoder.blocks[0].time_bias.mlp[-1].weight)
+    clamp = PSBAutoencoder(tiny_config(window=2, time_window=None, num_blocks=1, time_bias_max_offset=3)).eval()
+    clamp.load_state_dict(model.state_dict())
+    video = torch.rand(1, 12, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(clamp.encode(video[:, :4]), model.encode(video[:, :4]))
+        assert not torch.allclose(clamp.encode(video)[:, 4:], model.encode(video)[:, 4:])
 
 
 def test_bad_video_gives_clear_error() -> None:
@@ -153,6 +225,10 @@ def test_invalid_config_is_rejected() -> None:
         PSBConfig(slot_dim=30, num_heads=4)
     with pytest.raises(ValueError, match="window"):
         PSBConfig(window=0)
+    with pytest.raises(ValueError, match="time_window must be >= 1 or None"):
+        PSBConfig(time_window=0)
+    with pytest.raises(ValueError, match="time_bias_max_offset"):
+        PSBConfig(time_bias_max_offset=-1)
     with pytest.raises(ValueError, match="unknown PSBConfig fields"):
         PSBConfig.from_dict({"image_size": 64, "bogus": 1})
 

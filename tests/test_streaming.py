@@ -1,4 +1,5 @@
-"""StreamingEncoder: exact to the parallel forward, per-env resets, resizing, constant state, errors."""
+"""StreamingEncoder: exact to the parallel forward (both windows), per-env resets, resizing, constant state,
+errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from psb_rl.streaming import StreamingEncoder
 
 def make_model(**overrides) -> PSBAutoencoder:
     torch.manual_seed(0)
-    return PSBAutoencoder(tiny_config(**overrides)).eval()
+    model = PSBAutoencoder(tiny_config(**overrides)).eval()
+    for block in getattr(model.slot_encoder, "blocks", []):
+        # The relative-time bias starts at zero; give it values so a wrong offset shows.
+        torch.nn.init.normal_(block.time_bias.mlp[-1].weight)
+    return model
 
 
 def parallel_slots(model: PSBAutoencoder, history: list[np.ndarray]) -> torch.Tensor:
@@ -25,14 +30,16 @@ def parallel_slots(model: PSBAutoencoder, history: list[np.ndarray]) -> torch.Te
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(window=3, num_blocks=2, num_slots=4), dict(window=2, num_blocks=3, num_slots=3), dict(window=None),
-     dict(window=3, colour_values=True), dict(encoder="savi", colour_values=True)],
+    [dict(window=3, time_window=3, num_blocks=2, num_slots=4), dict(window=2, time_window=2, num_blocks=3, num_slots=3),
+     dict(window=None, time_window=None), dict(window=3, colour_values=True), dict(encoder="savi", colour_values=True),
+     dict(window=2, time_window=7), dict(window=1, time_window=5, num_blocks=3), dict(window=3, time_window=None),
+     dict(window=None, time_window=2), dict(window=2, time_window=9, time_bias_max_offset=3)],
 )
 def test_streaming_equals_parallel_with_random_resets(overrides: dict) -> None:
     model = make_model(**overrides)
     num_envs = 3
-    window = model.config.window or 4
-    steps = 5 * window + 2
+    longest = max(model.config.window or 4, model.config.time_window or 4)
+    steps = 4 * longest + 4
     encoder = StreamingEncoder(model, num_envs=num_envs)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (steps, num_envs, 32, 32, 3), dtype=np.uint8)
@@ -40,7 +47,7 @@ def test_streaming_equals_parallel_with_random_resets(overrides: dict) -> None:
     worst = 0.0
     for t in range(steps):
         if t > 0:
-            reset = rng.random(num_envs) < 0.1
+            reset = rng.random(num_envs) < 1.5 / steps  # rare: some episodes outlast both windows
             encoder.reset(reset)
             for i in np.flatnonzero(reset):
                 histories[i].clear()
@@ -49,18 +56,22 @@ def test_streaming_equals_parallel_with_random_resets(overrides: dict) -> None:
         for i in range(num_envs):
             histories[i].append(frames[t, i])
             worst = max(worst, (slots[i] - parallel_slots(model, histories[i])).abs().max().item())
-    assert max(len(h) for h in histories) > 2 * window  # episodes longer than the window were checked
+    assert max(len(h) for h in histories) > 2 * longest  # episodes longer than both windows were checked
     assert worst <= 1e-4
 
 
-def test_long_episode_beyond_training_length_stays_exact() -> None:
-    model = make_model(window=2, num_blocks=2)
-    encoder = StreamingEncoder(model, num_envs=1)
-    frames = np.random.default_rng(1).integers(0, 256, (60, 1, 32, 32, 3), dtype=np.uint8)
+@pytest.mark.parametrize("time_window", [2, 8])
+def test_long_episode_beyond_training_length_stays_exact(time_window: int) -> None:
+    model = make_model(window=2, time_window=time_window, num_blocks=2)
+    encoder = StreamingEncoder(model, num_envs=2)
+    frames = np.random.default_rng(1).integers(0, 256, (60, 2, 32, 32, 3), dtype=np.uint8)
     for t in range(60):
+        if t == 23:  # env 1 starts a new episode; env 0 runs on
+            encoder.reset(np.array([False, True]))
         slots = encoder.step(frames[t])
     assert (slots[0] - parallel_slots(model, list(frames[:, 0]))).abs().max().item() <= 1e-4
-    assert int(encoder.state.step_count[0]) == 60
+    assert (slots[1] - parallel_slots(model, list(frames[23:, 1]))).abs().max().item() <= 1e-4
+    assert encoder.state.step_count.tolist() == [60, 37]
 
 
 def test_reset_of_one_env_leaves_the_others_unchanged() -> None:
@@ -104,22 +115,27 @@ def test_other_resolutions_are_resized_like_training() -> None:
 
 
 def test_state_size_is_constant_over_the_episode() -> None:
-    model = make_model(window=2)
+    model = make_model(window=2, time_window=6)
     encoder = StreamingEncoder(model, num_envs=2)
     before = encoder.state.nbytes_per_env()
+    cfg = model.config
+    # Per block: keys + values of W steps of L tokens, and of Wt steps of N slots (float32).
+    per_block = 2 * (2 * cfg.num_tokens + 6 * cfg.num_slots) * cfg.slot_dim * 4
+    assert before == cfg.num_blocks * per_block
     frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     for _ in range(10):
         encoder.step(frames)
     assert encoder.state.nbytes_per_env() == before > 0
 
 
-def test_unbounded_window_raises_when_cache_is_full() -> None:
-    model = make_model(window=None, max_cache_len=4)
+@pytest.mark.parametrize(("window", "time_window"), [(None, None), (2, None), (None, 3)])
+def test_unbounded_window_raises_when_cache_is_full(window: int | None, time_window: int | None) -> None:
+    model = make_model(window=window, time_window=time_window, max_cache_len=4)
     encoder = StreamingEncoder(model, num_envs=1)
     frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     for _ in range(4):
         encoder.step(frames)
-    with pytest.raises(RuntimeError, match="max_cache_len=4"):
+    with pytest.raises(RuntimeError, match="max_cache_len=4 steps for an unbounded"):
         encoder.step(frames)
     encoder.reset()
     encoder.step(frames)
