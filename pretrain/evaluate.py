@@ -1,5 +1,5 @@
-"""Evaluate a PSB checkpoint on held-out rollouts: FG-ARI, slot switches, mIoU, mBO, MSE, PSNR at 1×/2×/4×
-clip length.
+"""Evaluate a PSB checkpoint on held-out rollouts: FG-ARI, slot switches, mIoU, mBO, MSE, PSNR at 1× to 16×
+the clip length.
 
     python pretrain/evaluate.py --checkpoint runs/psb/psb.ckpt --data data/random_objects
 """
@@ -13,7 +13,7 @@ from typing import Literal
 
 from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass, run_main
-from psb_rl.evaluation import evaluate_episodes
+from psb_rl.evaluation import LENGTH_MULTIPLIERS, evaluate_episodes
 from psb_rl.training import held_out_episodes
 from psb_rl.utils import ensure_writable_file, resolve_device, write_json
 
@@ -30,8 +30,8 @@ class EvalArgs:
     """must match the training run's --val-fraction"""
     clip_len: int = 6
     """base clip length (the training --clip-len)"""
-    multipliers: tuple[int, ...] = (1, 2, 4)
-    """evaluate clips of clip_len × each multiplier"""
+    multipliers: tuple[int, ...] = LENGTH_MULTIPLIERS
+    """evaluate clips of clip_len × each multiplier (lengths no held-out episode reaches are skipped)"""
     clips: int = 64
     """clips per length"""
     batch_size: int = 8

@@ -133,7 +133,9 @@ class TrainArgs:
     num_heads: int = _MODEL.num_heads
     """attention heads"""
     window: int | None = _MODEL.window
-    """attention window W (none: unbounded)"""
+    """bottom-up attention window W (none: unbounded)"""
+    time_window: int | None = _MODEL.time_window
+    """time-axis attention window Wt (none: unbounded); offsets beyond --clip-len - 1 share its time bias"""
     encoder: Literal["psb", "savi"] = _MODEL.encoder
     """psb | savi"""
     slot_init: Literal["learned", "random"] = _MODEL.slot_init
@@ -154,7 +156,8 @@ class TrainArgs:
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""
         names = {f.name for f in dataclasses.fields(PSBConfig)}
-        return PSBConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        return PSBConfig(**fields, time_bias_max_offset=self.clip_len - 1)  # the offsets training teaches
 
 
 @dataclass
