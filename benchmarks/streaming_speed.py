@@ -14,6 +14,11 @@ For the default ``PSBConfig()`` (random weights; speed does not depend on them) 
 (d) **memory**: ``StreamingState.nbytes_per_env()`` (PSB window W, PSB ``window=None``, SAVi).
 (e) **unbounded contrast**: a ``window=None`` model pays for its whole cache (``max_cache_len`` steps)
     at every step; its per-step time grows with the episode length it must support.
+(f) **long time window**: the same weights with ``time_window = --long-time-window`` (64) against the
+    model's own (``time_window = window``, W = 4 by default): streaming steps of the two alternate in
+    rounds (batch 1 and 8, ``--repeats`` rounds, medians), goal: ratio <= 1.3. Then one long-window
+    stream at step ~10, one at ~1,000 and one at ~10,000 alternate single steps (constant cost), and
+    the cache bytes per environment of both are reported. ``--only-time-window`` runs just (f).
 
 Measurements alternate between the compared variants, medians are reported, all under
 ``torch.inference_mode``. Prints tables and writes JSON (atomically) to
@@ -66,6 +71,10 @@ class Args:
     torch_threads: int | None = 1
     """torch CPU threads (None: torch's default). 1 by default: on a shared, loaded CPU, 2+ threads
     were measured 10-100x slower (spinning OpenMP workers)"""
+    long_time_window: int = 64
+    """time_window of the long-memory variant in (f)"""
+    only_time_window: bool = False
+    """run only (f)"""
     quick: bool = False
     """smoke run: 2,000-step episode, 3 repeats, 10 steps per round, (e) with max_cache_len 64 and 256"""
     seed: int = 0
@@ -207,6 +216,81 @@ def unbounded(args: Args, base: PSBConfig, device: torch.device) -> list[dict]:
     return rows
 
 
+def with_time_window(model: PSBAutoencoder, time_window: int | None, device: torch.device) -> PSBAutoencoder:
+    """A copy of ``model`` (same weights) whose time-axis attention reaches ``time_window`` steps."""
+    cfg = PSBConfig(**{**model.config.to_dict(), "time_window": time_window})
+    other = PSBAutoencoder(cfg).to(device).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def time_window_cost(model: PSBAutoencoder, args: Args, device: torch.device) -> dict:
+    """(f): a streaming step with a long time window vs the model's own, and its cost along an episode."""
+    short = with_time_window(model, model.config.time_window, device)
+    long = with_time_window(model, args.long_time_window, device)
+    warm = 2 * args.long_time_window  # both ring buffers full
+    rows = []
+    for batch in args.recompute_batches:
+        pool = frames_for(model, batch, 16, args.seed + batch, device)
+        streams = {"short": StreamingEncoder(short, batch), "long": StreamingEncoder(long, batch)}
+        for stream in streams.values():
+            for t in range(warm):
+                stream.step(pool[t % 16])
+        fns = {name: (lambda s=stream, p=pool: per_call(lambda: s.step(p[int(s.state.step_count[0]) % 16]),
+                                                          args.steps, device))
+               for name, stream in streams.items()}
+        times = alternate(fns, args.repeats)
+        s, lg = statistics.median(times["short"]), statistics.median(times["long"])
+        rows.append({"batch": batch, "short_ms": s * 1e3, "long_ms": lg * 1e3, "ratio_long_over_short": lg / s,
+                     "all_s": times})
+
+    # Constant cost: three streams of the long-window model at steps ~10, ~1,000 and ~10,000, stepped in
+    # alternation so that machine-load drift hits them alike.
+    pool = frames_for(model, 1, 64, args.seed, device)
+    late = args.long_steps - args.window_steps
+    targets = {"early": 10, "middle": min(1_000, late // 2), "late": late}
+    streams = {name: StreamingEncoder(long, 1) for name in targets}
+    for name, start in targets.items():
+        for t in range(start):
+            streams[name].step(pool[t % len(pool)])
+    per_step: dict[str, list[float]] = {name: [] for name in targets}
+    names = list(targets)
+    for i in range(args.window_steps):
+        frame = pool[i % len(pool)]
+        for name in names if i % 2 == 0 else reversed(names):
+            per_step[name].append(per_call(lambda s=streams[name], f=frame: s.step(f), 1, device))
+    along = {name: {"steps": [targets[name], targets[name] + args.window_steps],
+                    "median_ms": statistics.median(values) * 1e3} for name, values in per_step.items()}
+    late_over_early = along["late"]["median_ms"] / along["early"]["median_ms"]
+    return {"window": model.config.window, "short_time_window": short.config.time_window,
+            "long_time_window": args.long_time_window, "ab": rows, "goal_ratio": 1.3,
+            "passed_ratio": all(r["ratio_long_over_short"] <= 1.3 for r in rows),
+            "along_episode": along, "ratio_late_over_early": late_over_early, "passed_constant": late_over_early <= 1.1,
+            "final_step_count": int(streams["late"].state.step_count[0]),
+            "nbytes_per_env": {"short": streams_bytes(short), "long": streams_bytes(long)}}
+
+
+def streams_bytes(model: PSBAutoencoder) -> int:
+    """Cache bytes per environment of ``model``'s streaming state."""
+    return StreamingEncoder(model, 4).state.nbytes_per_env()
+
+
+def print_time_window(f: dict) -> None:
+    print(f"\n(f) time window {f['long_time_window']} vs {f['short_time_window']} (bottom-up W={f['window']}), "
+          f"alternating rounds (goal <= {f['goal_ratio']}x)")
+    print(f"| {'batch':>5} | {'Wt=' + str(f['short_time_window']) + ' ms':>10} | "
+          f"{'Wt=' + str(f['long_time_window']) + ' ms':>11} | {'ratio':>6} |")
+    print(f"|{'-' * 7}|{'-' * 12}|{'-' * 13}|{'-' * 8}|")
+    for row in f["ab"]:
+        print(f"| {row['batch']:>5} | {row['short_ms']:>10.2f} | {row['long_ms']:>11.2f} | "
+              f"{row['ratio_long_over_short']:>5.2f}x |")
+    along = ", ".join(f"steps {v['steps'][0]}-{v['steps'][1]}: {v['median_ms']:.2f} ms" for v in f["along_episode"].values())
+    print(f"    Wt={f['long_time_window']} along one episode (batch 1): {along}; ratio "
+          f"{f['ratio_late_over_early']:.3f} ({'PASS' if f['passed_constant'] else 'FAIL'} <= 1.1)")
+    print("    cache per env: " + ", ".join(f"Wt={f[k + '_time_window']}: {v:,} bytes ({v / 2**20:.2f} MiB)"
+                                          for k, v in f["nbytes_per_env"].items()))
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print tables, write the JSON. :return: the results."""
     from psb_rl.cli import parse_dataclass
@@ -234,8 +318,18 @@ def main(argv: list[str] | None = None) -> dict:
     with contextlib.suppress(OSError):
         info["load_average_start"] = os.getloadavg()
     result["machine"] = info
-    print(f"PSB N={cfg.num_slots} D={cfg.slot_dim} M={cfg.num_blocks} W={cfg.window} {cfg.image_size}px "
-          f"L={cfg.num_tokens} on {device} ({torch.get_num_threads()} threads)", flush=True)
+    print(f"PSB N={cfg.num_slots} D={cfg.slot_dim} M={cfg.num_blocks} W={cfg.window} Wt={cfg.time_window} "
+          f"{cfg.image_size}px L={cfg.num_tokens} on {device} ({torch.get_num_threads()} threads)", flush=True)
+    if args.only_time_window:
+        with torch.inference_mode():
+            result["f_time_window"] = time_window_cost(model, args, device)
+        print_time_window(result["f_time_window"])
+        with contextlib.suppress(OSError):
+            info["load_average_end"] = os.getloadavg()
+        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+        write_json(out, result)
+        print(f"wrote {args.out}")
+        return result
 
     with torch.inference_mode():
         a = constant_cost(model, args, device)
@@ -263,6 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
         d = {"psb": StreamingEncoder(model, 4).state.nbytes_per_env(),
              "savi": StreamingEncoder(savi, 4).state.nbytes_per_env()}
         e = unbounded(args, cfg, device)
+        f = time_window_cost(model, args, device)
     for row in e:
         d[f"psb_window_none_max_cache_len_{row['max_cache_len']}"] = row["nbytes_per_env"]
     print("\n(d) streaming state per environment")
@@ -275,8 +370,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {row['max_cache_len']:>13} | {row['early_ms']:>11.2f} | {row['late_ms']:>13.2f} | "
               f"{row['nbytes_per_env'] / 2**20:>8.1f} |")
     print(f"    windowed (W={cfg.window}) for comparison: {a['early_ms']:.2f} ms/step at any episode length")
+    print_time_window(f)
     result.update({"a_constant_cost": a, "b_recompute": b, "c_throughput": c, "d_nbytes_per_env": d,
-                   "e_unbounded": e})
+                   "e_unbounded": e, "f_time_window": f})
     with contextlib.suppress(OSError):
         info["load_average_end"] = os.getloadavg()
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
