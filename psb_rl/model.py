@@ -155,9 +155,10 @@ class BlockCache:
     feature_values: torch.Tensor
     """``(B, C, L, D)`` bottom-up values of past frame tokens."""
     time_keys: torch.Tensor
-    """``(B, Ct, N, D)`` time-axis keys of past slots."""
+    """``(B, N, heads, Ct, D/heads)`` time-axis keys of past slots, stored in the layout the attention reads
+    (a (B, Ct, N, D) layout cost a copy of the whole ring per step and block)."""
     time_values: torch.Tensor
-    """``(B, Ct, N, D)`` time-axis values of past slots."""
+    """``(B, N, heads, Ct, D/heads)`` time-axis values of past slots."""
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.feature_keys, self.feature_values, self.time_keys, self.time_values]
@@ -369,9 +370,9 @@ class PSBBlock(nn.Module):
             (rows == torch.arange(rows.numel(), device=rows.device)).all()
         )
 
-        def read(tensor: torch.Tensor, ring: RingIndex) -> torch.Tensor:
-            # C entries, or fewer for an unbounded window while the episode is short
-            return (tensor if full else tensor[rows])[:, : ring.offsets.shape[1]]
+        def read(tensor: torch.Tensor, ring: RingIndex, dim: int) -> torch.Tensor:
+            # C entries (ring axis ``dim``), or fewer for an unbounded window while the episode is short
+            return (tensor if full else tensor[rows]).narrow(dim, 0, ring.offsets.shape[1])
 
         longest = max(feature_ring.offsets.shape[1], time_ring.offsets.shape[1])
         table = self.biases(torch.arange(longest, device=slots.device))  # (longest, 1 + heads)
@@ -379,18 +380,17 @@ class PSBBlock(nn.Module):
         cache.feature_keys[rows, feature_ring.position] = keys
         cache.feature_values[rows, feature_ring.position] = values
         query = self.bu_query(self.norm_bu_slots(slots)) * self.scale
-        logits = torch.einsum("bnd,bcld->bncl", query, read(cache.feature_keys, feature_ring))[:, None]
+        logits = torch.einsum("bnd,bcld->bncl", query, read(cache.feature_keys, feature_ring, 1))[:, None]
         bias = table[feature_ring.offsets, 0]  # (b, C)
         weights, _ = self.bottom_up_weights(logits, feature_ring.valid[:, None], bias[:, None])
-        update = torch.einsum("bncl,bcld->bnd", weights[:, 0], read(cache.feature_values, feature_ring))
+        update = torch.einsum("bncl,bcld->bnd", weights[:, 0], read(cache.feature_values, feature_ring, 1))
         slots = slots + self.bu_out(update)
 
         q, k, v = self.time_qkv(self.norm_time(slots)).chunk(3, dim=-1)  # (b, N, D)
-        cache.time_keys[rows, time_ring.position] = k
-        cache.time_values[rows, time_ring.position] = v
+        cache.time_keys[rows, :, :, time_ring.position] = k.unflatten(-1, (self.num_heads, -1))
+        cache.time_values[rows, :, :, time_ring.position] = v.unflatten(-1, (self.num_heads, -1))
         q = split_heads(q[:, :, None], self.num_heads)  # (b, N, H, 1, d)
-        k, v = (split_heads(read(x, time_ring).transpose(1, 2), self.num_heads)
-                for x in (cache.time_keys, cache.time_values))
+        k, v = (read(x, time_ring, 3) for x in (cache.time_keys, cache.time_values))  # (b, N, H, Ct, d)
         head_bias = table[time_ring.offsets, 1:]  # (b, Ct, heads)
         mask = self.time_mask(time_ring.valid[:, None, None, :], head_bias[:, None, None], q.dtype)  # (b, 1, H, 1, Ct)
         attended = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))[:, :, 0]
@@ -445,9 +445,12 @@ class PSBSlotEncoder(nn.Module):
         def zeros(steps: int, *shape: int) -> torch.Tensor:
             return torch.zeros(batch, steps, *shape, device=device, dtype=dtype)
 
-        c, ct = self.cache_len, self.time_cache_len
-        return [BlockCache(zeros(c, l_tokens, d), zeros(c, l_tokens, d), zeros(ct, n, d), zeros(ct, n, d))
-                for _ in self.blocks]
+        c, ct, heads = self.cache_len, self.time_cache_len, cfg.num_heads
+
+        def slot_ring() -> torch.Tensor:
+            return torch.zeros(batch, n, heads, ct, d // heads, device=device, dtype=dtype)
+
+        return [BlockCache(zeros(c, l_tokens, d), zeros(c, l_tokens, d), slot_ring(), slot_ring()) for _ in self.blocks]
 
     def step(
         self, features: torch.Tensor, caches: list[BlockCache], rows: torch.Tensor, step_count: torch.Tensor
