@@ -44,6 +44,8 @@ class EvalArgs:
     """PSB checkpoint for --encoder slots (default: the run's)"""
     env_kwargs: str | None = None
     """extra gym.make keyword arguments as JSON (default: the run's)"""
+    gym_packages: list[str] | None = None
+    """packages to import that register --env (default: the run's)"""
     episodes: int = 20
     """number of evaluation episodes"""
     seed: int = 100_000
@@ -58,6 +60,8 @@ class EvalArgs:
     """GIF frames per second"""
     device: str = "cpu"
     """torch device: auto, cpu or cuda"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
@@ -75,7 +79,8 @@ def run_train_args(args: EvalArgs) -> TrainArgs:
         known = {f.name for f in dataclasses.fields(TrainArgs)}
         train = TrainArgs(**{k: v for k, v in saved.items() if k in known})
     overrides = {
-        k: getattr(args, k) for k in ("env", "encoder", "checkpoint", "env_kwargs") if getattr(args, k) is not None
+        k: getattr(args, k) for k in ("env", "encoder", "checkpoint", "env_kwargs", "gym_packages")
+        if getattr(args, k) is not None
     }
     return dataclasses.replace(train, **overrides)
 
@@ -85,6 +90,9 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
 
     :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else ``train.checkpoint``).
     """
+    from agents.train_ppo import frame_pipeline
+    from psb_rl.environments import FramePipelineObservation, make_frame_env
+
     kwargs: dict[str, Any] = {}
     if train.env.startswith("PSB/"):
         import envs  # noqa: F401
@@ -93,14 +101,20 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
     kwargs.update(parse_env_kwargs(train.env_kwargs))
     if train.encoder == "state":
         kwargs.setdefault("render_mode", "rgb_array")
-    env = gym.make(train.env, **kwargs)
+    checkpoint: Any = None
+    if train.encoder == "slots":
+        if not train.checkpoint:
+            raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
+        checkpoint = encoder_model if encoder_model is not None else load_encoder(train, device)
+    pipeline = frame_pipeline(train, checkpoint) if train.encoder != "state" else None
+    env = make_frame_env(train.env, pipeline.source if pipeline else "observation", kwargs, train.max_episode_steps,
+                         train.gym_packages, train.atari_wrappers)
+    if train.encoder == "pixels":
+        env = FramePipelineObservation(env, pipeline)
     if train.encoder == "slots":
         from psb_rl.wrappers import PSBObservationWrapper
 
-        if not train.checkpoint:
-            raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
-        checkpoint = encoder_model if encoder_model is not None else train.checkpoint
-        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True)
+        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True, frame_pipeline=pipeline)
     return env
 
 
@@ -135,7 +149,12 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         ``mean_length``, ``episodes``, per-episode ``returns`` / ``lengths`` / ``successes`` and ``gif_path`` (None if
         skipped).
     """
+    from psb_rl.environments import ensure_registered
+    from psb_rl.utils import set_torch_threads
+
+    set_torch_threads(args.torch_threads)
     train = run_train_args(args)
+    ensure_registered(train.env, train.gym_packages)  # an unknown id fails here, naming the fix
     device = resolve_device(args.device)
     model_path = Path(args.model) if args.model else Path(args.run or ".") / "model.zip"
     if not model_path.exists():
@@ -194,7 +213,8 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
             with torch.inference_mode():
                 stream = torch.as_tensor(np.stack(slots), device=psb_device(psb))
                 recon, masks, per_slot = psb.decode(stream)
-                video = preprocess_frames(np.stack(frames), psb.config.image_size)
+                pipeline, layout = env.get_wrapper_attr("frame_pipeline"), env.get_wrapper_attr("_layout")
+                video = preprocess_frames(pipeline.apply(np.stack(frames), layout), psb.config.image_size)
             visualize.save_slot_gif(
                 gif_path, video.cpu(), recon.clamp(0, 1).cpu(), masks.cpu(), per_slot.clamp(0, 1).cpu(), fps=args.fps
             )
@@ -227,7 +247,14 @@ def psb_device(model: torch.nn.Module) -> torch.device:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the command line, evaluate, print the result."""
-    result = evaluate(parse_args(argv))
+    from psb_rl.environments import UnknownEnvError
+    from psb_rl.frames import FramePipelineError
+
+    try:
+        result = evaluate(parse_args(argv))
+    except (UnknownEnvError, FramePipelineError) as error:  # the env id or its frames: one line, exit 2
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(
         f"{result['encoder']} agent on {result['env']}: success rate {result['success_rate']:.3f} "
         f"over {result['episodes']} episodes (ended without success {result['failure_rate']:.3f}, time-outs "

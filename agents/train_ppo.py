@@ -3,6 +3,14 @@
     python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder slots --checkpoint runs/psb/psb.ckpt
     python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder pixels      # NatureCNN on frames
     python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder state       # oracle objects
+    python agents/train_ppo.py --env MiniGrid-DoorKey-5x5-v0 --encoder slots --checkpoint runs/doorkey/psb.ckpt
+    python agents/train_ppo.py --env ALE/Pong-v5 --encoder pixels --crop 34 16 0 0 --resize 84
+
+Any gymnasium id works (``--gym-packages PKG`` for ids that other packages register). Frames come from the
+observations or from ``env.render()`` (``--pixels``; by default as the checkpoint's frame pipeline
+recorded them) and go through the checkpoint's frame pipeline (:mod:`psb_rl.frames`), so the agent sees
+them exactly as pretraining did; ``--crop`` / ``--resize`` override it. ALE games get the usual Atari
+wrappers in RGB (:func:`psb_rl.environments.atari_wrappers`).
 
 * ``slots``: frames are encoded by the frozen PSB checkpoint inside :class:`psb_rl.VecPSBWrapper`
   (one batched streaming step for all envs) and read by :class:`psb_rl.SlotTransformerExtractor`.
@@ -78,6 +86,21 @@ class Args:
     """dummy (in-process) or subproc (one process per env; torch stays in the main process)"""
     env_kwargs: str = "{}"
     """extra keyword arguments of gym.make, as JSON (obs_mode is set from --encoder for PSB/ envs)"""
+    gym_packages: list[str] = dataclasses.field(default_factory=list)
+    """extra packages to import that register --env (as RL Zoo's --gym-packages)"""
+    pixels: str = "auto"
+    """frame source: obs (the observations), render (env.render() frames) or auto (the checkpoint's
+    recorded source; for --encoder pixels, render when the observations are not images)"""
+    crop: tuple[int, int, int, int] | None = None
+    """override the frame pipeline's crop: pixels cut off the top, bottom, left, right (default: the
+    checkpoint's; none for pixels agents without a checkpoint)"""
+    resize: list[int] | None = None
+    """override the frame pipeline's size: N (N x N) or H W (default: the checkpoint's)"""
+    atari_wrappers: bool = True
+    """ALE games: no-op starts, FIRE on reset, end of episode on a life loss, rewards clipped to their sign
+    (frames stay RGB and unresized)"""
+    max_episode_steps: int | None = None
+    """override the environment's time limit"""
     n_steps: int = 128
     """PPO: steps per env per rollout"""
     batch_size: int = 256
@@ -155,15 +178,70 @@ def parse_args(argv: list[str] | None = None) -> Args:
 # environments
 
 
+def frame_source(args: Args, encoder_model: torch.nn.Module | None = None) -> str:
+    """Where frames come from: ``"observation"`` or ``"render"`` (``--pixels``; auto: the checkpoint's
+    recorded source, or for pixels agents ``render`` when the observations are not images)."""
+    if args.pixels not in ("auto", "obs", "render"):
+        raise ValueError(f"--pixels must be auto, obs or render, got {args.pixels!r}")
+    if args.pixels != "auto":
+        return "render" if args.pixels == "render" else "observation"
+    if encoder_model is not None:
+        from psb_rl.frames import model_frame_pipeline
+
+        return model_frame_pipeline(encoder_model).source
+    if args.checkpoint:
+        from psb_rl.checkpoint import read_checkpoint
+        from psb_rl.frames import pipeline_for_model
+
+        return pipeline_for_model(read_checkpoint(args.checkpoint)[1]).source
+    if args.encoder != "pixels" or args.env.startswith("PSB/"):
+        return "observation"
+    from psb_rl.environments import make_env as make_one_env
+    from psb_rl.wrappers import _is_image_space
+
+    probe = make_one_env(args.env, parse_env_kwargs(args.env_kwargs), gym_packages=args.gym_packages)
+    try:
+        return "observation" if _is_image_space(probe.observation_space) else "render"
+    finally:
+        probe.close()
+
+
+def frame_pipeline(args: Args, encoder_model: torch.nn.Module | None = None) -> Any:
+    """The frame pipeline of the agent's frames: the checkpoint's (also for pixels agents given
+    ``--checkpoint``; else none), with ``--crop`` / ``--resize`` and the source of ``--pixels`` applied. :return: a :class:`psb_rl.frames.FramePipeline`."""
+    from psb_rl.frames import FramePipeline, model_frame_pipeline, size_from_flag
+
+    if encoder_model is not None:
+        base = model_frame_pipeline(encoder_model)
+    elif args.checkpoint:  # a pixels agent given a checkpoint sees the frames that model was trained on
+        from psb_rl.checkpoint import read_checkpoint
+        from psb_rl.frames import pipeline_for_model
+
+        base = pipeline_for_model(read_checkpoint(args.checkpoint)[1])
+    else:
+        base = FramePipeline()
+    changes: dict[str, Any] = {"source": frame_source(args, encoder_model)}
+    if args.crop is not None:
+        changes["crop"] = tuple(args.crop)
+    if args.resize:
+        changes["size"] = size_from_flag(args.resize)
+    return dataclasses.replace(base, **changes)
+
+
 def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module | None = None) -> VecEnv:
     """The vectorised environment for ``args.encoder``.
 
-    :param args: run arguments (env, encoder, vec_env, env_kwargs, device).
+    :param args: run arguments (env, encoder, vec_env, env_kwargs, device, frame pipeline options).
     :param n_envs: number of parallel environments.
     :param seed: seed of the first env (env i gets ``seed + i``).
     :param encoder_model: the frozen PSB model (``--encoder slots``), shared by train and eval envs.
     :return: a VecEnv whose observations are slots ``(B, N, D)``, frames ``(B, 3, H, W)`` or objects ``(B, K, F)``.
     """
+    import functools
+
+    from psb_rl.environments import make_frame_env
+    from psb_rl.frames import FramePipelineError
+
     env_id = args.env
     env_kwargs: dict[str, Any] = {}
     if env_id.startswith("PSB/"):
@@ -171,11 +249,25 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
 
         env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
         env_id = "envs:" + env_id  # worker processes import the package themselves
+    elif args.encoder == "state":
+        raise ValueError(f"--encoder state needs ground-truth object states, which the PSB/ environments give; "
+                         f"{args.env} has none: use --encoder slots or pixels")
     env_kwargs.update(parse_env_kwargs(args.env_kwargs))
     if args.vec_env not in ("dummy", "subproc"):
         raise ValueError(f"--vec-env must be dummy or subproc, got {args.vec_env!r}")
     vec_env_cls = SubprocVecEnv if args.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs)
+    pipeline = frame_pipeline(args, encoder_model) if args.encoder != "state" else None
+    one_env = functools.partial(make_frame_env, env_id, pipeline.source if pipeline else "observation", env_kwargs,
+                                args.max_episode_steps, tuple(args.gym_packages), args.atari_wrappers)
+    if args.encoder == "pixels":
+        one_env = functools.partial(_pipeline_env, one_env, pipeline)
+    venv = make_vec_env(one_env, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
+    if args.encoder == "pixels" and min(venv.observation_space.shape[:2]) < 36:
+        venv.close()
+        raise FramePipelineError(
+            f"--encoder pixels: frames of {venv.observation_space.shape[0]}x{venv.observation_space.shape[1]} are "
+            "too small for the NatureCNN (at least 36x36); pass --resize 84 (or another size of at least 36)"
+        )
     if args.encoder == "slots":
         from psb_rl.wrappers import VecPSBWrapper
 
@@ -185,10 +277,17 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
             from psb_rl.contrib.mirror import MirroredVecPSBWrapper
 
             return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
-        return VecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
+        return VecPSBWrapper(venv, checkpoint=encoder_model, frame_pipeline=pipeline)  # type: ignore[arg-type]
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
     return venv
+
+
+def _pipeline_env(make: Any, pipeline: Any) -> Any:
+    """One env of ``make()`` whose observations went through ``pipeline`` (pixels agents)."""
+    from psb_rl.environments import FramePipelineObservation
+
+    return FramePipelineObservation(make(), pipeline)
 
 
 def load_encoder(args: Args, device: torch.device | None = None) -> torch.nn.Module | None:
@@ -350,6 +449,9 @@ def train(args: Args) -> dict[str, Any]:
         raise ValueError(f"--encoder must be one of {ENCODERS}, got {args.encoder!r}")
     if args.encoder == "slots" and not args.checkpoint:
         raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
+    from psb_rl.environments import ensure_registered
+
+    ensure_registered(args.env, args.gym_packages)  # an unknown id fails here, naming the fix
     if args.resume_from:
         source = Path(args.resume_from).parent
         record = agent_io.read_run_record(source) if Path(args.resume_from).is_file() else None

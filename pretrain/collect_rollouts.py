@@ -3,12 +3,14 @@
 Examples::
 
     python pretrain/collect_rollouts.py --env PSB/RandomObjects-v0 --episodes 1000 --num-envs 4 --out data/random
-    python pretrain/collect_rollouts.py --env ALE/Pong-v5 --episodes 20 --resize 64 --out data/pong
-    python pretrain/collect_rollouts.py --env CartPole-v1 --pixels render --resize 64 --episodes 50 --out data/cp
+    python pretrain/collect_rollouts.py --env ALE/Pong-v5 --episodes 20 --crop 34 16 0 0 --resize 96 --out data/pong
+    python pretrain/collect_rollouts.py --env MiniGrid-DoorKey-5x5-v0 --pixels render --resize 64 --out data/doorkey
+    python pretrain/collect_rollouts.py --env MyEnv-v0 --gym-packages my_package ...   # ids other packages register
     python pretrain/collect_rollouts.py ... --resume        # finish an interrupted collection
     python pretrain/collect_rollouts.py --out data/random --repair   # re-collect missing/corrupted shards
 
-The format is documented in :mod:`psb_rl.rollouts`.
+The format is documented in :mod:`psb_rl.rollouts`; the frame pipeline (source, crop, resize) is recorded in
+the manifest as ``frame_pipeline`` and travels into the checkpoint and the agent (:mod:`psb_rl.frames`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.frames import size_from_flag
 from psb_rl.rollouts import collect_rollouts, repair_rollouts
+from psb_rl.utils import set_torch_threads
 
 
 @dataclass
@@ -28,7 +32,7 @@ class Args:
 
     out: str = field(metadata={"help": "output directory (manifest.json + shard-*.npz)"})
     env: str = "PSB/RandomObjects-v0"
-    """gymnasium id; PSB/ and ALE/ ids are registered automatically"""
+    """gymnasium id; PSB/, ALE/, MiniGrid-/BabyAI- ids are registered automatically (else --gym-packages)"""
     episodes: int | None = None
     """number of whole episodes to collect (default 100 when --steps is not given)"""
     steps: int | None = None
@@ -42,8 +46,14 @@ class Args:
     """act deterministically with an SB3 policy"""
     pixels: Literal["obs", "render"] = "obs"
     """'obs': frames are the image observations; 'render': frames are env.render() (non-image envs)"""
-    resize: int | None = None
-    """store frames resized to N x N (same filter as training)"""
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """pixels cut off the top, bottom, left and right of each frame before resizing (e.g. Atari score bars)"""
+    resize: list[int] | None = None
+    """store frames resized to N x N (one value) or H x W (two values), same filter as training"""
+    gym_packages: list[str] = field(default_factory=list)
+    """extra packages to import that register the --env id (as RL Zoo's --gym-packages)"""
+    torch_threads: int | None = 1
+    """torch CPU threads for resizing (None: torch's default)"""
     seed: int = 0
     """collection seed: episode i is reset with psb_rl.rollouts.episode_seed(seed, i)"""
     resume: bool = False
@@ -69,18 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, collect, print the manifest summary. Returns the exit code."""
     args = parse_dataclass(Args, argv)
     episodes = args.episodes if args.episodes is not None or args.steps is not None else 100
+    set_torch_threads(args.torch_threads)
     if args.repair:
         manifest = repair_rollouts(args.out, num_envs=args.num_envs, progress=args.progress)
     else:
         manifest = collect_rollouts(
             args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
-            policy=args.policy, pixels=args.pixels, resize=args.resize, seed=args.seed, resume=args.resume,
+            policy=args.policy, pixels=args.pixels, resize=size_from_flag(args.resize), seed=args.seed, resume=args.resume,
             episodes_per_shard=args.episodes_per_shard, max_episode_steps=args.max_episode_steps,
             env_kwargs=parse_env_kwargs(args.env_kwargs) or None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
-            progress=args.progress,
+            progress=args.progress, crop=args.crop, gym_packages=args.gym_packages,
         )
     summary = {k: manifest[k] for k in ("env_id", "frame_shape", "has_masks", "num_shards", "num_episodes",
-                                        "num_steps", "num_frames")}
+                                        "num_steps", "num_frames", "frame_pipeline") if k in manifest}
     print(json.dumps({"out": args.out, **summary}))
     return 0
 

@@ -15,7 +15,7 @@ from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.evaluation import LENGTH_MULTIPLIERS, evaluate_episodes
 from psb_rl.training import held_out_episodes
-from psb_rl.utils import ensure_writable_file, resolve_device, write_json
+from psb_rl.utils import ensure_writable_file, resolve_device, set_torch_threads, write_json
 
 
 @dataclass
@@ -42,12 +42,15 @@ class EvalArgs:
     """JSON output path (default: metrics_eval.json beside the checkpoint)"""
     seed: int = 0
     """seed of the clip sampling"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
 
 
 def main(argv: list[str] | None = None) -> int:
     from psb_rl.data import RolloutDataset
 
     args = parse_dataclass(EvalArgs, argv, description=__doc__)
+    set_torch_threads(args.torch_threads)
     model = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics_eval.json")
     ensure_writable_file(out, "--out")  # before the evaluation, not after it

@@ -7,6 +7,7 @@ trains the CPU-sized default, evaluates on held-out episodes and writes runs/psb
     python pretrain/train_psb.py --data DIR --out DIR --steps 2000 --window 8
     python pretrain/train_psb.py --out runs/psb --resume        # continue an interrupted run
     python pretrain/train_psb.py --out runs/psb --overwrite     # replace the run in runs/psb
+    python pretrain/train_psb.py --data data/pong --image-size 80 64 --torch-threads 2   # non-square frames
     torchrun --nproc_per_node=2 pretrain/train_psb.py ...       # DistributedDataParallel
 """
 
@@ -17,6 +18,21 @@ import sys
 
 from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.training import TrainArgs, TrainingDivergedError, train
+
+
+def next_step_hint(args: TrainArgs, checkpoint: str) -> str:
+    """The command that trains an agent on the slots of this run, on the environment pretrained on."""
+    from psb_rl.rollouts import load_manifest
+
+    try:
+        env_id = load_manifest(args.data).get("env_id", args.env)
+    except ValueError:
+        env_id = args.env
+    packages = "".join(f" --gym-packages {p}" for p in args.gym_packages)
+    if env_id == "PSB/RandomObjects-v0":  # no task of its own: its objects are those of PSB/OddOneOut-v0
+        return ("next: python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder slots "
+                f"--checkpoint {checkpoint}   (the task with the objects of {env_id})")
+    return f"next: python agents/train_ppo.py --env {env_id}{packages} --encoder slots --checkpoint {checkpoint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<12} {summary[key]}")
     for gif in summary["gifs"]:
         print(f"  {'gif':<12} {gif}")
-    print("\nnext: python agents/train_ppo.py --env PSB/OddOneOut-v0 --encoder slots "
-          f"--checkpoint {summary['checkpoint']}")
+    print("\n" + next_step_hint(args, summary["checkpoint"]))
     print(json.dumps({"fg_ari": summary["evaluation"].get("1x", {}).get("fg_ari")}), file=sys.stderr)
     return 0
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_checkpoint": "psb_rl.checkpoint",
     "CheckpointError": "psb_rl.checkpoint",
     "preprocess_frames": "psb_rl.preprocessing",
+    "FramePipeline": "psb_rl.frames",
     "StreamingEncoder": "psb_rl.streaming",
     "StreamingState": "psb_rl.streaming",
     "PSBObservationWrapper": "psb_rl.wrappers",

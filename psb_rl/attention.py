@@ -35,10 +35,14 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def grid_coordinates(size: int, device: torch.device | None = None) -> torch.Tensor:
-    """``(size, size, 4)`` grid of (y, x, 1-y, 1-x) in [0, 1], as in Slot Attention's soft position embedding."""
-    axis = torch.linspace(0.0, 1.0, size, device=device)
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
+def grid_coordinates(size: int | tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
+    """``(h, w, 4)`` grid of (y, x, 1-y, 1-x) in [0, 1], as in Slot Attention's soft position embedding.
+
+    :param size: ``s`` (an ``s × s`` grid) or ``(h, w)``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    y, x = torch.meshgrid(torch.linspace(0.0, 1.0, height, device=device),
+                          torch.linspace(0.0, 1.0, width, device=device), indexing="ij")
     return torch.stack([y, x, 1.0 - y, 1.0 - x], dim=-1)
 
 

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from psb_rl.config import PSBConfig
+from psb_rl.frames import FramePipeline
 from psb_rl.utils import atomic_path, resolve_device
 
 FORMAT_NAME = "psb-rl-checkpoint"
@@ -43,10 +44,15 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, extra: dict
 
     :param model: a :class:`psb_rl.PSBAutoencoder` (anything with ``.config: PSBConfig``).
     :param path: destination file (conventionally ``*.ckpt``).
-    :param extra: optional JSON-serialisable information stored alongside (e.g. training step).
+    :param extra: optional JSON-serialisable information stored alongside (e.g. training step). The
+        model's frame pipeline (``model.frame_pipeline``), unless it is the default resize to ``image_size``,
+        is stored as ``extra["frame_pipeline"]`` unless ``extra`` gives one.
     :return: the path written.
     """
     config: PSBConfig = model.config
+    pipeline = getattr(model, "frame_pipeline", None)
+    if pipeline is not None and pipeline != FramePipeline(size=config.image_hw):  # the default needs no record
+        extra = {"frame_pipeline": pipeline.to_dict(), **(extra or {})}
     tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
     metadata = {
         "format": FORMAT_NAME,
@@ -108,7 +114,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a :class:`psb_rl.PSBAutoencoder` from a checkpoint, in eval mode.
+    """Rebuild a :class:`psb_rl.PSBAutoencoder` from a checkpoint, in eval mode, with its frame pipeline
+    (``model.frame_pipeline``; checkpoints written without one resize frames to ``image_size``).
 
     :param path: file written by :func:`save_checkpoint`.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
@@ -132,6 +139,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             f"{path} does not match the model its config describes (missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}); it was probably written by an incompatible psb-rl version."
         )
+    from psb_rl.frames import pipeline_for_model
+
+    model.frame_pipeline = pipeline_for_model(info)  # how raw frames become the frames it was trained on
     return model.to(resolve_device(device)).eval()
 
 

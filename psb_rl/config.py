@@ -17,8 +17,9 @@ class PSBConfig:
     64–128 and ``num_blocks`` 4.
     """
 
-    image_size: int = 32
-    """Square input resolution; frames of other sizes are resized by ``preprocess_frames``."""
+    image_size: int | tuple[int, int] = 32
+    """Input resolution: ``S`` (square) or ``(H, W)`` (e.g. an Atari playfield); frames of other sizes are
+    resized by ``preprocess_frames``."""
     num_slots: int = 8
     """N: slots per time step (objects + background)."""
     slot_dim: int = 128
@@ -46,11 +47,13 @@ class PSBConfig:
     encoder_channels: int = 64
     """Channels of the CNN frame encoder."""
     feature_stride: int = 4
-    """Downsampling of the frame encoder: L = (image_size / feature_stride)^2 tokens per frame."""
+    """Downsampling of the frame encoder: L = ceil(H / feature_stride) · ceil(W / feature_stride) tokens per frame."""
     decoder_channels: int = 32
     """Channels of the spatial-broadcast decoder."""
     decoder_grid: int = 8
-    """Side of the grid each slot is broadcast to before upsampling (image_size / decoder_grid must be 2^k)."""
+    """Smallest side of the grid each slot is broadcast to before upsampling: the decoder upsamples
+    ``k = floor(log2(min(H, W) / decoder_grid))`` times from a ``ceil(H / 2^k) × ceil(W / 2^k)`` grid and
+    crops the centre ``H × W`` (exactly ``decoder_grid`` and no crop when the ratio is a power of two)."""
     mlp_ratio: int = 4
     """Hidden width of the block MLP is ``mlp_ratio * slot_dim``."""
     inverted_attention: bool = True
@@ -72,16 +75,17 @@ class PSBConfig:
     off by default. Keys stay colour-free: colour in the keys made slots specialise by colour."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_size, list | tuple):  # JSON gives lists; (S, S) stays a tuple
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         problems = []
-        if self.image_size % self.feature_stride:
-            problems.append(f"image_size={self.image_size} must be divisible by feature_stride={self.feature_stride}")
+        size = self.image_size
+        if not (isinstance(size, int) or (isinstance(size, tuple) and len(size) == 2)) or min(self.image_hw) < 1:
+            problems.append(f"image_size must be a positive int or (H, W), got {size!r}")
         if self.feature_stride not in (1, 2, 4, 8):
             problems.append(f"feature_stride must be 1, 2, 4 or 8, got {self.feature_stride}")
-        ratio = self.image_size // max(self.decoder_grid, 1)
-        if self.image_size % max(self.decoder_grid, 1) or ratio < 1 or ratio & (ratio - 1):
-            problems.append(
-                f"image_size / decoder_grid must be a power of two, got {self.image_size}/{self.decoder_grid}"
-            )
+        if self.decoder_grid < 1 or self.decoder_grid > min(self.image_hw):
+            problems.append(f"decoder_grid must be between 1 and the image's smaller side, got {self.decoder_grid} "
+                            f"for image_size={size!r}")
         if self.slot_dim % self.num_heads:
             problems.append(f"slot_dim={self.slot_dim} must be divisible by num_heads={self.num_heads}")
         for name in ("window", "time_window"):
@@ -102,9 +106,24 @@ class PSBConfig:
             raise ValueError("invalid PSBConfig: " + "; ".join(problems))
 
     @property
+    def image_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the model's input frames."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        """``(h, w)`` of the frame-feature grid (each strided convolution rounds up)."""
+        height, width = self.image_hw
+        return -(-height // self.feature_stride), -(-width // self.feature_stride)
+
+    @property
     def feature_size(self) -> int:
-        """Side of the frame-feature grid."""
-        return self.image_size // self.feature_stride
+        """Side of a square frame-feature grid (see :attr:`feature_hw` for non-square frames)."""
+        height, width = self.feature_hw
+        if height != width:
+            raise ValueError(f"feature_size is defined for square frames only; use feature_hw {self.feature_hw}")
+        return height
 
     @property
     def token_dim(self) -> int:
@@ -114,7 +133,8 @@ class PSBConfig:
     @property
     def num_tokens(self) -> int:
         """L: tokens per frame."""
-        return self.feature_size**2
+        height, width = self.feature_hw
+        return height * width
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of all fields."""

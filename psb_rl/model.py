@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +30,7 @@ from psb_rl.attention import (
     token_keys_values,
 )
 from psb_rl.config import PSBConfig
+from psb_rl.frames import FramePipeline, model_frame_pipeline
 from psb_rl.savi import SAViSlotEncoder
 
 MAX_KEY_BIAS = 30.0
@@ -61,7 +63,7 @@ class FrameEncoder(nn.Module):
             nn.ReLU(),
             nn.Conv2d(c, c, 3, padding=1),
         )
-        self.register_buffer("grid", grid_coordinates(cfg.feature_size), persistent=False)
+        self.register_buffer("grid", grid_coordinates(cfg.feature_hw), persistent=False)
         self.position = nn.Linear(4, c)
         self.norm = nn.LayerNorm(c)
         self.mlp = nn.Sequential(nn.Linear(c, cfg.slot_dim), nn.ReLU(), nn.Linear(cfg.slot_dim, cfg.slot_dim))
@@ -74,7 +76,8 @@ class FrameEncoder(nn.Module):
         tokens = self.mlp(self.norm(features.flatten(1, 2)))
         if not self.colour_values:
             return tokens
-        colours = F.avg_pool2d(frames, self.feature_stride).flatten(2).transpose(1, 2)  # (X, L, 3)
+        # ceil_mode: a partial patch at the bottom/right edge (sizes not divisible by the stride) is its own token
+        colours = F.avg_pool2d(frames, self.feature_stride, ceil_mode=True).flatten(2).transpose(1, 2)  # (X, L, 3)
         return torch.cat([tokens, PATCH_COLOUR_SCALE * colours.to(tokens.dtype)], dim=-1)
 
 
@@ -471,25 +474,42 @@ class PSBSlotEncoder(nn.Module):
         return self.norm_out(slots)
 
 
+def decoder_layout(image_hw: tuple[int, int], decoder_grid: int) -> tuple[int, tuple[int, int]]:
+    """Upsamplings ``k`` and broadcast grid ``(h, w)`` of the decoder for ``image_hw`` frames.
+
+    ``k = floor(log2(min(H, W) / decoder_grid))`` stride-2 upsamplings from a ``ceil(H / 2^k) × ceil(W / 2^k)``
+    grid; the output (at least ``H × W``) is cropped to ``H × W`` around its centre. For sizes whose ratio to
+    ``decoder_grid`` is a power of two this is the plain ``decoder_grid`` grid with no crop.
+    """
+    height, width = image_hw
+    ups = max(0, math.floor(math.log2(min(height, width) / decoder_grid)))
+    return ups, (-(-height // 2**ups), -(-width // 2**ups))
+
+
 class SpatialBroadcastDecoder(nn.Module):
     """Alpha-mixture spatial-broadcast decoder: each slot → RGB + alpha logit; alphas softmaxed over slots.
 
-    :param cfg: model configuration (image_size, decoder_grid, decoder_channels, slot_dim).
+    :param cfg: model configuration (image_size, decoder_grid, decoder_channels, slot_dim); any image size
+        (see :func:`decoder_layout`).
     """
 
     def __init__(self, cfg: PSBConfig) -> None:
         super().__init__()
         c, d = cfg.decoder_channels, cfg.slot_dim
-        self.grid_size = cfg.decoder_grid
-        self.register_buffer("grid", grid_coordinates(cfg.decoder_grid), persistent=False)
+        self.image_hw = cfg.image_hw
+        ups, grid = decoder_layout(cfg.image_hw, cfg.decoder_grid)
+        self.grid_size = grid
+        self.register_buffer("grid", grid_coordinates(grid), persistent=False)
         self.position = nn.Linear(4, d)
         # Every slot is decoded at full resolution (B·T·N images), so the decoder dominates the cost of
         # a training step on CPU: the last layer goes straight to RGB + alpha with no full-size hidden conv.
         layers: list[nn.Module] = [nn.Conv2d(d, c, 1), nn.ReLU()]
-        for _ in range(int(math.log2(cfg.image_size // cfg.decoder_grid))):
+        for _ in range(ups):
             layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU()]
-        layers[-1:] = []  # the final upsampling outputs the 4 channels directly
-        layers[-1] = nn.ConvTranspose2d(c, 4, 4, stride=2, padding=1) if len(layers) > 2 else nn.Conv2d(c, 4, 3, padding=1)
+        if ups:
+            layers[-2:] = [nn.ConvTranspose2d(c, 4, 4, stride=2, padding=1)]  # the last upsampling outputs RGB + alpha
+        else:
+            layers.append(nn.Conv2d(c, 4, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -499,8 +519,12 @@ class SpatialBroadcastDecoder(nn.Module):
         """
         lead = slots.shape[:-1]
         flat = slots.reshape(-1, slots.shape[-1])
-        broadcast = flat[:, None, None, :] + self.position(self.grid)  # (X, g, g, D)
+        broadcast = flat[:, None, None, :] + self.position(self.grid)  # (X, h, w, D)
         out = self.net(broadcast.permute(0, 3, 1, 2))
+        (height, width), (out_h, out_w) = self.image_hw, out.shape[-2:]
+        if (out_h, out_w) != (height, width):  # sizes off the power-of-two ladder: keep the centre
+            top, left = (out_h - height) // 2, (out_w - width) // 2
+            out = out[..., top:top + height, left:left + width]
         out = out.reshape(*lead, *out.shape[1:])  # (..., N, 4, H, W)
         rgb, alpha_logits = out[..., :3, :, :], out[..., 3, :, :]
         masks = alpha_logits.float().softmax(dim=-3)
@@ -541,20 +565,23 @@ class PSBAutoencoder(nn.Module):
                 psb_parameters = count_parameters(PSBSlotEncoder(cfg))
             self.slot_encoder = SAViSlotEncoder(cfg, target_parameters=psb_parameters)
         self.decoder = SpatialBroadcastDecoder(cfg)
+        self.frame_pipeline = FramePipeline(size=cfg.image_hw)
+        """How raw frames become this model's frames (:class:`psb_rl.frames.FramePipeline`): a checkpoint's
+        recorded pipeline after :func:`psb_rl.load_checkpoint`, else a resize to ``image_size``."""
 
     def check_video(self, video: torch.Tensor) -> None:
-        """Raise a clear error unless ``video`` is float ``(B, T, 3, S, S)`` with S = image_size."""
-        size = self.config.image_size
+        """Raise a clear error unless ``video`` is float ``(B, T, 3, H, W)`` with ``(H, W)`` = the model's size."""
+        height, width = self.config.image_hw
         if not torch.is_tensor(video) or not video.is_floating_point() or video.ndim != 5 or video.shape[2:] != (
             3,
-            size,
-            size,
+            height,
+            width,
         ):
             got = f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}"
             raise ValueError(
-                f"expected a float video of shape (B, T, 3, {size}, {size}) in [0, 1], got {got}. "
-                "Convert uint8 (B, T, H, W, 3) frames with psb_rl.preprocess_frames(frames, "
-                f"image_size={size})."
+                f"expected a float video of shape (B, T, 3, {height}, {width}) in [0, 1], got {got}. "
+                "model.encode takes frames of any size (uint8 (B, T, H, W, 3) or float (B, T, 3, H, W)); for "
+                "forward, convert them with model.prepare_video(frames) (psb_rl.preprocess_frames resizes only)."
             )
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
@@ -562,15 +589,48 @@ class PSBAutoencoder(nn.Module):
         b, t = video.shape[:2]
         return self.frame_encoder(video.flatten(0, 1)).unflatten(0, (b, t))
 
+    def prepare_video(self, video: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Model input from frames of any size, exactly as the observation wrappers prepare them.
+
+        Float ``(B, T, 3, H, W)`` at the model's size is returned as is. Other frames, float ``(B, T, 3, H, W)``
+        in [0, 1] or uint8 ``(B, T, H, W, 3)`` as environments emit them, go through the checkpoint's recorded
+        :attr:`frame_pipeline` (crop and resize, as uint8; :func:`psb_rl.frames.model_frame_pipeline`) and
+        then :func:`psb_rl.preprocess_frames` (which resizes to ``image_size``). Frames at the size the pipeline
+        outputs (e.g. read from the rollouts) are taken as already prepared.
+
+        :return: float ``(B, T, 3, H', W')`` on the model's device, ``(H', W')`` = ``config.image_hw``.
+        """
+        from psb_rl.preprocessing import preprocess_frames
+
+        height, width = self.config.image_hw
+        if torch.is_tensor(video) and video.is_floating_point() and video.ndim == 5 and video.shape[2:] == (3, height, width):
+            return video
+        frames = video.detach().cpu() if torch.is_tensor(video) else torch.as_tensor(np.asarray(video))
+        if frames.ndim != 5:
+            self.check_video(video)  # raises: no (B, T, ...) video
+        if frames.is_floating_point():
+            if frames.shape[2] != 3:
+                raise ValueError(f"float videos must be (B, T, 3, H, W) in [0, 1], got shape {tuple(frames.shape)}; "
+                                 "pass uint8 frames channels-last (B, T, H, W, 3)")
+            frames = frames.movedim(2, -1)
+        pipeline = model_frame_pipeline(self)
+        frame_hw = tuple(frames.shape[-3:-1])
+        if pipeline.input_size is not None and frame_hw != pipeline.input_size \
+                and frame_hw == pipeline.output_size(pipeline.input_size):
+            pipeline = FramePipeline()  # frames the pipeline already made (e.g. read from the rollouts)
+        prepared = pipeline.apply(frames.numpy())
+        return preprocess_frames(prepared, self.config.image_size, device=next(self.parameters()).device)
+
     def encode(self, video: torch.Tensor, return_attention: bool = False):
         """Slots of every step of a video, causally (slots at t depend on frames ≤ t only).
 
-        :param video: float ``(B, T, 3, H, W)`` in [0, 1].
+        :param video: float ``(B, T, 3, H, W)`` in [0, 1], or uint8 ``(B, T, H, W, 3)``; frames of another
+            size than the model's are prepared as the wrappers do (:meth:`prepare_video`).
         :param return_attention: also return the per-block bottom-up softmax over slots
             ``(B, T, N, K, L)`` (K = key steps in the window), before masking and renormalisation.
         :return: slots ``(B, T, N, D)`` (and the attention list).
         """
-        self.check_video(video)
+        video = self.prepare_video(video)
         slots, attention = self.slot_encoder(self.encode_frames(video), return_attention=return_attention)
         return (slots, attention) if return_attention else slots
 
@@ -582,8 +642,9 @@ class PSBAutoencoder(nn.Module):
     def forward(self, video: torch.Tensor) -> PSBOutput:
         """Encode, decode and score a video.
 
-        :param video: float ``(B, T, 3, H, W)`` in [0, 1].
+        :param video: float ``(B, T, 3, H, W)`` in [0, 1] at the model's size.
         """
+        self.check_video(video)
         slots = self.encode(video)
         recon, masks, rgb = self.decode(slots)
         loss = F.mse_loss(recon, video.float())

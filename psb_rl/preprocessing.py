@@ -10,26 +10,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from psb_rl.frames import Size, size_hw
+
 ArrayLike = np.ndarray | torch.Tensor
-
-
-def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize float ``(B, 3, H, W)`` frames to ``(B, 3, size, size)`` (bilinear, antialiased)."""
-    if frames.shape[-2:] == (size, size):
+def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:
+    """Resize float ``(B, C, H, W)`` frames to ``(B, C, *size)`` (bilinear, antialiased)."""
+    hw = size_hw(size)
+    if tuple(frames.shape[-2:]) == hw:
         return frames
-    return F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(frames, size=hw, mode="bilinear", antialias=True, align_corners=False)
 
 
 def preprocess_frames(
-    frames: ArrayLike, image_size: int, device: torch.device | str | None = None
+    frames: ArrayLike, image_size: Size, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Turn frames into model input: float32 ``(..., 3, image_size, image_size)`` in ``[0, 1]``.
+    """Turn frames into model input: float32 ``(..., 3, H, W)`` in ``[0, 1]``, ``(H, W)`` = ``image_size``.
 
     :param frames: either uint8 channels-last ``(..., H, W, 3)`` (as environments emit them), or
         float channels-first ``(..., 3, H, W)`` already in ``[0, 1]``. Any leading batch/time dims.
-    :param image_size: the model's square input resolution; other sizes are resized.
+    :param image_size: the model's input resolution, ``S`` (square) or ``(H, W)``; other sizes are resized.
     :param device: where the result lives (default: where ``frames`` are).
-    :return: float32 tensor ``(..., 3, image_size, image_size)``.
+    :return: float32 tensor ``(..., 3, H, W)``.
     """
     tensor = torch.as_tensor(frames, device=device)
     if tensor.dtype == torch.uint8:
@@ -52,34 +53,36 @@ def preprocess_frames(
         )
     lead = tensor.shape[:-3]
     flat = tensor.reshape(-1, *tensor.shape[-3:])
-    out = _resize(flat, image_size) if flat.shape[0] > 0 else flat.new_zeros(0, 3, image_size, image_size)
-    return out.reshape(*lead, 3, image_size, image_size)
+    height, width = size_hw(image_size)
+    out = _resize(flat, image_size) if flat.shape[0] > 0 else flat.new_zeros(0, 3, height, width)
+    return out.reshape(*lead, 3, height, width)
 
 
-def resize_uint8_frames(frames: np.ndarray, image_size: int) -> np.ndarray:
+def resize_uint8_frames(frames: np.ndarray, image_size: Size) -> np.ndarray:
     """Resize uint8 ``(..., H, W, 3)`` frames for storage, with the same filter as :func:`preprocess_frames`.
 
     :param frames: uint8 channels-last frames.
-    :param image_size: target square size.
-    :return: uint8 ``(..., image_size, image_size, 3)``.
+    :param image_size: target size ``S`` or ``(H, W)``.
+    :return: uint8 ``(..., H, W, 3)``.
     """
-    if frames.shape[-3:-1] == (image_size, image_size):
+    if tuple(frames.shape[-3:-1]) == size_hw(image_size):
         return frames
     resized = preprocess_frames(frames, image_size)
     return (resized.movedim(-3, -1) * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def resize_masks(masks: np.ndarray, image_size: int) -> np.ndarray:
+def resize_masks(masks: np.ndarray, image_size: Size) -> np.ndarray:
     """Resize integer segmentation masks ``(..., H, W)`` by nearest neighbour (labels must not blend).
 
     :param masks: integer masks, 0 = background.
-    :param image_size: target square size.
-    :return: masks ``(..., image_size, image_size)`` with the input dtype.
+    :param image_size: target size ``S`` or ``(H, W)``.
+    :return: masks ``(..., H, W)`` with the input dtype.
     """
-    if masks.shape[-2:] == (image_size, image_size):
+    hw = size_hw(image_size)
+    if tuple(masks.shape[-2:]) == hw:
         return masks
     tensor = torch.as_tensor(masks.astype(np.int64)).float()
     lead = tensor.shape[:-2]
     flat = tensor.reshape(-1, 1, *tensor.shape[-2:])
-    out = F.interpolate(flat, size=(image_size, image_size), mode="nearest-exact")
-    return out.reshape(*lead, image_size, image_size).long().numpy().astype(masks.dtype)
+    out = F.interpolate(flat, size=hw, mode="nearest-exact")
+    return out.reshape(*lead, *hw).long().numpy().astype(masks.dtype)

@@ -33,18 +33,20 @@ number of envs nor on interruptions: ``resume=True`` finishes exactly the reques
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from psb_rl.frames import FramePipeline, FramePipelineError, Size, newest_rgb
 from psb_rl.utils import atomic_path, ensure_writable_dir, run_lock
 
 FORMAT_VERSION: int = 1
@@ -213,36 +215,8 @@ def load_shard_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
 
 
 # ------------------------------------------------------------------------ environments
-def ensure_registered(env_id: str) -> None:
-    """Import the module that registers ``env_id``: ``envs`` for ``PSB/``, ``ale_py`` for ``ALE/``.
-
-    :param env_id: a gymnasium id.
-    """
-    if env_id.startswith("PSB/"):
-        import envs  # noqa: F401  (registers the PSB/ ids)
-    elif env_id.startswith("ALE/"):
-        import ale_py
-
-        gym.register_envs(ale_py)
-
-
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
-             render: bool = False) -> gym.Env:
-    """Create one environment (used in vector-env workers, so it registers the id itself).
-
-    :param env_id: gymnasium id.
-    :param env_kwargs: extra ``gym.make`` kwargs.
-    :param max_episode_steps: override the registered time limit.
-    :param render: create it with ``render_mode="rgb_array"``.
-    :return: the environment.
-    """
-    ensure_registered(env_id)
-    kwargs = dict(env_kwargs or {})
-    if render:
-        kwargs["render_mode"] = "rgb_array"
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = max_episode_steps
-    return gym.make(env_id, **kwargs)
+# Environment creation lives in psb_rl.environments (any gymnasium id, registered on demand).
+from psb_rl.environments import ensure_registered, make_env  # noqa: E402
 
 
 def _is_image(x: Any) -> bool:
@@ -250,27 +224,36 @@ def _is_image(x: Any) -> bool:
 
 
 def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, pixels: str,
-           seed: int) -> tuple[tuple[int, ...], bool]:
-    """Check that the env yields images; return ``(frame_shape, has_masks)``."""
-    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render")
+           seed: int, pipeline: FramePipeline | None = None,
+           gym_packages: Sequence[str] = ()) -> tuple[tuple[int, ...], bool, str, FramePipeline]:
+    """Check that the env yields frames the pipeline reads.
+
+    :return: ``(stored frame_shape, has_masks, layout of the frames, pipeline with its input_size)``.
+    """
+    pipeline = pipeline or FramePipeline(source="render" if pixels == "render" else "observation")
+    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render", gym_packages=gym_packages)
     try:
-        space = env.observation_space
         if pixels == "obs":
-            ok = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 \
-                and space.shape[-1] == 3
-            if not ok:
-                raise RolloutError(
-                    f"{env_id} observations are {space}, not images (H, W, 3) uint8. Pass --pixels render "
-                    "(pixels='render') to record env.render() frames instead, or wrap the env with "
-                    "gymnasium.wrappers.AddRenderObservation."
-                )
+            try:
+                layout = pipeline.check_space(env.observation_space, f"{env_id} observations")
+            except FramePipelineError as error:
+                raise RolloutError(f"{error} (--pixels render records env.render() frames)") from None
         obs, info = env.reset(seed=seed)
         frame = env.render() if pixels == "render" else obs
-        if not _is_image(frame):
-            what = "env.render()" if pixels == "render" else "the observation"
-            raise RolloutError(f"{env_id}: {what} is not a uint8 (H, W, 3) image "
-                               f"(got {type(frame).__name__} {getattr(frame, 'shape', '')})")
-        return tuple(frame.shape), "masks" in info
+        if pixels == "render":
+            if not _is_image(frame):
+                raise RolloutError(f"{env_id}: env.render() is not a uint8 (H, W, 3) image "
+                                   f"(got {type(frame).__name__} {getattr(frame, 'shape', '')})")
+            layout = "hwc"
+        rgb = newest_rgb(np.asarray(frame), layout)
+        if pipeline.input_size is None:
+            pipeline = dataclasses.replace(pipeline, input_size=tuple(rgb.shape[:2]))
+        try:
+            out_hw = pipeline.output_size(tuple(rgb.shape[:2]))
+            pipeline.check_frame_size(rgb.shape[:2], f"{env_id} frames")
+        except FramePipelineError as error:
+            raise RolloutError(str(error)) from None
+        return (*out_hw, 3), "masks" in info, layout, pipeline
     finally:
         env.close()
 
@@ -317,13 +300,19 @@ class _Episode:
         self.truncated: list[bool] = []
 
 
-def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: int | None, seed: int,
-            max_episode_steps: int | None, policy: str | Policy) -> dict[str, Any]:
+def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: Size | None, seed: int,
+            max_episode_steps: int | None, policy: str | Policy, crop: Sequence[int] = (0, 0, 0, 0),
+            gym_packages: Sequence[str] = ()) -> dict[str, Any]:
+    # crop and gym_packages appear only when used, so collections stored before they existed still resume
+    optional = {"crop": [int(v) for v in crop]} if any(crop) else {}
+    if gym_packages:
+        optional["gym_packages"] = list(gym_packages)
     return {
         "env_id": env_id,
         "env_kwargs": env_kwargs,
         "pixels": pixels,
-        "resize": resize,
+        "resize": resize if resize is None or isinstance(resize, int) else [int(v) for v in resize],
+        **optional,
         "seed": seed,
         "max_episode_steps": max_episode_steps,
         "policy": policy if isinstance(policy, str) else getattr(policy, "__name__", "callable"),
@@ -375,15 +364,15 @@ def _save_npz(handle: Any, arrays: dict[str, np.ndarray], compress: bool) -> Non
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], resize: int | None,
+def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], pipeline: FramePipeline,
                  compress: bool) -> None:
-    """Write one shard atomically, then the updated manifest atomically."""
-    from psb_rl.preprocessing import resize_masks, resize_uint8_frames
+    """Write one shard atomically, then the updated manifest atomically.
 
-    frames = [np.stack(ep.frames) for ep in episodes]
-    if resize is not None:
-        with _single_torch_thread():
-            frames = [resize_uint8_frames(f, resize) for f in frames]
+    Frames and every stored mask go through the collection's frame pipeline (masks by nearest neighbour).
+    """
+    layout = manifest.get("frame_layout", "hwc")
+    with _single_torch_thread():
+        frames = [pipeline.apply(np.stack(ep.frames), layout) for ep in episodes]
     arrays: dict[str, np.ndarray] = {
         "frames": np.concatenate(frames),
         "episode_lengths": np.array([len(ep.frames) for ep in episodes], dtype=np.int64),
@@ -394,10 +383,8 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
         "truncated": np.concatenate([np.asarray(ep.truncated, dtype=bool) for ep in episodes]),
     }
     if manifest["has_masks"]:
-        masks = [np.stack(ep.masks) for ep in episodes]
-        if resize is not None:
-            with _single_torch_thread():
-                masks = [resize_masks(m, resize) for m in masks]
+        with _single_torch_thread():
+            masks = [pipeline.apply_masks(np.stack(ep.masks)) for ep in episodes]
         m = np.concatenate(masks)
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
     name = shard_name(_free_shard_index(manifest))
@@ -548,7 +535,8 @@ def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -
         policy=policy, pixels=manifest["pixels"], resize=manifest["resize"], seed=manifest["seed"],
         episodes_per_shard=manifest["episodes_per_shard"], max_episode_steps=manifest["max_episode_steps"],
         env_kwargs=manifest["env_kwargs"], masks=False, compress=bool(manifest.get("compress", False)),
-        progress=progress, repair=True,
+        progress=progress, repair=True, crop=manifest.get("crop", (0, 0, 0, 0)),
+        gym_packages=manifest.get("gym_packages", ()),
     )
 
 
@@ -561,7 +549,7 @@ def collect_rollouts(
     num_envs: int = 1,
     policy: str | Policy = "random",
     pixels: str = "obs",
-    resize: int | None = None,
+    resize: Size | None = None,
     seed: int = 0,
     resume: bool = False,
     episodes_per_shard: int = 100,
@@ -572,6 +560,8 @@ def collect_rollouts(
     compress: bool = False,
     progress: bool = True,
     repair: bool = False,
+    crop: Sequence[int] = (0, 0, 0, 0),
+    gym_packages: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run a policy in ``num_envs`` environments and store the episodes as shards (module docstring).
 
@@ -584,8 +574,8 @@ def collect_rollouts(
     :param policy: ``"random"``, a path to a stable-baselines3 ``.zip`` (``predict`` on the raw
         observation), or a callable ``obs (num_envs, ...) -> actions (num_envs, ...)``.
     :param pixels: ``"obs"``: frames are the observations; ``"render"``: frames are ``env.render()``.
-    :param resize: store frames resized to ``resize × resize`` (the training filter,
-        :func:`psb_rl.preprocessing.resize_uint8_frames`; masks by nearest neighbour).
+    :param resize: store frames resized to ``S × S`` or ``(H, W)`` (the training filter; masks by
+        nearest neighbour), after ``crop``.
     :param seed: episode ``i`` is reset with seed ``episode_seed(seed, i)``.
     :param resume: continue the collection stored in ``out`` until the requested amount is stored.
     :param episodes_per_shard: episodes per shard file.
@@ -595,10 +585,13 @@ def collect_rollouts(
     :param deterministic_policy: SB3 policies act deterministically.
     :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
     :param progress: show a tqdm bar (frames/s).
+    :param crop: pixels removed from the ``(top, bottom, left, right)`` of each frame before resizing.
+    :param gym_packages: packages to import so that they register ``env_id`` (``--gym-packages``).
     :param repair: like ``resume``, but shards that are missing or corrupted are first dropped from the
         manifest and then collected again (the same episodes: seeds are a function of ``(seed, index)``).
         :func:`repair_rollouts` does this with the settings stored in the manifest.
-    :return: the final manifest.
+    :return: the final manifest; ``manifest["frame_pipeline"]`` is the
+        :class:`psb_rl.frames.FramePipeline` (``to_dict``) applied to the stored frames and masks.
     :raises psb_rl.utils.RunDirError: when ``out`` is in use by another collection or cannot be written.
     """
     if (episodes is None) == (steps is None):
@@ -613,15 +606,22 @@ def collect_rollouts(
     env_kwargs = dict(env_kwargs or {})
     if env_id.startswith("PSB/") and masks:
         env_kwargs.setdefault("return_masks", True)
-    config = _config(env_id, env_kwargs, pixels, resize, seed, max_episode_steps, policy)
+    config = _config(env_id, env_kwargs, pixels, resize, seed, max_episode_steps, policy, crop, gym_packages)
+    try:
+        requested = FramePipeline(source="render" if pixels == "render" else "observation", crop=tuple(crop),
+                                  size=resize)
+    except FramePipelineError as error:
+        raise RolloutError(str(error)) from None
 
     def make_new() -> dict[str, Any]:
-        frame_shape, has_masks = _probe(env_id, env_kwargs, max_episode_steps, pixels, episode_seed(seed, 0))
-        if resize is not None:
-            frame_shape = (resize, resize, 3)
-        return _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
+        frame_shape, has_masks, layout, pipeline = _probe(env_id, env_kwargs, max_episode_steps, pixels,
+                                                          episode_seed(seed, 0), requested, gym_packages)
+        manifest = _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
+        manifest["frame_pipeline"] = pipeline.to_dict()
+        manifest["frame_layout"] = layout
+        return manifest
 
-    ensure_registered(env_id)
+    ensure_registered(env_id, gym_packages)
     # validate the env (clear error) before touching the directory
     fresh = None if (root / MANIFEST_NAME).is_file() else make_new()
     manifest = _open_or_create(root, resume, config, lambda: fresh or make_new(), repair=repair)
@@ -638,11 +638,13 @@ def collect_rollouts(
         return manifest["num_steps"] + sum(len(ep.actions) for ep in pending) >= steps  # type: ignore[operator]
 
     pending: list[_Episode] = []
+    pipeline = (FramePipeline.from_dict(manifest["frame_pipeline"]) if "frame_pipeline" in manifest
+                else FramePipeline(source=requested.source, size=resize))  # collected before pipelines were recorded
     if not finished():
-        _run(manifest, root, todo, finished, pending, num_envs, policy, deterministic_policy, pixels, resize,
+        _run(manifest, root, todo, finished, pending, num_envs, policy, deterministic_policy, pixels, pipeline,
              seed, episodes_per_shard, max_episode_steps, env_kwargs, compress, progress)
     if pending:
-        _write_shard(root, manifest, pending, resize, compress)
+        _write_shard(root, manifest, pending, pipeline, compress)
     manifest["complete"] = True
     write_manifest(root, manifest)
     return manifest
@@ -650,16 +652,20 @@ def collect_rollouts(
 
 def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Callable[[], bool],
          pending: list[_Episode], num_envs: int, policy: str | Policy, deterministic: bool, pixels: str,
-         resize: int | None, seed: int, episodes_per_shard: int, max_episode_steps: int | None,
+         pipeline: FramePipeline, seed: int, episodes_per_shard: int, max_episode_steps: int | None,
          env_kwargs: dict[str, Any], compress: bool, progress: bool) -> None:
     """The collection loop (see :func:`collect_rollouts`)."""
     from tqdm.auto import tqdm
 
     env_id = manifest["env_id"]
     has_masks = manifest["has_masks"]
-    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render")
+    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render",
+                           manifest.get("gym_packages", ()))
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
-    venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, **vec_kwargs) if num_envs > 1
+    # with --pixels render the observations may be anything (MiniGrid: a dict with text), which shared memory
+    # cannot hold; image observations are shared
+    venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, shared_memory=pixels == "obs", **vec_kwargs)
+                                  if num_envs > 1
                                   else gym.vector.SyncVectorEnv([fn], **vec_kwargs))
     act = load_policy(policy, deterministic, venv.single_observation_space, venv.single_action_space)
     reset_policy = getattr(act, "reset", None)  # e.g. a slot agent forgets the envs that start anew
@@ -721,7 +727,7 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
                     if finished():
                         return
                     if len(pending) >= episodes_per_shard:
-                        _write_shard(root, manifest, pending, resize, compress)
+                        _write_shard(root, manifest, pending, pipeline, compress)
                         pending.clear()
                         bar.set_postfix(episodes=manifest["num_episodes"], shards=manifest["num_shards"])
             if not any(ep is not None for ep in current) and not dones.any():

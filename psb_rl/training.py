@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from psb_rl.checkpoint import save_checkpoint
 from psb_rl.config import PSBConfig
 from psb_rl.evaluation import evaluate_episodes
+from psb_rl.frames import pipeline_of_manifest
 from psb_rl.model import PSBAutoencoder
 from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import (
@@ -36,6 +37,7 @@ from psb_rl.utils import (
     ensure_writable_dir,
     resolve_device,
     run_lock,
+    set_torch_threads,
     write_json,
 )
 
@@ -61,6 +63,10 @@ class TrainArgs:
     """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt"""
     env: str = "PSB/RandomObjects-v0"
     """environment to collect the default dataset from when --data is missing"""
+    gym_packages: list[str] = dataclasses.field(default_factory=list)
+    """extra packages to import that register --env (as RL Zoo's --gym-packages)"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default, one per core; set 1 when other jobs share the cores)"""
     collect_episodes: int = 300
     """episodes to collect when --data is missing"""
     steps: int = 1000
@@ -122,8 +128,11 @@ class TrainArgs:
     """show a progress bar"""
     num_gifs: int = 2
     """slot-mask GIFs of held-out clips written at the end"""
-    image_size: int = _MODEL.image_size
-    """model input resolution (frames of other sizes are resized)"""
+    image_size: tuple[int, ...] = (_MODEL.image_size,)
+    """model input resolution: N (N x N) or H W, any size (e.g. 84, or 80 64); frames of other sizes are resized.
+    In Python an int also works"""
+    decoder_grid: int = _MODEL.decoder_grid
+    """smallest side of the decoder's broadcast grid (see PSBConfig.decoder_grid)"""
     num_slots: int = _MODEL.num_slots
     """slots per frame (objects + background)"""
     slot_dim: int = _MODEL.slot_dim
@@ -155,8 +164,11 @@ class TrainArgs:
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""
+        from psb_rl.frames import size_from_flag
+
         names = {f.name for f in dataclasses.fields(PSBConfig)}
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        fields["image_size"] = size_from_flag(self.image_size, "--image-size")
         return PSBConfig(**fields, time_bias_max_offset=self.clip_len - 1)  # the offsets training teaches
 
 
@@ -321,7 +333,7 @@ def ensure_data(args: TrainArgs, info: DistInfo) -> None:
             )
         print(f"no rollouts at {args.data}: collecting {args.collect_episodes} episodes of {args.env} ...")
         collect_rollouts(env_id=args.env, out=args.data, episodes=args.collect_episodes, seed=args.seed,
-                         resume=True, progress=args.progress)
+                         resume=True, progress=args.progress, gym_packages=args.gym_packages)
     if info.world_size > 1:
         dist.barrier()
 
@@ -372,9 +384,14 @@ def resume_mismatches(args: TrainArgs, saved: dict[str, Any]) -> list[str]:
 
     :return: lines such as ``"--slot-dim 64 differs from the run's 128"``.
     """
+    from psb_rl.frames import size_from_flag
+
+    def comparable(name: str, value: Any) -> Any:  # JSON lists vs tuples; --image-size 32 vs (32,) vs 32
+        return size_from_flag(value, "--image-size") if name == "image_size" else json.loads(json.dumps(value))
+
     names = [f.name for f in dataclasses.fields(PSBConfig) if hasattr(args, f.name)] + list(RESUME_FIXED)
     return [f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run's {saved[name]}"
-            for name in names if name in saved and saved[name] != getattr(args, name)]
+            for name in names if name in saved and comparable(name, saved[name]) != comparable(name, getattr(args, name))]
 
 
 def check_resumable(args: TrainArgs, state: dict[str, Any], data: dict[str, Any], state_path: Path) -> None:
@@ -401,6 +418,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     from psb_rl.data import RolloutDataset
     from psb_rl.rollouts import manifest_record
 
+    set_torch_threads(args.torch_threads)
     device = resolve_device(args.device)
     info = setup_distributed(device)
     if info.world_size > 1 and device.type == "cuda":
@@ -421,6 +439,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
 
     seed_everything(args.seed)
     model = PSBAutoencoder(config).to(device)
+    model.frame_pipeline = pipeline_of_manifest(train_set.manifest)  # saved with every checkpoint
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict[str, float]] = []
     start_step = 0
@@ -515,7 +534,8 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         if info.is_main and (step % args.checkpoint_every == 0 or last):
             save_train_state(state_path, model, optimizer, step, args, history, previous_seconds + elapsed,
                              data_record)
-            save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record})
+            save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record,
+                                                                  "env_id": train_set.manifest.get("env_id")})
         if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
             eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips)
             for key, value in eval_results.get("1x", {}).items():

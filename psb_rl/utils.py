@@ -228,3 +228,18 @@ def claim_run_dir(directory: str | os.PathLike, run_files: tuple[str, ...], resu
             else:
                 target.unlink(missing_ok=True)
     return found
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Apply a ``--torch-threads`` option: ``torch.set_num_threads(threads)``; None keeps torch's default
+    (one thread per core, which is slower when environments or other runs share those cores).
+
+    :param threads: CPU threads for torch ops, >= 1, or None.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--torch-threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

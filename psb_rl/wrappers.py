@@ -20,6 +20,7 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from psb_rl.frames import FramePipeline, FramePipelineError, frame_layout, model_frame_pipeline
 from psb_rl.model import PSBAutoencoder
 from psb_rl.utils import resolve_device
 
@@ -99,18 +100,73 @@ def _slot_space(num_slots: int, slot_dim: int) -> gym.spaces.Box:
     return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, slot_dim), dtype=np.float32)
 
 
+PipelineLike = FramePipeline | dict[str, Any] | None
+
+
+def resolve_frame_pipeline(frame_pipeline: PipelineLike, model: PSBAutoencoder) -> FramePipeline:
+    """The frame pipeline a wrapper applies: the given one (a :class:`psb_rl.frames.FramePipeline` or its
+    ``to_dict``), else the model's (:func:`psb_rl.frames.model_frame_pipeline`: the checkpoint's)."""
+    if frame_pipeline is None:
+        return model_frame_pipeline(model)
+    if isinstance(frame_pipeline, dict):
+        return FramePipeline.from_dict(frame_pipeline)
+    if isinstance(frame_pipeline, FramePipeline):
+        return frame_pipeline
+    raise TypeError(f"frame_pipeline must be a psb_rl.frames.FramePipeline, its dict or None, got {type(frame_pipeline).__name__}")
+
+
+def _pipeline_layout(pipeline: FramePipeline, space: gym.Space, owner: str) -> str:
+    """The layout of observations of ``space`` for ``pipeline``, or a clear error naming ``owner``."""
+    try:
+        return pipeline.check_space(space, f"{owner} observations")
+    except FramePipelineError as error:
+        hint = ""
+        if pipeline.source == "render":
+            hint = (" This model's frames come from env.render(): make the env with render_mode='rgb_array' and wrap "
+                    "it with gymnasium.wrappers.AddRenderObservation(env, render_only=True) "
+                    "(psb_rl.environments.make_frame_env does).")
+        raise FramePipelineError(f"{error}.{hint}") from None
+
+
+def _is_image_space(space: gym.Space) -> bool:
+    """Whether observations of ``space`` are frames a pipeline reads (see :func:`psb_rl.frames.frame_layout`)."""
+    if not isinstance(space, gym.spaces.Box):
+        return False
+    try:
+        frame_layout(space.shape)
+    except FramePipelineError:
+        return False
+    return True
+
+
+def _pipeline_frames(pipeline: FramePipeline, frames: np.ndarray, layout: str) -> np.ndarray:
+    """Frames for the streaming encoder: through ``pipeline`` (uint8, as stored for pretraining), or, for the
+    identity pipeline on RGB frames, as they are (float frames keep their values and non-finite checks)."""
+    if pipeline == FramePipeline() and layout in ("hwc", "chw"):
+        return _to_model_frames(frames, layout)
+    return pipeline.apply(np.asarray(frames), layout)
+
+
 class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Replace each pixel observation by the PSB slots of the episode so far.
 
     A :class:`psb_rl.StreamingEncoder` with one environment keeps the causal context; ``reset``
     clears it before the first frame of an episode is encoded.
 
-    :param env: environment with RGB image observations (uint8 ``(H, W, 3)``, any size).
+    Frames go through the checkpoint's frame pipeline (:mod:`psb_rl.frames`: newest RGB frame of a stack,
+    crop, resize), so the encoder sees them as in pretraining. For a pipeline recorded from ``env.render()``
+    and an env without image observations (e.g. MiniGrid made with ``render_mode="rgb_array"``), the
+    wrapper encodes ``env.render()``.
+
+    :param env: environment with image observations (RGB, greyscale or frame stacks, see
+        :data:`psb_rl.frames.LAYOUTS`), or one that renders them.
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder`.
     :param device: torch device of the encoder (default: CPU / the given model's device).
-    :param keep_pixels: return ``{"slots": (N, D), "pixels": frame}`` instead of the slots alone.
+    :param keep_pixels: return ``{"slots": (N, D), "pixels": observation}`` instead of the slots alone.
     :param nonfinite: a frame with NaN or inf values ``"raise"``s, or ``"reset"``s the encoder state with a
         warning (see :class:`psb_rl.StreamingEncoder`).
+    :param frame_pipeline: override the checkpoint's frame pipeline (a
+        :class:`psb_rl.frames.FramePipeline` or its dict).
     """
 
     def __init__(
@@ -120,15 +176,26 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         device: torch.device | str | None = None,
         keep_pixels: bool = False,
         nonfinite: str = "raise",
+        frame_pipeline: PipelineLike = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
-                                                 nonfinite=nonfinite)
+                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
-        self._layout = _image_layout(env.observation_space, "PSBObservationWrapper")
-        _check_space_bounds(env.observation_space, "PSBObservationWrapper")
         self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
+        self._render = self.frame_pipeline.source == "render" and not _is_image_space(env.observation_space)
+        if self._render:
+            if getattr(env, "render_mode", None) != "rgb_array":
+                raise FramePipelineError(
+                    "PSBObservationWrapper: this model's frames come from env.render(), but the env's render_mode is "
+                    f"{getattr(env, 'render_mode', None)!r}; make it with gym.make(..., render_mode='rgb_array')"
+                )
+            self._layout = "hwc"
+        else:
+            self._layout = _pipeline_layout(self.frame_pipeline, env.observation_space, "PSBObservationWrapper")
+            _check_space_bounds(env.observation_space, "PSBObservationWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device, nonfinite=nonfinite)  # type: ignore[arg-type]
         self.keep_pixels = keep_pixels
         slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim)
@@ -149,14 +216,14 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
         :return: float32 slots ``(N, D)``.
         """
-        frames = _to_model_frames(np.asarray(frame)[None], self._layout)
+        frames = _pipeline_frames(self.frame_pipeline, np.asarray(frame)[None], self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames)
         return slots[0].float().cpu().numpy()
 
     def observation(self, observation: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """:param observation: a frame. :return: slots ``(N, D)`` float32 (or a dict with the pixels)."""
-        slots = self.encode(observation)
+        slots = self.encode(self.env.render() if self._render else observation)
         if self.keep_pixels:
             return {"slots": slots, "pixels": observation}
         return slots
@@ -170,23 +237,32 @@ class VecPSBWrapper(VecEnvWrapper):
     encoder state is then reset and the new episode's first frame (the returned observation) encoded.
     Cost per step: one batched encoder step for all envs plus one for the envs that finished.
 
-    :param venv: SB3 VecEnv with RGB image observations (uint8 ``(H, W, 3)``; no ``VecTransposeImage``
-        needed). Any VecEnv works, e.g. ``SubprocVecEnv``: torch runs only in this process.
+    Frames go through the checkpoint's frame pipeline (:mod:`psb_rl.frames`), as in
+    :class:`PSBObservationWrapper`; for a pipeline recorded from ``env.render()`` the envs' observations must
+    be those frames (``gymnasium.wrappers.AddRenderObservation(env, render_only=True)``, as
+    :func:`psb_rl.environments.make_frame_env` builds).
+
+    :param venv: SB3 VecEnv with image observations (RGB ``(H, W, 3)``, channels-first, greyscale or frame
+        stacks; no ``VecTransposeImage`` needed). Any VecEnv works, e.g. ``SubprocVecEnv``: torch runs
+        only in this process.
     :param checkpoint: PSB checkpoint path, or a :class:`psb_rl.PSBAutoencoder` (shared, not copied).
     :param device: torch device of the encoder.
     :param nonfinite: a frame with NaN or inf values ``"raise"``s (naming the env), or ``"reset"``s that env's
         encoder state with a warning (see :class:`psb_rl.StreamingEncoder`).
+    :param frame_pipeline: override the checkpoint's frame pipeline (a
+        :class:`psb_rl.frames.FramePipeline` or its dict).
     """
 
     def __init__(
         self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None,
-        nonfinite: str = "raise",
+        nonfinite: str = "raise", frame_pipeline: PipelineLike = None,
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
 
-        self._layout = _image_layout(venv.observation_space, "VecPSBWrapper")
-        _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
+        self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper")
+        _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
                                         nonfinite=nonfinite)  # type: ignore[arg-type]
         super().__init__(venv, observation_space=_slot_space(self.encoder.num_slots, self.encoder.slot_dim))
@@ -194,7 +270,7 @@ class VecPSBWrapper(VecEnvWrapper):
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
         envs advance (None = all). :return: float32 ``(B, N, D)`` (rows outside ``mask`` undefined)."""
-        frames = _to_model_frames(frames, self._layout)
+        frames = _pipeline_frames(self.frame_pipeline, frames, self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
         return slots.float().cpu().numpy()

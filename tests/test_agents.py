@@ -392,3 +392,77 @@ def test_cli_mistakes_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     options = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
     assert len(options) > 10 and all(option.count("(default") <= 1 for option in options), text  # shown once
     assert "{slots,pixels,state}" in text
+# ---------------------------------------------------------------------------------------------- real environments
+needs_ale = pytest.mark.skipif(__import__("importlib").util.find_spec("ale_py") is None, reason="ale-py not installed")
+
+
+def _real_env_checkpoint(path: Path, image_size, pipeline) -> Path:
+    from psb_rl import save_checkpoint
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**{**TINY, "image_size": image_size}))
+    model.frame_pipeline = pipeline  # as pretraining on that env's rollouts records it
+    save_checkpoint(model, path)
+    return path
+
+
+def _real_env_args(tmp_path: Path, env: str, encoder: str, checkpoint: Path | None, **overrides) -> Args:
+    args = dataclasses.replace(_tiny_args(tmp_path, encoder, checkpoint), env=env, total_steps=128, n_steps=32,
+                               eval_freq=0, tensorboard=False, max_episode_steps=40)
+    return dataclasses.replace(args, **overrides)
+
+
+def test_train_slots_on_minigrid_render_frames(tmp_path: Path) -> None:
+    from psb_rl.frames import FramePipeline
+
+    pipeline = FramePipeline(source="render", size=(32, 32), input_size=(40, 40))  # DoorKey-5x5: 5 tiles of 8 px
+    checkpoint = _real_env_checkpoint(tmp_path / "psb.ckpt", 32, pipeline)
+    result = train(_real_env_args(tmp_path, "MiniGrid-DoorKey-5x5-v0", "slots", checkpoint, n_envs=1, total_steps=64,
+                                  n_steps=64, max_episode_steps=20, env_kwargs='{"tile_size": 8}'))
+    assert result["timesteps"] >= 64 and np.isfinite(result["mean_reward"])
+    out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))  # the same env is rebuilt
+    assert out["episodes"] == 1 and out["encoder"] == "slots"
+
+
+def test_train_pixels_on_minigrid_renders_when_observations_are_not_images(tmp_path: Path) -> None:
+    from agents.train_ppo import make_env
+
+    args = _real_env_args(tmp_path, "MiniGrid-Empty-5x5-v0", "pixels", None, resize=[40])
+    venv = make_env(args, 1, 0)
+    assert venv.observation_space.shape == (3, 40, 40)  # env.render() frames, resized, channels-first for the CNN
+    venv.close()
+    assert train(args)["timesteps"] >= 128
+
+
+@needs_ale
+@pytest.mark.parametrize("encoder", ["slots", "pixels"])
+def test_train_on_pong_with_the_atari_wrappers_in_rgb(tmp_path: Path, encoder: str) -> None:
+    from agents.train_ppo import make_env
+    from psb_rl.frames import FramePipeline
+
+    pipeline = FramePipeline(crop=(34, 16, 0, 0), size=(48, 40), input_size=(210, 160))  # playfield, non-square
+    checkpoint = _real_env_checkpoint(tmp_path / "psb.ckpt", (48, 40), pipeline)
+    args = _real_env_args(tmp_path, "ALE/Pong-v5", encoder, checkpoint, n_envs=1, total_steps=64, n_steps=64)
+    model = load_checkpoint(checkpoint)
+    venv = make_env(args, 1, 0, model if encoder == "slots" else None)
+    if encoder == "slots":
+        assert venv.frame_pipeline == pipeline and venv.observation_space.shape == (4, 32)
+    else:
+        assert venv.observation_space.shape == (3, 48, 40)  # the checkpoint's pipeline: crop + resize
+    venv.close()
+    assert train(args)["timesteps"] >= 64
+
+
+def test_unknown_env_id_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    import subprocess
+
+    from psb_rl.utils import child_pythonpath
+
+    env = {"PYTHONPATH": child_pythonpath(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "agents/train_ppo.py", "--env", "MiniGrid-Nope-v0", "--encoder", "pixels",
+                             "--out", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown environment id 'MiniGrid-Nope-v0'")
+    assert "--gym-packages" in lines[0]

@@ -239,3 +239,42 @@ def test_learns_moving_squares() -> None:
     video = moving_squares_video(batch=4, steps=4, seed=1)
     initial, final = fit(model, video, steps=250, lr=3e-3)  # final / initial = 0.29 with one torch thread
     assert final < 0.5 * initial, (initial, final)
+
+
+@pytest.mark.parametrize("size", [84, 96, (40, 24), (30, 21)])
+def test_any_resolution_tokens_and_decoder_adapt(size) -> None:
+    model = make_model(image_size=size, colour_values=True)
+    height, width = model.config.image_hw
+    video = torch.rand(1, 2, 3, height, width)
+    out = model(video)
+    assert out.recon.shape == video.shape and out.masks.shape == (1, 2, 4, height, width)
+    assert model.encode_frames(video).shape[2] == model.config.num_tokens
+    assert model.config.num_tokens == -(-height // 4) * -(-width // 4)
+    assert torch.allclose(out.masks.sum(dim=2), torch.ones(1, 2, height, width), atol=1e-5)
+
+
+def test_power_of_two_sizes_keep_the_plain_decoder() -> None:
+    from psb_rl.model import decoder_layout
+
+    assert decoder_layout((32, 32), 8) == (2, (8, 8))  # the default model: unchanged weights and shapes
+    assert decoder_layout((64, 64), 8) == (3, (8, 8))
+    assert decoder_layout((84, 84), 8) == (3, (11, 11))  # 88 px decoded, the centre 84 kept
+    assert decoder_layout((160, 128), 8) == (4, (10, 8))
+    assert PSBConfig.from_dict(PSBConfig(image_size=(80, 64)).to_dict()).image_size == (80, 64)
+
+
+def test_encode_takes_frames_of_any_size_as_the_wrappers_prepare_them() -> None:
+    import numpy as np
+
+    from psb_rl.frames import FramePipeline
+    from psb_rl.preprocessing import preprocess_frames
+
+    model = make_model()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8)
+    expected = model.encode(preprocess_frames(frames, 32))
+    assert torch.allclose(model.encode(frames), expected)  # uint8 (B, T, H, W, 3) of another size
+    as_float = torch.from_numpy(frames).movedim(-1, 2).float() / 255.0  # float (B, T, 3, 64, 64)
+    assert torch.allclose(model.encode(as_float), expected, atol=1e-6)
+    model.frame_pipeline = FramePipeline(crop=(0, 32, 0, 0), size=(16, 32))  # a recorded pipeline is applied whole
+    recorded = model.frame_pipeline.apply(frames)
+    assert torch.allclose(model.encode(frames), model.encode(preprocess_frames(recorded, 32)))

@@ -410,3 +410,12 @@ def test_parse_dataclass_help_texts(capsys: pytest.CaptureFixture[str]) -> None:
     for snippet in ("where to write", "the environment id", "parallel environments", "--no-progress",
                     "learning rate", "Demo arguments"):
         assert snippet in text
+
+
+def test_render_frames_of_dict_observation_envs_in_parallel(tmp_path: Path) -> None:
+    """MiniGrid's observations (a dict with text) cannot go through shared memory: render collection still runs."""
+    manifest = collect_rollouts("MiniGrid-Empty-5x5-v0", tmp_path, episodes=2, num_envs=2, pixels="render",
+                                resize=(24, 20), max_episode_steps=5, env_kwargs={"tile_size": 8}, progress=False)
+    assert manifest["frame_shape"] == [24, 20, 3]
+    assert manifest["frame_pipeline"] == {"source": "render", "crop": [0, 0, 0, 0], "size": [24, 20],
+                                          "input_size": [40, 40]}

@@ -205,3 +205,11 @@ def test_a_list_of_frames_is_accepted() -> None:
     torch.testing.assert_close(as_list.step(list(frames)), as_array.step(frames))
     with pytest.raises(ValueError, match="expected uint8 frames"):
         as_list.step([frames[0]])  # one frame for two envs
+def test_streaming_is_exact_at_a_non_square_size() -> None:
+    model = make_model(image_size=(40, 24), window=2)
+    encoder = StreamingEncoder(model, num_envs=2)
+    frames = np.random.default_rng(3).integers(0, 256, (6, 2, 40, 24, 3), dtype=np.uint8)
+    for t in range(6):
+        slots = encoder.step(frames[t])
+        for i in range(2):
+            assert (slots[i] - parallel_slots(model, list(frames[: t + 1, i]))).abs().max().item() <= 1e-4
