@@ -78,7 +78,7 @@ def frame_layout(shape: tuple[int, ...]) -> str:
         first, last = shape[0], shape[-1]
         if last == 3:
             return "hwc"
-        if first == 3 and last > MAX_STACK:
+        if first == 3:
             return "chw"
         if last <= MAX_STACK and last < min(shape[:2]):
             return "hwc-stack" if last % 3 == 0 else "hw-stack"

@@ -220,3 +220,7 @@ def test_pipeline_travels_from_collection_through_the_checkpoint_to_the_wrappers
     np.testing.assert_allclose(slots, expected, atol=1e-5)
     with pytest.raises(FramePipelineError, match="recorded on 64x64"):  # never a silent resize of other frames
         PSBObservationWrapper(gym.make("PSB/RandomObjects-v0", image_size=48), checkpoint=model)
+
+
+def test_small_channels_first_frames_are_rgb() -> None:
+    assert frame_layout((3, 24, 24)) == "chw" and frame_layout((4, 24, 24)) == "khw"
