@@ -32,12 +32,17 @@ def test_readme_example_runs_with_frames_of_another_size(tmp_path: Path, monkeyp
     save_checkpoint(PSBAutoencoder(config), tmp_path / "runs" / "psb" / "psb.ckpt")
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
-    names = {
-        "video": torch.rand(2, 3, 3, 64, 64),  # the documented (B, T, 3, H, W) in [0, 1], at the envs' 64 px
-        "frames": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
+    names = {  # the example's inputs at the environments' 64 px (the model's size is 32)
+        "video": torch.rand(2, 3, 3, 64, 64),  # float (B, T, 3, H, W) in [0, 1]
+        "frames": rng.integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8),  # uint8 (B, T, H, W, 3)
+        "frames_t": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),  # one frame per env
         "done_mask": np.array([True] + [False] * 7),
     }
-    exec(compile(readme_api_example(), "README.md", "exec"), names)
+    # agent.learn(N) runs as written with N = 0: PPO training itself is tested in test_agents.py
+    code = re.sub(r"\.learn\([^)]*\)", ".learn(0)", readme_api_example())
+    exec(compile(code, "README.md", "exec"), names)
     assert names["slots"].shape == (2, 3, 4, 32)
     if "slots_t" in names:
         assert names["slots_t"].shape == (8, 4, 32)
+    with torch.no_grad():  # and model.encode takes the 64-px frames directly, as the wrappers prepare them
+        assert names["model"].encode(names["frames"]).shape == (2, 3, 4, 32)
