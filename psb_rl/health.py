@@ -208,10 +208,29 @@ def collapse_warning(health: Mapping[str, Any]) -> str:
     )
 
 
+def health_postfix(health: Mapping[str, Any]) -> dict[str, str]:
+    """Short progress-bar fields of a health report: slots in use, mask confidence, slot cosine, foreground
+    error ratio, and ``collapsed=yes`` when collapsed."""
+    fields = {"slots": f"{health['slots_in_use']:.1f}", "conf": f"{health['mask_confidence']:.2f}",
+              "cos": f"{health['slot_similarity']:.2f}", "fg": f"{health['foreground_ratio']:.2f}"}
+    if health["collapsed"]:
+        fields["collapsed"] = "yes"
+    return fields
+
+
+def format_health(health: Mapping[str, Any]) -> str:
+    """One line for a report: every health number and the verdict."""
+    return (f"slots in use {health['slots_in_use']:.2f}/{health['num_slots']}, mask confidence "
+            f"{health['mask_confidence']:.3f}, slot cosine {health['slot_similarity']:.3f}, foreground MSE "
+            f"{health['foreground_mse']:.5f} vs background baseline {health['background_baseline_mse']:.5f} "
+            f"(ratio {health['foreground_ratio']:.3f}, {100 * health['foreground_fraction']:.2f}% of pixels): "
+            + ("COLLAPSED" if health["collapsed"] else "healthy"))
+
+
 def _mean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else float("nan")
 
 
-__all__ = ["COLLAPSE_RULE", "binding_health", "collapse_reasons", "collapse_warning", "health_per_clip",
-           "is_collapsed", "summarize_health"]
+__all__ = ["COLLAPSE_RULE", "binding_health", "collapse_reasons", "collapse_warning", "format_health",
+           "health_per_clip", "health_postfix", "is_collapsed", "summarize_health"]

@@ -14,6 +14,8 @@ one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
 ============================  =====================================================
 ``frames``                    uint8 ``(F, H, W, 3)``
 ``masks`` (if the env has)    uint8 or int32 ``(F, H, W)``, 0 = background
+``mask_categories`` (idem)    int16 ``(F, L)`` category index of each mask label (``-1``:
+                              none); the names are the manifest's ``mask_categories``
 ``episode_lengths``           int64 ``(E,)`` frames per episode ``T_e``
 ``episode_indices``           int64 ``(E,)`` global episode index ``i`` (reset seed
                               ``episode_seed(seed, i)``)
@@ -203,8 +205,9 @@ def load_shard_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
     f0 = s0 = 0
     for e, t in enumerate(data["episode_lengths"].tolist()):
         ep = {"frames": data["frames"][f0:f0 + t], "episode_index": data["episode_indices"][e]}
-        if "masks" in data:
-            ep["masks"] = data["masks"][f0:f0 + t]
+        for key in ("masks", "mask_categories"):
+            if key in data:
+                ep[key] = data[key][f0:f0 + t]
         for key in ("actions", "rewards", "terminated", "truncated"):
             ep[key] = data[key][s0:s0 + t - 1]
         out.append(ep)
@@ -227,13 +230,15 @@ def ensure_registered(env_id: str) -> None:
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
-             render: bool = False) -> gym.Env:
+             render: bool = False, ground_truth: bool = False) -> gym.Env:
     """Create one environment (used in vector-env workers, so it registers the id itself).
 
     :param env_id: gymnasium id.
     :param env_kwargs: extra ``gym.make`` kwargs.
     :param max_episode_steps: override the registered time limit.
     :param render: create it with ``render_mode="rgb_array"``.
+    :param ground_truth: add ground-truth masks to the info where they can be had
+        (:func:`psb_rl.ground_truth.with_ground_truth`: MiniGrid, Atari with OCAtari).
     :return: the environment.
     """
     ensure_registered(env_id)
@@ -242,7 +247,12 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_
         kwargs["render_mode"] = "rgb_array"
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    return gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **kwargs)
+    if ground_truth:
+        from psb_rl.ground_truth import with_ground_truth
+
+        env = with_ground_truth(env)
+    return env
 
 
 def _is_image(x: Any) -> bool:
@@ -250,9 +260,11 @@ def _is_image(x: Any) -> bool:
 
 
 def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, pixels: str,
-           seed: int) -> tuple[tuple[int, ...], bool]:
-    """Check that the env yields images; return ``(frame_shape, has_masks)``."""
-    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render")
+           seed: int, ground_truth: bool = False) -> tuple[tuple[int, ...], bool, list[str]]:
+    """Check that the env yields images; return ``(frame_shape, has_masks, mask category names)``."""
+    from psb_rl.ground_truth import mask_category_names
+
+    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render", ground_truth=ground_truth)
     try:
         space = env.observation_space
         if pixels == "obs":
@@ -270,7 +282,8 @@ def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | Non
             what = "env.render()" if pixels == "render" else "the observation"
             raise RolloutError(f"{env_id}: {what} is not a uint8 (H, W, 3) image "
                                f"(got {type(frame).__name__} {getattr(frame, 'shape', '')})")
-        return tuple(frame.shape), "masks" in info
+        names = list(mask_category_names(env)) if "mask_categories" in info else []
+        return tuple(frame.shape), "masks" in info, names
     finally:
         env.close()
 
@@ -311,6 +324,7 @@ class _Episode:
         self.index = index
         self.frames: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
+        self.mask_categories: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
@@ -331,12 +345,13 @@ def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: int | 
 
 
 def _new_manifest(config: dict[str, Any], frame_shape: tuple[int, ...], has_masks: bool,
-                  episodes_per_shard: int) -> dict[str, Any]:
+                  episodes_per_shard: int, mask_categories: list[str] | None = None) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         **config,
         "frame_shape": list(frame_shape),
         "has_masks": has_masks,
+        "mask_categories": list(mask_categories or []),
         "episodes_per_shard": episodes_per_shard,
         "layout": "ragged: frames (sum T_e, H, W, 3) + episode_lengths (E,)",
         "num_shards": 0,
@@ -400,6 +415,8 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
                 masks = [resize_masks(m, resize) for m in masks]
         m = np.concatenate(masks)
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
+        if manifest.get("mask_categories"):
+            arrays["mask_categories"] = np.concatenate([np.stack(ep.mask_categories) for ep in episodes]).astype(np.int16)
     name = shard_name(_free_shard_index(manifest))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
@@ -591,7 +608,9 @@ def collect_rollouts(
     :param episodes_per_shard: episodes per shard file.
     :param max_episode_steps: override the registered time limit (e.g. to keep Pong episodes short).
     :param env_kwargs: extra ``gym.make`` kwargs.
-    :param masks: for ``PSB/`` envs, request ground-truth masks (``return_masks=True``) and store them.
+    :param masks: store ground-truth masks where they can be had, at the native frame resolution (before
+        ``resize``), with the category of each label: ``PSB/`` envs' own (``return_masks=True``), MiniGrid's
+        from the grid, Atari's from OCAtari when it is installed (:mod:`psb_rl.ground_truth`).
     :param deterministic_policy: SB3 policies act deterministically.
     :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
     :param progress: show a tqdm bar (frames/s).
@@ -616,10 +635,11 @@ def collect_rollouts(
     config = _config(env_id, env_kwargs, pixels, resize, seed, max_episode_steps, policy)
 
     def make_new() -> dict[str, Any]:
-        frame_shape, has_masks = _probe(env_id, env_kwargs, max_episode_steps, pixels, episode_seed(seed, 0))
+        frame_shape, has_masks, categories = _probe(env_id, env_kwargs, max_episode_steps, pixels,
+                                                    episode_seed(seed, 0), ground_truth=masks)
         if resize is not None:
             frame_shape = (resize, resize, 3)
-        return _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
+        return _new_manifest(config, frame_shape, has_masks, episodes_per_shard, categories)
 
     ensure_registered(env_id)
     # validate the env (clear error) before touching the directory
@@ -657,7 +677,7 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
 
     env_id = manifest["env_id"]
     has_masks = manifest["has_masks"]
-    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render")
+    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render", has_masks)
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, **vec_kwargs) if num_envs > 1
                                   else gym.vector.SyncVectorEnv([fn], **vec_kwargs))
@@ -690,6 +710,8 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
                 if "masks" not in infos or not infos["_masks"][i]:
                     raise RolloutError(f"{env_id} did not return info['masks'] on every step")
                 ep.masks.append(np.array(infos["masks"][i], copy=True))
+                if manifest.get("mask_categories"):
+                    ep.mask_categories.append(np.array(infos["mask_categories"][i], copy=True))
 
     bar = tqdm(total=None, unit="frame", unit_scale=True, disable=not progress, desc=f"collect {env_id}")
     try:

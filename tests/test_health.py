@@ -13,7 +13,9 @@ from conftest import moving_squares_video, tiny_config
 from psb_rl.health import (
     binding_health,
     collapse_warning,
+    format_health,
     health_per_clip,
+    health_postfix,
     is_collapsed,
     summarize_health,
 )
@@ -150,3 +152,12 @@ def test_random_and_collapsed_models_are_flagged_healthy_output_is_not():
     assert "binding collapsed" in collapse_warning(collapsed)
     healthy_video, labels = squares_clip()
     assert not is_collapsed(binding_health(**healthy_output(healthy_video, labels)))
+
+
+def test_report_lines():
+    video, labels = squares_clip()
+    healthy = binding_health(**healthy_output(video, labels))
+    assert health_postfix(healthy) == {"slots": "4.0", "conf": "0.90", "cos": "0.00", "fg": "0.00"}
+    assert format_health(healthy).endswith("healthy")
+    collapsed = binding_health(**collapsed_output(video))
+    assert health_postfix(collapsed)["collapsed"] == "yes" and format_health(collapsed).endswith("COLLAPSED")

@@ -231,7 +231,7 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
 
         def __init__(self, masks: np.ndarray) -> None:
             super().__init__()
-            self.config = SimpleNamespace(image_size=masks.shape[-1])
+            self.config = SimpleNamespace(image_size=masks.shape[-1], num_slots=3)
             self.weight = torch.nn.Parameter(torch.zeros(1))
             self.masks = torch.as_tensor(masks)
 
@@ -240,7 +240,8 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
             later = labels[:, labels.shape[1] // 2 :]
             labels[:, labels.shape[1] // 2 :] = torch.where(later == 1, 2, torch.where(later == 2, 1, later))
             soft = torch.nn.functional.one_hot(labels.long(), 3).permute(0, 1, 4, 2, 3).float()
-            return SimpleNamespace(recon=video, masks=soft)
+            slots = torch.eye(3).expand(*labels.shape[:2], 3, 3)
+            return SimpleNamespace(recon=video, masks=soft, slots=slots)
 
     masks = np.zeros((2, 4, 8, 8), np.int64)
     masks[:, :, 1:4, 1:4], masks[:, :, 5:7, 5:7] = 1, 2
@@ -251,6 +252,13 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
     assert scores["switch_rate"] == pytest.approx(2 / 6)  # both objects switch once in 3 steps each
     # the usual IoU counts the background a segment covers: never above the project's mIoU / mBO
     assert scores["miou_standard"] <= scores["miou"] and scores["mbo_standard"] <= scores["mbo"]
+    assert scores["object_recall"] == {"object": 1.0}  # recall is per frame: swaps do not lower it
+    health = scores["health"]
+    assert health["slots_in_use"] == 3 and health["slot_similarity"] == 0.0 and not health["collapsed"]
+    categories = np.broadcast_to(np.array([-1, 1, 0]), (2, 4, 3))  # label 1 -> "b", label 2 -> "a"
+    named = evaluate_clips(SwappingModel(masks), frames, masks, categories=categories, category_names=("a", "b"))
+    assert named["object_recall"] == {"a": 1.0, "b": 1.0}
+    assert "object_recall" not in evaluate_clips(SwappingModel(masks), frames, None)
 
 
 def test_object_errors_hand_made_frame() -> None:
