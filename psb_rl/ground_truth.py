@@ -27,6 +27,7 @@ the reset and every step info, as the PSB environments do; :func:`with_ground_tr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -338,6 +339,15 @@ def with_ground_truth(env: gym.Env) -> gym.Env:
     return env
 
 
+def ground_truth_factory(make: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
+    """A picklable env factory (for vector-env workers) that wraps ``make()`` with :func:`with_ground_truth`."""
+    return functools.partial(_make_with_ground_truth, make)
+
+
+def _make_with_ground_truth(make: Callable[[], gym.Env]) -> gym.Env:
+    return with_ground_truth(make())
+
+
 def mask_category_names(env: gym.Env) -> tuple[str, ...]:
     """The category names of ``env``'s ground-truth masks (``()`` when it has none)."""
     try:
@@ -347,4 +357,4 @@ def mask_category_names(env: gym.Env) -> tuple[str, ...]:
 
 
 __all__ = ["MINIGRID_CATEGORIES", "MiniGridLabeller", "MiniGridMasks", "OCAtariDetector", "OCAtariMasks",
-           "boxes_to_masks", "mask_category_names", "with_ground_truth"]
+           "boxes_to_masks", "ground_truth_factory", "mask_category_names", "with_ground_truth"]

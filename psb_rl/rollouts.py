@@ -230,15 +230,13 @@ def ensure_registered(env_id: str) -> None:
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
-             render: bool = False, ground_truth: bool = False) -> gym.Env:
+             render: bool = False) -> gym.Env:
     """Create one environment (used in vector-env workers, so it registers the id itself).
 
     :param env_id: gymnasium id.
     :param env_kwargs: extra ``gym.make`` kwargs.
     :param max_episode_steps: override the registered time limit.
     :param render: create it with ``render_mode="rgb_array"``.
-    :param ground_truth: add ground-truth masks to the info where they can be had
-        (:func:`psb_rl.ground_truth.with_ground_truth`: MiniGrid, Atari with OCAtari).
     :return: the environment.
     """
     ensure_registered(env_id)
@@ -247,12 +245,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_
         kwargs["render_mode"] = "rgb_array"
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    env = gym.make(env_id, **kwargs)
-    if ground_truth:
-        from psb_rl.ground_truth import with_ground_truth
-
-        env = with_ground_truth(env)
-    return env
+    return gym.make(env_id, **kwargs)
 
 
 def _is_image(x: Any) -> bool:
@@ -262,9 +255,11 @@ def _is_image(x: Any) -> bool:
 def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, pixels: str,
            seed: int, ground_truth: bool = False) -> tuple[tuple[int, ...], bool, list[str]]:
     """Check that the env yields images; return ``(frame_shape, has_masks, mask category names)``."""
-    from psb_rl.ground_truth import mask_category_names
+    from psb_rl.ground_truth import mask_category_names, with_ground_truth
 
-    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render", ground_truth=ground_truth)
+    env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render")
+    if ground_truth:  # masks wherever they can be had (MiniGrid, Atari with OCAtari)
+        env = with_ground_truth(env)
     try:
         space = env.observation_space
         if pixels == "obs":
@@ -608,8 +603,8 @@ def collect_rollouts(
     :param episodes_per_shard: episodes per shard file.
     :param max_episode_steps: override the registered time limit (e.g. to keep Pong episodes short).
     :param env_kwargs: extra ``gym.make`` kwargs.
-    :param masks: store ground-truth masks where they can be had, at the native frame resolution (before
-        ``resize``), with the category of each label: ``PSB/`` envs' own (``return_masks=True``), MiniGrid's
+    :param masks: store ground-truth masks where they can be had (recorded at the native frame resolution,
+        resized with the frames by nearest neighbour), with the category of each label: ``PSB/`` envs' own (``return_masks=True``), MiniGrid's
         from the grid, Atari's from OCAtari when it is installed (:mod:`psb_rl.ground_truth`).
     :param deterministic_policy: SB3 policies act deterministically.
     :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
@@ -677,7 +672,11 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
 
     env_id = manifest["env_id"]
     has_masks = manifest["has_masks"]
-    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render", has_masks)
+    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render")
+    if has_masks:
+        from psb_rl.ground_truth import ground_truth_factory
+
+        fn = ground_truth_factory(fn)
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, **vec_kwargs) if num_envs > 1
                                   else gym.vector.SyncVectorEnv([fn], **vec_kwargs))

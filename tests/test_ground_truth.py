@@ -201,6 +201,18 @@ def test_with_ground_truth_chooses_the_source():
     assert with_ground_truth(psb) is psb and mask_category_names(psb) != ()
 
 
+def test_ground_truth_factory_pickles_for_vector_env_workers():
+    import functools
+    import pickle
+
+    from psb_rl.ground_truth import ground_truth_factory
+
+    factory = pickle.loads(pickle.dumps(ground_truth_factory(
+        functools.partial(gym.make, "MiniGrid-Empty-5x5-v0", render_mode="rgb_array"))))
+    _, info = factory().reset(seed=0)
+    assert info["masks"].shape == (160, 160) and (info["masks"] > 0).any()
+
+
 def test_ocatari_pong_when_installed():
     pytest.importorskip("ocatari")
     ale_py = pytest.importorskip("ale_py")
