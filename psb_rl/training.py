@@ -527,6 +527,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
                 writer.add_scalar(f"eval/{key}", value, step)
             health = health_postfix(eval_results["1x"]["health"]) if "1x" in eval_results else health
             line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
+            line += ", " + ", ".join(f"{k}={v}" for k, v in health.items())
             bar.write(f"step {step}: {line}")
             sys.stdout.flush()
         if out_of_time:
