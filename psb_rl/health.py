@@ -218,6 +218,13 @@ def health_postfix(health: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
+def health_fields(health: Mapping[str, Any]) -> str:
+    """The health numbers as ``key=value`` pairs for a log line (all numbers; ``collapsed`` as 0 or 1)."""
+    return (f"slots_in_use={health['slots_in_use']:.2f}, mask_confidence={health['mask_confidence']:.4f}, "
+            f"slot_similarity={health['slot_similarity']:.4f}, foreground_ratio={health['foreground_ratio']:.4f}, "
+            f"collapsed={int(health['collapsed'])}")
+
+
 def format_health(health: Mapping[str, Any]) -> str:
     """One line for a report: every health number and the verdict."""
     return (f"slots in use {health['slots_in_use']:.2f}/{health['num_slots']}, mask confidence "
@@ -233,4 +240,4 @@ def _mean(values: np.ndarray) -> float:
 
 
 __all__ = ["COLLAPSE_RULE", "binding_health", "collapse_reasons", "collapse_warning", "format_health",
-           "health_per_clip", "health_postfix", "is_collapsed", "summarize_health"]
+           "health_fields", "health_per_clip", "health_postfix", "is_collapsed", "summarize_health"]

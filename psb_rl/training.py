@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from psb_rl.checkpoint import save_checkpoint
 from psb_rl.config import PSBConfig
 from psb_rl.evaluation import evaluate_episodes, scalar_metrics
-from psb_rl.health import collapse_warning, health_postfix
+from psb_rl.health import collapse_warning, health_fields, health_postfix
 from psb_rl.model import PSBAutoencoder
 from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import (
@@ -527,7 +527,8 @@ def _train(args: TrainArgs) -> dict[str, Any]:
                 writer.add_scalar(f"eval/{key}", value, step)
             health = health_postfix(eval_results["1x"]["health"]) if "1x" in eval_results else health
             line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
-            line += ", " + ", ".join(f"{k}={v}" for k, v in health.items())
+            if "1x" in eval_results:
+                line += ", " + health_fields(eval_results["1x"]["health"])
             bar.write(f"step {step}: {line}")
             sys.stdout.flush()
         if out_of_time:

@@ -14,6 +14,7 @@ from psb_rl.health import (
     binding_health,
     collapse_warning,
     format_health,
+    health_fields,
     health_per_clip,
     health_postfix,
     is_collapsed,
@@ -159,5 +160,8 @@ def test_report_lines():
     healthy = binding_health(**healthy_output(video, labels))
     assert health_postfix(healthy) == {"slots": "4.0", "conf": "0.90", "cos": "0.00", "fg": "0.00"}
     assert format_health(healthy).endswith("healthy")
+    fields = dict(item.split("=") for item in health_fields(healthy).split(", "))  # numbers only: logs parse them
+    assert {k: float(v) for k, v in fields.items()} == {"slots_in_use": 4.0, "mask_confidence": 0.9,
+                                                        "slot_similarity": 0.0, "foreground_ratio": 0.0, "collapsed": 0.0}
     collapsed = binding_health(**collapsed_output(video))
     assert health_postfix(collapsed)["collapsed"] == "yes" and format_health(collapsed).endswith("COLLAPSED")
