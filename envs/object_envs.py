@@ -18,7 +18,8 @@ Observations (``obs_mode``):
   (:data:`envs.sprites.SHAPES`), ``is_agent``, ``present``.
 
 With ``return_masks=True`` the reset and every step info carry ``info["masks"]``: int32
-``(image_size, image_size)``. Every step info carries ``info["is_success"]``.
+``(image_size, image_size)``, and ``info["mask_categories"]``: int16 ``(MAX_OBJECTS + 1,)``, the index into
+:data:`OBJECT_KINDS` of each label's object (``-1`` for the background and unused labels). Every step info carries ``info["is_success"]``.
 Rewards: ``+1`` on success (episode terminates), a small step cost ``-0.01`` otherwise.
 """
 
@@ -42,6 +43,9 @@ OBJECT_SIZES: tuple[int, ...] = (7, 9, 11)
 AGENT_SIZE: int = 9
 _ACTION_DELTAS = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], dtype=np.float64)
 _CIRCLE = SHAPES.index("circle")
+#: Kinds of objects, the categories of ground-truth masks: the agent; "object" (RandomObjects); the target,
+#: goal region and distractors of the reach and push tasks; the odd object and the common ones of OddOneOut.
+OBJECT_KINDS: tuple[str, ...] = ("agent", "object", "target", "goal", "distractor", "odd", "common")
 _SQUARE = SHAPES.index("square")
 
 
@@ -58,6 +62,8 @@ class ObjectEnv(gym.Env):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15}  # noqa: RUF012
+    #: The name of each category index in ``info["mask_categories"]``.
+    mask_category_names: tuple[str, ...] = OBJECT_KINDS
 
     def __init__(
         self,
@@ -196,6 +202,8 @@ class ObjectEnv(gym.Env):
             frame, masks = self._draw(self.return_masks)
             if masks is not None:
                 info["masks"] = masks
+                info["mask_categories"] = np.full(MAX_OBJECTS + 1, -1, dtype=np.int16)
+                info["mask_categories"][1 : len(self.color) + 1] = [OBJECT_KINDS.index(k) for k in self._kinds()]
             if self.obs_mode == "pixels":
                 return frame
         return self._state()
@@ -205,6 +213,10 @@ class ObjectEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         return self._draw(False)[0]
+
+    def _kinds(self) -> list[str]:
+        """The kind (:data:`OBJECT_KINDS`) of each object, index 0 = the agent."""
+        return ["agent"] + ["object"] * (len(self.color) - 1)
 
     # ------------------------------------------------------------------- task
     def _spawn(self) -> None:
@@ -301,6 +313,9 @@ class ObjectReachEnv(ObjectEnv):
         self._set_objects([AGENT_COLOR, self.TARGET_COLOR, *colors], [_CIRCLE, self.TARGET_SHAPE, *shapes],
                           [self._px(AGENT_SIZE), self._px(9), *sizes], vel)
 
+    def _kinds(self) -> list[str]:
+        return ["agent", "target"] + ["distractor"] * (len(self.color) - 2)
+
     def _task(self, delta: np.ndarray) -> tuple[float, bool]:
         if self._overlaps(0, 1):
             self.is_success = True
@@ -332,6 +347,9 @@ class ObjectPushEnv(ObjectEnv):
         margins = [0.0, 0.0, 8.0 * self.scale] + [0.0] * n
         self._set_objects([AGENT_COLOR, GOAL_COLOR, 0, *colors], [_CIRCLE, _SQUARE, _SQUARE, *shapes],
                           [self._px(AGENT_SIZE), self._px(self.goal_size), self._px(9), *sizes], vel, margins)
+
+    def _kinds(self) -> list[str]:
+        return ["agent", "goal", "target"] + ["distractor"] * (len(self.color) - 3)
 
     def _after_agent_move(self, delta: np.ndarray) -> None:
         if np.any(delta) and self._overlaps(0, 2):
@@ -401,6 +419,9 @@ class OddOneOutEnv(ObjectEnv):
         size = self._px(11)
         self._set_objects([AGENT_COLOR, *colors], [_CIRCLE, *shapes], [self._px(AGENT_SIZE)] + [size] * n, vel,
                           gap=self.spacing, agent_at_centre=self.agent_start == "centre")
+
+    def _kinds(self) -> list[str]:
+        return ["agent"] + ["odd" if i == self.odd_index else "common" for i in range(1, len(self.color))]
 
     def _task(self, delta: np.ndarray) -> tuple[float, bool]:
         if self._overlaps(0, self.odd_index):

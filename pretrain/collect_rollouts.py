@@ -68,7 +68,7 @@ class Args:
     env_kwargs: str | None = None
     """JSON dict of extra gym.make kwargs, e.g. '{"obs_mode": "state"}'"""
     masks: bool = True
-    """store ground-truth masks of PSB/ envs"""
+    """store ground-truth masks where they can be had: PSB/ envs, MiniGrid (from the grid), Atari (OCAtari, optional)"""
     compress: bool = False
     """write compressed shards (smaller, but not memory-mappable)"""
     progress: bool = True

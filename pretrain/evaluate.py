@@ -1,5 +1,6 @@
-"""Evaluate a PSB checkpoint on held-out rollouts: FG-ARI, slot switches, mIoU, mBO, MSE, PSNR at 1× to 16×
-the clip length.
+"""Evaluate a PSB checkpoint on held-out rollouts at 1× to 16× the clip length: MSE, PSNR and the binding
+health report on any rollouts; FG-ARI, slot switches, mIoU, mBO and per-category object recall where the
+rollouts hold ground-truth masks. Warns when binding collapsed.
 
     python pretrain/evaluate.py --checkpoint runs/psb/psb.ckpt --data data/random_objects
 """
@@ -14,6 +15,7 @@ from typing import Literal
 from psb_rl.checkpoint import load_checkpoint
 from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.evaluation import LENGTH_MULTIPLIERS, evaluate_episodes
+from psb_rl.health import collapse_warning, format_health
 from psb_rl.training import held_out_episodes
 from psb_rl.utils import ensure_writable_file, resolve_device, set_torch_threads, write_json
 
@@ -23,7 +25,7 @@ class EvalArgs:
     checkpoint: str = "runs/psb/psb.ckpt"
     """PSB checkpoint written by train_psb.py"""
     data: str = "data/random_objects"
-    """rollout directory with ground-truth masks"""
+    """rollout directory (ground-truth masks are optional: without them only MSE, PSNR and health)"""
     split: Literal["val", "train", "all"] = "val"
     """episodes to evaluate: val (held out by train_psb.py) | train | all"""
     val_fraction: float = 0.1
@@ -56,14 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     ensure_writable_file(out, "--out")  # before the evaluation, not after it
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
-                                args.batch_size, args.seed)
+                                args.batch_size, args.seed, category_names=dataset.manifest.get("mask_categories") or None)
     keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "miou_standard", "mbo_standard", "mse", "psnr")
     print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():
         print(f"{length:>8} {metrics['clip_len']:>6} {metrics['clips']:>5} "
               + " ".join(f"{metrics.get(k, float('nan')):>12.4f}" for k in keys))
-    write_json(out, {"checkpoint": args.checkpoint, "data": args.data, "results": results})
+    for length, metrics in results.items():
+        print(f"{length} health: {format_health(metrics['health'])}")
+        if "object_recall" in metrics:
+            recall = ", ".join(f"{name} {value:.3f}" for name, value in metrics["object_recall"].items())
+            print(f"{length} object recall: {recall or 'no objects'}")
+    first = next(iter(results.values()), {})
+    write_json(out, {"checkpoint": args.checkpoint, "data": args.data, "health": first.get("health"),
+                     "object_recall": first.get("object_recall"), "results": results})
     print(f"wrote {out}")
+    if first and first["health"]["collapsed"]:
+        print(collapse_warning(first["health"]), file=sys.stderr)
     return 0
 
 

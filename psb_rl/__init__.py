@@ -28,6 +28,11 @@ _EXPORTS = {
     "SlotTransformerExtractor": "psb_rl.extractors",
     "RolloutDataset": "psb_rl.data",
     "collect_rollouts": "psb_rl.rollouts",
+    "binding_health": "psb_rl.health",
+    "collapse_warning": "psb_rl.health",
+    "object_recall": "psb_rl.metrics",
+    "MiniGridMasks": "psb_rl.ground_truth",
+    "OCAtariMasks": "psb_rl.ground_truth",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -88,7 +88,9 @@ class RolloutDataset(Dataset):
     """Clips of ``clip_len`` consecutive frames from a rollout directory (module docstring).
 
     Each item is a dict with ``"frames"``: uint8 tensor ``(clip_len, H, W, 3)`` and, when the
-    rollouts have masks, ``"masks"``: int64 tensor ``(clip_len, H, W)`` (0 = background).
+    rollouts have masks, ``"masks"``: int64 tensor ``(clip_len, H, W)`` (0 = background) and, when they
+    name the masks' categories, ``"mask_categories"``: int64 ``(clip_len, L)``, the category index of each
+    label (``-1``: none; names in the manifest's ``mask_categories``).
 
     :param root: rollout directory written by :func:`psb_rl.rollouts.collect_rollouts`.
     :param clip_len: frames per clip ``T``.
@@ -201,6 +203,8 @@ class RolloutDataset(Dataset):
             if self.image_size is not None:
                 masks = resize_masks(masks, self.image_size)
             item["masks"] = torch.from_numpy(masks.astype(np.int64))
+            if "mask_categories" in arrays:  # category index of each mask label, per frame (T, L)
+                item["mask_categories"] = torch.from_numpy(np.array(arrays["mask_categories"][sl], dtype=np.int64))
         return item
 
     def __len__(self) -> int:

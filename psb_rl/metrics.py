@@ -481,3 +481,119 @@ def slot_switches(
         before_background = int(np.bincount(pred[t][background], minlength=size).argmax()) if background.any() else -1
         before = now
     return switches, compared
+
+
+#: Defaults of :func:`object_recall`.
+RECALL_COVERAGE: float = 0.5
+RECALL_PRECISION: float = 0.5
+RECALL_MARGIN: int = 2
+
+
+def background_slots(true_clips: ArrayLike, pred_clips: ArrayLike) -> np.ndarray:
+    """The *background slot* of each clip: the predicted segment holding the most ground-truth background
+    pixels over the whole clip (``-1`` for a clip without background pixels).
+
+    :param true_clips: int ``(B, T, H, W)`` labels, 0 = background.
+    :param pred_clips: int ``(B, T, H, W)`` predicted segment ids (>= 0).
+    :return: int64 ``(B,)``.
+    """
+    true, pred = _to_numpy(true_clips).astype(np.int64), _to_numpy(pred_clips).astype(np.int64)
+    size = int(pred.max(initial=0)) + 1
+    out = np.full(true.shape[0], -1, dtype=np.int64)
+    for b in range(true.shape[0]):
+        background = true[b] == 0
+        if background.any():
+            out[b] = int(np.bincount(pred[b][background], minlength=size).argmax())
+    return out
+
+
+def object_recall_counts(
+    true_clips: ArrayLike,
+    pred_clips: ArrayLike,
+    categories: ArrayLike,
+    coverage: float = RECALL_COVERAGE,
+    precision: float = RECALL_PRECISION,
+    margin: int = RECALL_MARGIN,
+) -> dict[int, tuple[int, int]]:
+    """Found and total object-frames per category (the counts behind :func:`object_recall`).
+
+    :param true_clips: int ``(B, T, H, W)`` instance labels (or one clip ``(T, H, W)``), 0 = background.
+    :param pred_clips: int predicted segment ids shaped like ``true_clips``, or soft masks with a slot axis
+        ``(B, T, N, H, W)`` / ``(T, N, H, W)`` (argmax over ``N``).
+    :param categories: int category index of each label: ``(L,)`` for every clip, ``(B, L)`` per clip or
+        ``(B, T, L)`` per frame (index = label, ``-1`` = not an object); labels beyond ``L`` are skipped.
+    :param coverage: least fraction of the object's pixels the slot's argmax must cover.
+    :param precision: least fraction of the slot's argmax pixels that must lie on the object dilated by ``margin``.
+    :param margin: pixels added around the object (a square neighbourhood) before ``precision`` is measured,
+        so that a slot whose mask is a pixel or two wider than its object still counts.
+    :return: ``{category index: (found, total)}`` over the categories that occur.
+    """
+    from scipy.ndimage import binary_dilation
+
+    true, pred = _to_numpy(true_clips), _to_numpy(pred_clips)
+    if pred.ndim == true.ndim + 1:
+        pred = pred.argmax(axis=-3)
+    if true.ndim == 3:
+        true, pred = true[None], pred[None]
+    if true.ndim != 4 or true.shape != pred.shape:
+        raise ValueError(f"expected (B, T, H, W) labels and predictions of one shape, got {true.shape} and {pred.shape}")
+    true, pred = true.astype(np.int64), pred.astype(np.int64)
+    cats = _to_numpy(categories).astype(np.int64)
+    if cats.ndim == 1:
+        cats = np.broadcast_to(cats, (true.shape[0], true.shape[1], cats.shape[0]))
+    elif cats.ndim == 2:
+        cats = np.broadcast_to(cats[:, None], (true.shape[0], true.shape[1], cats.shape[1]))
+    if cats.shape[:2] != true.shape[:2]:
+        raise ValueError(f"categories {cats.shape} must be (L,), (B, L) or (B, T, L) for labels {true.shape}")
+    structure = np.ones((2 * margin + 1, 2 * margin + 1), dtype=bool)
+    counts: dict[int, list[int]] = {}
+    for b, background_slot in enumerate(background_slots(true, pred)):
+        for t in range(true.shape[1]):
+            frame, segments = true[b, t], pred[b, t]
+            for label in np.unique(frame):
+                if label <= 0 or label >= cats.shape[2] or cats[b, t, label] < 0:
+                    continue
+                inside = frame == label
+                tally = counts.setdefault(int(cats[b, t, label]), [0, 0])
+                tally[1] += 1
+                near = binary_dilation(inside, structure) if margin > 0 else inside
+                area = inside.sum()
+                for segment in np.unique(segments[inside]):
+                    if segment == background_slot:
+                        continue
+                    own = segments == segment
+                    if (own & inside).sum() >= coverage * area and (own & near).sum() >= precision * own.sum():
+                        tally[0] += 1
+                        break
+    return {category: (found, total) for category, (found, total) in sorted(counts.items())}
+
+
+def object_recall(
+    true_clips: ArrayLike,
+    pred_clips: ArrayLike,
+    categories: ArrayLike,
+    names: list[str] | tuple[str, ...],
+    coverage: float = RECALL_COVERAGE,
+    precision: float = RECALL_PRECISION,
+    margin: int = RECALL_MARGIN,
+) -> dict[str, float]:
+    """Per-category object recall: the fraction of object-frames some slot finds.
+
+    Each object in each frame counts once. It is *found* when a predicted segment (the argmax over slots)
+    other than the clip's background slot (:func:`background_slots`: the segment holding the most
+    ground-truth background pixels of the clip) covers at least ``coverage`` of the object's pixels *and*
+    has at least ``precision`` of its own pixels in that frame on the object dilated by ``margin`` pixels.
+    The first condition alone is met by chance (one big slot over everything covers every object); the
+    second demands that the slot be about that object.
+
+    :param true_clips: int ``(B, T, H, W)`` instance labels, 0 = background.
+    :param pred_clips: int segment ids shaped like ``true_clips``, or soft masks ``(B, T, N, H, W)``.
+    :param categories: category index per label, see :func:`object_recall_counts`.
+    :param names: the name of each category index.
+    :param coverage: see :func:`object_recall_counts`.
+    :param precision: see :func:`object_recall_counts`.
+    :param margin: see :func:`object_recall_counts`.
+    :return: ``{category name: recall}`` for the categories that occur.
+    """
+    counts = object_recall_counts(true_clips, pred_clips, categories, coverage, precision, margin)
+    return {names[category]: found / total for category, (found, total) in counts.items()}

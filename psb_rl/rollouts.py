@@ -14,6 +14,8 @@ one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
 ============================  =====================================================
 ``frames``                    uint8 ``(F, H, W, 3)``
 ``masks`` (if the env has)    uint8 or int32 ``(F, H, W)``, 0 = background
+``mask_categories`` (idem)    int16 ``(F, L)`` category index of each mask label (``-1``:
+                              none); the names are the manifest's ``mask_categories``
 ``episode_lengths``           int64 ``(E,)`` frames per episode ``T_e``
 ``episode_indices``           int64 ``(E,)`` global episode index ``i`` (reset seed
                               ``episode_seed(seed, i)``)
@@ -205,8 +207,9 @@ def load_shard_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
     f0 = s0 = 0
     for e, t in enumerate(data["episode_lengths"].tolist()):
         ep = {"frames": data["frames"][f0:f0 + t], "episode_index": data["episode_indices"][e]}
-        if "masks" in data:
-            ep["masks"] = data["masks"][f0:f0 + t]
+        for key in ("masks", "mask_categories"):
+            if key in data:
+                ep[key] = data[key][f0:f0 + t]
         for key in ("actions", "rewards", "terminated", "truncated"):
             ep[key] = data[key][s0:s0 + t - 1]
         out.append(ep)
@@ -224,14 +227,19 @@ def _is_image(x: Any) -> bool:
 
 
 def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, pixels: str,
-           seed: int, pipeline: FramePipeline | None = None,
-           gym_packages: Sequence[str] = ()) -> tuple[tuple[int, ...], bool, str, FramePipeline]:
+           seed: int, pipeline: FramePipeline | None = None, gym_packages: Sequence[str] = (),
+           ground_truth: bool = False) -> tuple[tuple[int, ...], bool, str, FramePipeline, list[str]]:
     """Check that the env yields frames the pipeline reads.
 
-    :return: ``(stored frame_shape, has_masks, layout of the frames, pipeline with its input_size)``.
+    :return: ``(stored frame_shape, has_masks, layout of the frames, pipeline with its input_size, mask
+        category names)``.
     """
+    from psb_rl.ground_truth import mask_category_names, with_ground_truth
+
     pipeline = pipeline or FramePipeline(source="render" if pixels == "render" else "observation")
     env = make_env(env_id, env_kwargs, max_episode_steps, render=pixels == "render", gym_packages=gym_packages)
+    if ground_truth:  # masks wherever they can be had (MiniGrid, Atari with OCAtari)
+        env = with_ground_truth(env)
     try:
         if pixels == "obs":
             try:
@@ -253,7 +261,8 @@ def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | Non
             pipeline.check_frame_size(rgb.shape[:2], f"{env_id} frames")
         except FramePipelineError as error:
             raise RolloutError(str(error)) from None
-        return (*out_hw, 3), "masks" in info, layout, pipeline
+        names = list(mask_category_names(env)) if "mask_categories" in info else []
+        return (*out_hw, 3), "masks" in info, layout, pipeline, names
     finally:
         env.close()
 
@@ -294,6 +303,7 @@ class _Episode:
         self.index = index
         self.frames: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
+        self.mask_categories: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
@@ -320,12 +330,13 @@ def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: Size |
 
 
 def _new_manifest(config: dict[str, Any], frame_shape: tuple[int, ...], has_masks: bool,
-                  episodes_per_shard: int) -> dict[str, Any]:
+                  episodes_per_shard: int, mask_categories: list[str] | None = None) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         **config,
         "frame_shape": list(frame_shape),
         "has_masks": has_masks,
+        "mask_categories": list(mask_categories or []),
         "episodes_per_shard": episodes_per_shard,
         "layout": "ragged: frames (sum T_e, H, W, 3) + episode_lengths (E,)",
         "num_shards": 0,
@@ -387,6 +398,8 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
             masks = [pipeline.apply_masks(np.stack(ep.masks)) for ep in episodes]
         m = np.concatenate(masks)
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
+        if manifest.get("mask_categories"):
+            arrays["mask_categories"] = np.concatenate([np.stack(ep.mask_categories) for ep in episodes]).astype(np.int16)
     name = shard_name(_free_shard_index(manifest))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
@@ -581,7 +594,9 @@ def collect_rollouts(
     :param episodes_per_shard: episodes per shard file.
     :param max_episode_steps: override the registered time limit (e.g. to keep Pong episodes short).
     :param env_kwargs: extra ``gym.make`` kwargs.
-    :param masks: for ``PSB/`` envs, request ground-truth masks (``return_masks=True``) and store them.
+    :param masks: store ground-truth masks where they can be had (recorded at the native frame resolution,
+        resized with the frames by nearest neighbour), with the category of each label: ``PSB/`` envs' own (``return_masks=True``), MiniGrid's
+        from the grid, Atari's from OCAtari when it is installed (:mod:`psb_rl.ground_truth`).
     :param deterministic_policy: SB3 policies act deterministically.
     :param compress: write ``np.savez_compressed`` shards (smaller; no memory-mapping when read).
     :param progress: show a tqdm bar (frames/s).
@@ -614,9 +629,10 @@ def collect_rollouts(
         raise RolloutError(str(error)) from None
 
     def make_new() -> dict[str, Any]:
-        frame_shape, has_masks, layout, pipeline = _probe(env_id, env_kwargs, max_episode_steps, pixels,
-                                                          episode_seed(seed, 0), requested, gym_packages)
-        manifest = _new_manifest(config, frame_shape, has_masks, episodes_per_shard)
+        frame_shape, has_masks, layout, pipeline, categories = _probe(
+            env_id, env_kwargs, max_episode_steps, pixels, episode_seed(seed, 0), requested, gym_packages,
+            ground_truth=masks)
+        manifest = _new_manifest(config, frame_shape, has_masks, episodes_per_shard, categories)
         manifest["frame_pipeline"] = pipeline.to_dict()
         manifest["frame_layout"] = layout
         return manifest
@@ -661,6 +677,10 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
     has_masks = manifest["has_masks"]
     fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render",
                            manifest.get("gym_packages", ()))
+    if has_masks:
+        from psb_rl.ground_truth import ground_truth_factory
+
+        fn = ground_truth_factory(fn)
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     # with --pixels render the observations may be anything (MiniGrid: a dict with text), which shared memory
     # cannot hold; image observations are shared
@@ -696,6 +716,8 @@ def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Ca
                 if "masks" not in infos or not infos["_masks"][i]:
                     raise RolloutError(f"{env_id} did not return info['masks'] on every step")
                 ep.masks.append(np.array(infos["masks"][i], copy=True))
+                if manifest.get("mask_categories"):
+                    ep.mask_categories.append(np.array(infos["mask_categories"][i], copy=True))
 
     bar = tqdm(total=None, unit="frame", unit_scale=True, disable=not progress, desc=f"collect {env_id}")
     try:

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from psb_rl.checkpoint import save_checkpoint
 from psb_rl.config import PSBConfig
-from psb_rl.evaluation import evaluate_episodes
+from psb_rl.evaluation import evaluate_episodes, scalar_metrics
 from psb_rl.frames import pipeline_of_manifest
+from psb_rl.health import collapse_warning, health_fields, health_postfix
 from psb_rl.model import PSBAutoencoder
 from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import (
@@ -343,7 +344,8 @@ def held_out_episodes(dataset: Any, limit: int = 64) -> list[dict[str, np.ndarra
     episodes = []
     for index in range(min(limit, dataset.num_episodes)):
         episode = dataset.load_episode(index)
-        episodes.append({key: np.asarray(episode[key]) for key in ("frames", "masks") if key in episode})
+        episodes.append({key: np.asarray(episode[key]) for key in ("frames", "masks", "mask_categories")
+                         if key in episode})
     return episodes
 
 
@@ -436,6 +438,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
                              verify=False)
     val_episodes = held_out_episodes(val_set) if info.is_main else []  # read once, reused by every evaluation
+    category_names = val_set.manifest.get("mask_categories")
 
     seed_everything(args.seed)
     model = PSBAutoencoder(config).to(device)
@@ -490,6 +493,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     model.train()
     eval_results: dict[str, Any] = {}
     time_fraction, out_of_time = 0.0, False
+    health: dict[str, str] = {}  # binding health of the last evaluation, shown in the progress bar
     for batch in loader:
         lr = learning_rate(step, args, time_fraction)
         for group in optimizer.param_groups:
@@ -524,7 +528,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         history.append(record)
         if info.is_main:
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}", **health)
             for key, value in record.items():
                 if key != "step":
                     writer.add_scalar(f"train/{key}", value, step)
@@ -537,10 +541,14 @@ def _train(args: TrainArgs) -> dict[str, Any]:
             save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record,
                                                                   "env_id": train_set.manifest.get("env_id")})
         if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
-            eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips)
-            for key, value in eval_results.get("1x", {}).items():
+            eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips,
+                                             category_names=category_names)
+            for key, value in scalar_metrics(eval_results.get("1x", {})).items():
                 writer.add_scalar(f"eval/{key}", value, step)
+            health = health_postfix(eval_results["1x"]["health"]) if "1x" in eval_results else health
             line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
+            if "1x" in eval_results:
+                line += ", " + health_fields(eval_results["1x"]["health"])
             bar.write(f"step {step}: {line}")
             sys.stdout.flush()
         if out_of_time:
@@ -551,7 +559,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         dist.barrier()
     summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}
     if info.is_main:
-        summary.update(finish_run(model, val_episodes, args, out, history, train_seconds, writer))
+        summary.update(finish_run(model, val_episodes, args, out, history, train_seconds, writer, category_names))
         writer.close()
     if info.world_size > 1:
         dist.barrier()
@@ -560,14 +568,19 @@ def _train(args: TrainArgs) -> dict[str, Any]:
 
 
 def finish_run(model: PSBAutoencoder, episodes: list[dict[str, np.ndarray]], args: TrainArgs, out: Path,
-               history: list[dict[str, float]], train_seconds: float, writer: Any) -> dict[str, Any]:
-    """Final evaluation (1×/2×/4× clip length), GIFs, loss curve and metrics.json."""
+               history: list[dict[str, float]], train_seconds: float, writer: Any,
+               category_names: list[str] | None = None) -> dict[str, Any]:
+    """Final evaluation (1×/2×/4× clip length), GIFs, loss curve and metrics.json; warns when binding collapsed."""
     from psb_rl.visualize import save_curve_png, save_slot_gif
 
-    evaluation = evaluate_episodes(model, episodes, args.clip_len, (1, 2, 4), args.eval_clips)
+    evaluation = evaluate_episodes(model, episodes, args.clip_len, (1, 2, 4), args.eval_clips,
+                                   category_names=category_names)
     for length, metrics in evaluation.items():
-        for key, value in metrics.items():
+        for key, value in scalar_metrics(metrics).items():
             writer.add_scalar(f"final_{length}/{key}", value, len(history))
+    warning = collapse_warning(evaluation["1x"]["health"]) if "1x" in evaluation else ""
+    if warning:
+        print(warning, file=sys.stderr)
     gifs = []
     model.eval()
     with torch.no_grad():

@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs.object_envs import MAX_OBJECTS, NUM_COLORS, NUM_FEATURES, ObjectEnv
+from envs.object_envs import MAX_OBJECTS, NUM_COLORS, NUM_FEATURES, OBJECT_KINDS, ObjectEnv
 from envs.sprites import NUM_OBJECT_COLORS, PALETTE, SHAPES, draw_sprite, shape_stamp
 
 
@@ -258,3 +258,25 @@ def test_bad_arguments() -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
         env.unwrapped.step(7)
+
+
+def test_mask_categories_name_each_objects_kind() -> None:
+    expected = {
+        "PSB/RandomObjects-v0": lambda env: {"agent", "object"},
+        "PSB/ObjectReach-v0": lambda env: {"agent", "target", "distractor"},
+        "PSB/ObjectPush-v0": lambda env: {"agent", "goal", "target", "distractor"},
+        "PSB/OddOneOut-v0": lambda env: {"agent", "odd", "common"},
+    }
+    for env_id, kinds in expected.items():
+        env = gym.make(env_id, return_masks=True)
+        _, info = env.reset(seed=0)
+        core: ObjectEnv = env.unwrapped
+        categories = info["mask_categories"]
+        assert categories.shape == (MAX_OBJECTS + 1,) and categories[0] == -1
+        n = len(core.color)
+        assert (categories[1 : n + 1] >= 0).all() and (categories[n + 1 :] == -1).all()
+        names = [OBJECT_KINDS[c] for c in categories[1 : n + 1]]
+        assert names[0] == "agent" and set(names) == kinds(env)
+        if env_id == "PSB/OddOneOut-v0":
+            assert names.index("odd") == core.odd_index and names.count("odd") == 1
+        assert env.get_wrapper_attr("mask_category_names") == OBJECT_KINDS

@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from psb_rl.metrics import fg_ari, mbo, miou, mse, object_errors, psnr, segmentation_metrics, slot_switches
+from psb_rl.metrics import (
+    background_slots,
+    fg_ari,
+    mbo,
+    miou,
+    mse,
+    object_errors,
+    object_recall,
+    object_recall_counts,
+    psnr,
+    segmentation_metrics,
+    slot_switches,
+)
 
 
 def brute_force_fg_ari(true: np.ndarray, pred: np.ndarray) -> float:
@@ -219,7 +231,7 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
 
         def __init__(self, masks: np.ndarray) -> None:
             super().__init__()
-            self.config = SimpleNamespace(image_size=masks.shape[-1])
+            self.config = SimpleNamespace(image_size=masks.shape[-1], num_slots=3)
             self.weight = torch.nn.Parameter(torch.zeros(1))
             self.masks = torch.as_tensor(masks)
 
@@ -228,7 +240,8 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
             later = labels[:, labels.shape[1] // 2 :]
             labels[:, labels.shape[1] // 2 :] = torch.where(later == 1, 2, torch.where(later == 2, 1, later))
             soft = torch.nn.functional.one_hot(labels.long(), 3).permute(0, 1, 4, 2, 3).float()
-            return SimpleNamespace(recon=video, masks=soft)
+            slots = torch.eye(3).expand(*labels.shape[:2], 3, 3)
+            return SimpleNamespace(recon=video, masks=soft, slots=slots)
 
     masks = np.zeros((2, 4, 8, 8), np.int64)
     masks[:, :, 1:4, 1:4], masks[:, :, 5:7, 5:7] = 1, 2
@@ -239,6 +252,13 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
     assert scores["switch_rate"] == pytest.approx(2 / 6)  # both objects switch once in 3 steps each
     # the usual IoU counts the background a segment covers: never above the project's mIoU / mBO
     assert scores["miou_standard"] <= scores["miou"] and scores["mbo_standard"] <= scores["mbo"]
+    assert scores["object_recall"] == {"object": 1.0}  # recall is per frame: swaps do not lower it
+    health = scores["health"]
+    assert health["slots_in_use"] == 3 and health["slot_similarity"] == 0.0 and not health["collapsed"]
+    categories = np.broadcast_to(np.array([-1, 1, 0]), (2, 4, 3))  # label 1 -> "b", label 2 -> "a"
+    named = evaluate_clips(SwappingModel(masks), frames, masks, categories=categories, category_names=("a", "b"))
+    assert named["object_recall"] == {"a": 1.0, "b": 1.0}
+    assert "object_recall" not in evaluate_clips(SwappingModel(masks), frames, None)
 
 
 def test_object_errors_hand_made_frame() -> None:
@@ -317,3 +337,70 @@ def test_standard_iou_counts_background_in_segment_areas() -> None:
         expected.append(iou.max(axis=1).mean())
     np.testing.assert_allclose(mbo(true, pred, standard_iou=True), expected)
     assert (miou(true, pred, standard_iou=True) <= miou(true, pred) + 1e-12).all()
+
+
+# ---------------------------------------------------------------------------------------- object recall
+def recall_scene() -> np.ndarray:
+    """One frame (1, 1, 16, 16): object 1 a 4×4 block at rows/cols 2-5, object 2 a 2×2 block at 10-11."""
+    true = np.zeros((1, 1, 16, 16), dtype=np.int64)
+    true[0, 0, 2:6, 2:6] = 1
+    true[0, 0, 10:12, 10:12] = 2
+    return true
+
+
+CATEGORIES = np.array([-1, 0, 1])  # label 1 -> "block", label 2 -> "dot"
+NAMES = ("block", "dot")
+
+
+def test_object_recall_found_and_background_slot():
+    true = recall_scene()
+    pred = np.zeros_like(true)  # slot 0 holds the background (and so is the background slot)
+    pred[true == 1] = 1
+    assert object_recall(true, pred, CATEGORIES, NAMES) == {"block": 1.0, "dot": 0.0}  # the dot is in slot 0
+    pred[true == 2] = 2
+    assert object_recall(true, pred, CATEGORIES, NAMES) == {"block": 1.0, "dot": 1.0}
+    assert background_slots(true, pred).tolist() == [0]
+
+
+def test_object_recall_rejects_a_loose_slot():
+    # a second, empty frame all in slot 0 keeps slot 0 the background slot whatever slot 1 covers
+    true = np.concatenate([recall_scene(), np.zeros_like(recall_scene())], axis=1)
+    pred = np.zeros_like(true)
+    pred[0, 0, :, :10] = 1  # covers the whole block but is 160 px; only the 64 px of the 8×8 margin are near it
+    assert object_recall(true, pred, CATEGORIES, NAMES)["block"] == 0.0
+    # the same slot passes the coverage test alone (precision 0), as any big slot would
+    assert object_recall(true, pred, CATEGORIES, NAMES, precision=0.0)["block"] == 1.0
+
+
+def test_object_recall_split_object():
+    true = recall_scene()
+    pred = np.zeros_like(true)
+    pred[0, 0, 2:6, 2:4] = 1  # two halves of the block: 50 % each counts (>=) ...
+    pred[0, 0, 2:6, 4:6] = 2
+    assert object_recall(true, pred, CATEGORIES, NAMES)["block"] == 1.0
+    pred[0, 0, 2:6, 5:6] = 3  # ... three parts (8, 4, 4 px of 16) do not
+    pred[0, 0, 2:4, 2:4] = 4
+    assert object_recall(true, pred, CATEGORIES, NAMES)["block"] == 0.0
+
+
+def test_object_recall_margin():
+    true = recall_scene()
+    pred = np.zeros_like(true)
+    pred[0, 0, 8:14, 8:14] = 2  # the dot (4 px) plus a 2-px ring: 36 px, all within the 2-px margin
+    assert object_recall(true, pred, CATEGORIES, NAMES)["dot"] == 1.0
+    assert object_recall(true, pred, CATEGORIES, NAMES, margin=1)["dot"] == 0.0  # 16 of 36 px near it
+    pred[0, 0, 7:15, 7:15] = 2  # a 3-px ring: 36 of 64 px within the margin still passes
+    assert object_recall(true, pred, CATEGORIES, NAMES)["dot"] == 1.0
+    pred[0, 0, 6:16, 6:16] = 2  # a 4-px ring: 36 of 100 px fails
+    assert object_recall(true, pred, CATEGORIES, NAMES)["dot"] == 0.0
+
+
+def test_object_recall_counts_object_frames_per_clip_categories_and_soft_masks():
+    true = np.concatenate([recall_scene(), recall_scene()], axis=1)  # one clip, two frames
+    soft = np.zeros((1, 2, 3, 16, 16))
+    soft[:, :, 0] = 1.0
+    soft[0, 0, 0][true[0, 0] == 1] = 0.0  # frame 0: block in slot 1, frame 1: block in the background slot
+    soft[0, 0, 1][true[0, 0] == 1] = 1.0
+    per_clip = np.array([[-1, 1, 0]])  # categories given per clip: label 1 -> "dot" here
+    assert object_recall_counts(true, soft, per_clip) == {0: (0, 2), 1: (1, 2)}
+    assert object_recall(true, soft, per_clip, NAMES) == {"block": 0.0, "dot": 0.5}

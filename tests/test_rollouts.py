@@ -419,3 +419,37 @@ def test_render_frames_of_dict_observation_envs_in_parallel(tmp_path: Path) -> N
     assert manifest["frame_shape"] == [24, 20, 3]
     assert manifest["frame_pipeline"] == {"source": "render", "crop": [0, 0, 0, 0], "size": [24, 20],
                                           "input_size": [40, 40]}
+
+
+def test_collection_stores_mask_categories(tmp_path: Path) -> None:
+    from envs.object_envs import OBJECT_KINDS
+
+    manifest = collect_rollouts("PSB/ObjectReach-v0", tmp_path / "psb", episodes=2, seed=0, max_episode_steps=5,
+                                progress=False)
+    assert manifest["mask_categories"] == list(OBJECT_KINDS)
+    for ep in _episodes_by_index(tmp_path / "psb").values():
+        assert ep["mask_categories"].shape == (len(ep["frames"]), 9) and ep["mask_categories"].dtype == np.int16
+        names = {OBJECT_KINDS[c] for c in ep["mask_categories"][0] if c >= 0}
+        assert names == {"agent", "target", "distractor"}
+        assert set(np.unique(ep["masks"])) <= {0} | set(np.flatnonzero(ep["mask_categories"][0] >= 0).tolist())
+
+
+def test_collection_stores_minigrid_ground_truth_at_native_resolution(tmp_path: Path) -> None:
+    pytest.importorskip("minigrid")
+    from psb_rl.ground_truth import MINIGRID_CATEGORIES, MiniGridMasks
+
+    env_id = "minigrid:MiniGrid-DoorKey-5x5-v0"
+    manifest = collect_rollouts(env_id, tmp_path / "mg", episodes=2, seed=3, pixels="render", max_episode_steps=6,
+                                progress=False)
+    assert manifest["has_masks"] and manifest["mask_categories"] == list(MINIGRID_CATEGORIES)
+    for index, ep in _episodes_by_index(tmp_path / "mg").items():
+        assert ep["masks"].shape == ep["frames"].shape[:3] == (len(ep["frames"]), 160, 160)
+        env = MiniGridMasks(gym.make(env_id, render_mode="rgb_array"))
+        _, info = env.reset(seed=episode_seed(3, index))
+        np.testing.assert_array_equal(ep["frames"][0], env.render())
+        np.testing.assert_array_equal(ep["masks"][0], info["masks"])
+        np.testing.assert_array_equal(ep["mask_categories"][0], info["mask_categories"])
+    # without masks=True nothing is recorded
+    plain = collect_rollouts(env_id, tmp_path / "plain", episodes=1, seed=3, pixels="render", max_episode_steps=3,
+                             progress=False, masks=False)
+    assert not plain["has_masks"] and plain["mask_categories"] == []

@@ -70,7 +70,8 @@ def test_cli_help_lists_the_arguments() -> None:
 
 
 def test_short_run_writes_checkpoint_metrics_and_gif(rollouts: Path, tmp_path: Path) -> None:
-    result = run_script(sys.executable, "pretrain/train_psb.py", *_flags(tiny_args(rollouts, tmp_path / "run")))
+    result = run_script(sys.executable, "pretrain/train_psb.py",
+                        *_flags(tiny_args(rollouts, tmp_path / "run", eval_every=3)))
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
     model = load_checkpoint(run / "psb.ckpt")
@@ -79,9 +80,39 @@ def test_short_run_writes_checkpoint_metrics_and_gif(rollouts: Path, tmp_path: P
     assert metrics["steps"] == 6
     for length in ("1x", "2x", "4x"):
         assert 0.0 <= metrics["evaluation"][length]["fg_ari"] <= 1.0
+        assert set(metrics["evaluation"][length]["object_recall"]) <= {"agent", "object"}
+    # six steps do not bind: the run says so
+    assert metrics["evaluation"]["1x"]["health"]["collapsed"] and "binding collapsed" in result.stderr
     assert (run / "slots_0.gif").stat().st_size > 0 and (run / "loss_curve.png").exists()
     assert any((run / "tensorboard").iterdir())
     assert "next:" in result.stdout and str(run / "psb.ckpt") in result.stdout
+
+
+def test_evaluate_reports_health_and_recall_with_and_without_masks(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.checkpoint import save_checkpoint
+
+    checkpoint = tmp_path / "psb.ckpt"
+    torch.manual_seed(0)
+    save_checkpoint(PSBAutoencoder(tiny_args(rollouts, tmp_path).model_config()), checkpoint)
+    no_masks = tmp_path / "no_masks"
+    collect_rollouts("PSB/RandomObjects-v0", no_masks, episodes=3, resize=32, max_episode_steps=8, seed=1,
+                     progress=False, masks=False)
+    for data, has_masks in ((rollouts, True), (no_masks, False)):
+        out = tmp_path / f"eval_{has_masks}.json"
+        result = run_script(sys.executable, "pretrain/evaluate.py", "--checkpoint", str(checkpoint), "--data",
+                            str(data), "--split", "all", "--clip-len", "3", "--clips", "4", "--multipliers", "1",
+                            "--out", str(out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        report = json.loads(out.read_text())
+        health = report["health"]
+        assert health == report["results"]["1x"]["health"] and health["num_slots"] == 4
+        assert health["collapsed"] and "binding collapsed" in result.stderr  # an untrained model
+        assert "1x health:" in result.stdout and "COLLAPSED" in result.stdout
+        if has_masks:
+            assert set(report["object_recall"]) == {"agent", "object"} and "object recall" in result.stdout
+            assert 0.0 <= report["results"]["1x"]["fg_ari"] <= 1.0
+        else:
+            assert report["object_recall"] is None and "fg_ari" not in report["results"]["1x"]
 
 
 def _flags(args: TrainArgs) -> list[str]:

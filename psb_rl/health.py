@@ -1,0 +1,243 @@
+"""Binding health: numbers that say whether slots bind objects, computed without ground truth.
+
+Reconstruction error alone hides a collapsed model: on a mostly static frame (a dark Atari screen, a
+MiniGrid maze) a model that paints the background everywhere and ignores every object reaches a high
+PSNR. The numbers below look at the slots and at the pixels that matter instead:
+
+- ``slots_in_use``: slots whose argmax mask wins at least ``usage_threshold`` (1 %) of a clip's
+  ``T·H·W`` pixels, averaged over clips;
+- ``mask_confidence``: the mean over pixels of the largest mask weight (``1/N`` for uniform masks, 1
+  for hard ones);
+- ``slot_similarity``: the mean pairwise cosine similarity of the ``N`` slots within one frame;
+- ``foreground_mse``: the reconstruction error on *foreground* pixels — those whose colour differs by
+  more than ``foreground_threshold`` (max over RGB, frames in ``[0, 1]``) from the clip's static
+  background, the per-pixel temporal median of the clip — beside ``background_baseline_mse``, the
+  error on the same pixels of simply predicting that background, and ``foreground_ratio``, the first
+  over the second. A model that reconstructs only the background has a ratio near 1; one that
+  reconstructs the moving objects, near 0. Objects that never move in a clip are part of its median
+  background and do not count; a clip without any foreground pixel contributes nothing.
+
+:func:`is_collapsed` turns these into one boolean with the rule written in :data:`COLLAPSE_RULE`, and
+:func:`collapse_warning` into a paragraph for a user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Fraction of a clip's pixels a slot's argmax must win to count as in use.
+USAGE_THRESHOLD: float = 0.01
+#: A pixel differing from the clip's median background by more than this (max over RGB, [0, 1]) is foreground.
+FOREGROUND_THRESHOLD: float = 0.05
+#: Collapse thresholds (see :func:`is_collapsed`).
+MAX_COLLAPSED_SLOTS: int = 2
+MAX_SLOT_SIMILARITY: float = 0.9
+MAX_FOREGROUND_RATIO: float = 0.8
+UNIFORM_CONFIDENCE_FACTOR: float = 1.5
+
+COLLAPSE_RULE: str = (
+    f"collapsed when any holds: at most {MAX_COLLAPSED_SLOTS} slots in use (of at least "
+    f"{MAX_COLLAPSED_SLOTS + 2}); mean pairwise slot cosine >= {MAX_SLOT_SIMILARITY}; mask confidence <= "
+    f"{UNIFORM_CONFIDENCE_FACTOR}/N (masks close to uniform); foreground MSE >= {MAX_FOREGROUND_RATIO} x the "
+    "background baseline (when the clips have foreground pixels)"
+)
+
+#: Per-clip fields of :func:`health_per_clip`, in order.
+PER_CLIP_FIELDS: tuple[str, ...] = (
+    "slots_in_use", "mask_confidence", "slot_similarity", "foreground_sse", "baseline_sse", "foreground_values",
+    "pixel_values",
+)
+
+
+@torch.no_grad()
+def health_per_clip(
+    masks: torch.Tensor,
+    slots: torch.Tensor,
+    video: torch.Tensor,
+    recon: torch.Tensor,
+    usage_threshold: float = USAGE_THRESHOLD,
+    foreground_threshold: float = FOREGROUND_THRESHOLD,
+) -> dict[str, np.ndarray]:
+    """The health statistics of each clip, in a form that can be pooled over batches.
+
+    :param masks: ``(B, T, N, H, W)`` alpha masks (summing to 1 over N).
+    :param slots: ``(B, T, N, D)`` slots.
+    :param video: ``(B, T, 3, H, W)`` model input in ``[0, 1]``.
+    :param recon: ``(B, T, 3, H, W)`` reconstruction.
+    :param usage_threshold: see :data:`USAGE_THRESHOLD`.
+    :param foreground_threshold: see :data:`FOREGROUND_THRESHOLD`.
+    :return: float64 ``(B,)`` arrays named by :data:`PER_CLIP_FIELDS`: slots in use, mean largest mask
+        weight, mean pairwise slot cosine, summed squared error of ``recon`` and of the median background
+        on foreground pixels (over channels), the number of foreground values (pixels × 3) and of all values.
+    """
+    if masks.ndim != 5 or slots.ndim != 4 or video.ndim != 5 or recon.shape != video.shape:
+        raise ValueError(
+            "expected masks (B, T, N, H, W), slots (B, T, N, D), video and recon (B, T, 3, H, W); got "
+            f"{tuple(masks.shape)}, {tuple(slots.shape)}, {tuple(video.shape)}, {tuple(recon.shape)}"
+        )
+    if masks.shape[:3] != slots.shape[:3] or masks.shape[-2:] != video.shape[-2:]:
+        raise ValueError(f"masks {tuple(masks.shape)} do not match slots {tuple(slots.shape)} / video "
+                         f"{tuple(video.shape)}")
+    masks, slots, video, recon = masks.float(), slots.float(), video.float(), recon.float()
+    b, n = masks.shape[0], masks.shape[2]
+    winner = masks.argmax(dim=2).flatten(1)  # (B, T·H·W)
+    counts = torch.zeros(b, n, dtype=torch.float64, device=masks.device).scatter_add_(
+        1, winner, torch.ones_like(winner, dtype=torch.float64))
+    share = counts / winner.shape[1]
+    in_use = (share >= usage_threshold).sum(dim=1).double()
+    confidence = masks.amax(dim=2).flatten(1).double().mean(dim=1)
+    if n > 1:
+        unit = F.normalize(slots, dim=-1)
+        cosine = unit @ unit.transpose(-1, -2)  # (B, T, N, N)
+        upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=slots.device), diagonal=1)
+        similarity = cosine[..., upper].double().mean(dim=(1, 2))
+    else:
+        similarity = torch.full((b,), float("nan"), dtype=torch.float64)
+    background = video.median(dim=1, keepdim=True).values  # (B, 1, 3, H, W): the clip's static background
+    foreground = ((video - background).abs().amax(dim=2, keepdim=True) > foreground_threshold).expand_as(video)
+    fg = foreground.double()
+    sse = ((recon - video).double().square() * fg).flatten(1).sum(dim=1)
+    baseline = ((background - video).double().square() * fg).flatten(1).sum(dim=1)
+    values = {
+        "slots_in_use": in_use, "mask_confidence": confidence, "slot_similarity": similarity,
+        "foreground_sse": sse, "baseline_sse": baseline, "foreground_values": fg.flatten(1).sum(dim=1),
+        "pixel_values": torch.full((b,), float(video[0].numel()), dtype=torch.float64),
+    }
+    return {key: values[key].cpu().numpy() for key in PER_CLIP_FIELDS}
+
+
+def summarize_health(per_clip: Mapping[str, Sequence[float] | np.ndarray], num_slots: int) -> dict[str, Any]:
+    """Pool per-clip statistics (:func:`health_per_clip`, possibly concatenated over batches) into the report.
+
+    :param per_clip: ``{field: (C,) values}``.
+    :param num_slots: slots per frame ``N`` (for the uniform-mask rule).
+    :return: ``slots_in_use``, ``mask_confidence``, ``slot_similarity`` (means over clips),
+        ``foreground_mse`` and ``background_baseline_mse`` (pooled over every foreground value of every clip;
+        NaN without foreground), ``foreground_ratio``, ``foreground_fraction`` (of all pixel values),
+        ``num_slots``, ``collapsed`` and ``collapse_reasons``.
+    """
+    arrays = {key: np.asarray(per_clip[key], dtype=np.float64) for key in PER_CLIP_FIELDS}
+    fg_values = arrays["foreground_values"].sum()
+    fg_mse = float(arrays["foreground_sse"].sum() / fg_values) if fg_values else float("nan")
+    baseline = float(arrays["baseline_sse"].sum() / fg_values) if fg_values else float("nan")
+    health: dict[str, Any] = {
+        "slots_in_use": _mean(arrays["slots_in_use"]),
+        "mask_confidence": _mean(arrays["mask_confidence"]),
+        "slot_similarity": _mean(arrays["slot_similarity"]),
+        "foreground_mse": fg_mse,
+        "background_baseline_mse": baseline,
+        "foreground_ratio": fg_mse / baseline if fg_values and baseline > 0 else float("nan"),
+        "foreground_fraction": float(fg_values / arrays["pixel_values"].sum()) if arrays["pixel_values"].sum() else 0.0,
+        "num_slots": int(num_slots),
+    }
+    reasons = collapse_reasons(health)
+    health["collapsed"] = bool(reasons)
+    health["collapse_reasons"] = reasons
+    return health
+
+
+def binding_health(
+    masks: torch.Tensor,
+    slots: torch.Tensor,
+    video: torch.Tensor,
+    recon: torch.Tensor,
+    usage_threshold: float = USAGE_THRESHOLD,
+    foreground_threshold: float = FOREGROUND_THRESHOLD,
+) -> dict[str, Any]:
+    """The binding health of a model's output on a batch of clips (module docstring).
+
+    :param masks: ``(B, T, N, H, W)`` alpha masks (``PSBOutput.masks``).
+    :param slots: ``(B, T, N, D)`` slots (``PSBOutput.slots``).
+    :param video: ``(B, T, 3, H, W)`` model input in ``[0, 1]``.
+    :param recon: ``(B, T, 3, H, W)`` reconstruction (``PSBOutput.recon``).
+    :param usage_threshold: fraction of a clip's pixels a slot must win to be in use.
+    :param foreground_threshold: colour distance from the median background that makes a pixel foreground.
+    :return: see :func:`summarize_health`.
+    """
+    per_clip = health_per_clip(masks, slots, video, recon, usage_threshold, foreground_threshold)
+    return summarize_health(per_clip, masks.shape[2])
+
+
+def collapse_reasons(health: Mapping[str, Any]) -> list[str]:
+    """Which parts of :data:`COLLAPSE_RULE` a health report meets (empty: healthy).
+
+    :param health: a report of :func:`summarize_health`.
+    :return: one short sentence per rule that fires.
+    """
+    reasons = []
+    n = int(health["num_slots"])
+    if n >= MAX_COLLAPSED_SLOTS + 2 and health["slots_in_use"] <= MAX_COLLAPSED_SLOTS:
+        reasons.append(f"only {health['slots_in_use']:.1f} of {n} slots win >= 1% of the pixels")
+    if health["slot_similarity"] >= MAX_SLOT_SIMILARITY:
+        reasons.append(f"slots are nearly identical (mean pairwise cosine {health['slot_similarity']:.3f})")
+    if n > 1 and health["mask_confidence"] <= UNIFORM_CONFIDENCE_FACTOR / n:
+        reasons.append(f"masks are close to uniform (largest weight {health['mask_confidence']:.3f}, 1/N = {1 / n:.3f})")
+    ratio = health["foreground_ratio"]
+    if np.isfinite(ratio) and ratio >= MAX_FOREGROUND_RATIO:
+        reasons.append(f"moving objects are not reconstructed (foreground error {ratio:.2f} x that of predicting "
+                       "the static background)")
+    return reasons
+
+
+def is_collapsed(health: Mapping[str, Any]) -> bool:
+    """Whether a health report meets :data:`COLLAPSE_RULE`."""
+    return bool(collapse_reasons(health))
+
+
+def collapse_warning(health: Mapping[str, Any]) -> str:
+    """One paragraph for the user when a model is collapsed (empty string when it is not).
+
+    :param health: a report of :func:`summarize_health`.
+    """
+    reasons = collapse_reasons(health)
+    if not reasons:
+        return ""
+    return (
+        "WARNING: binding collapsed: " + "; ".join(reasons) + ". The slots do not separate objects, so "
+        "reconstruction scores (MSE, PSNR) mostly measure how well the background is painted and the slot "
+        "features carry little about individual objects. Things to try: train longer (collapse often lasts "
+        "the first few hundred steps); make objects bigger in the input (crop away borders and score bars, use "
+        "a larger --image-size); check that the frames actually move (a foreground fraction of "
+        f"{health.get('foreground_fraction', float('nan')):.4f} of the pixels); try --colour-values, fewer "
+        "slots, or a lower --lr; then evaluate again and check that `collapsed` is false."
+    )
+
+
+def health_postfix(health: Mapping[str, Any]) -> dict[str, str]:
+    """Short progress-bar fields of a health report: slots in use, mask confidence, slot cosine, foreground
+    error ratio, and ``collapsed=yes`` when collapsed."""
+    fields = {"slots": f"{health['slots_in_use']:.1f}", "conf": f"{health['mask_confidence']:.2f}",
+              "cos": f"{health['slot_similarity']:.2f}", "fg": f"{health['foreground_ratio']:.2f}"}
+    if health["collapsed"]:
+        fields["collapsed"] = "yes"
+    return fields
+
+
+def health_fields(health: Mapping[str, Any]) -> str:
+    """The health numbers as ``key=value`` pairs for a log line (all numbers; ``collapsed`` as 0 or 1)."""
+    return (f"slots_in_use={health['slots_in_use']:.2f}, mask_confidence={health['mask_confidence']:.4f}, "
+            f"slot_similarity={health['slot_similarity']:.4f}, foreground_ratio={health['foreground_ratio']:.4f}, "
+            f"collapsed={int(health['collapsed'])}")
+
+
+def format_health(health: Mapping[str, Any]) -> str:
+    """One line for a report: every health number and the verdict."""
+    return (f"slots in use {health['slots_in_use']:.2f}/{health['num_slots']}, mask confidence "
+            f"{health['mask_confidence']:.3f}, slot cosine {health['slot_similarity']:.3f}, foreground MSE "
+            f"{health['foreground_mse']:.5f} vs background baseline {health['background_baseline_mse']:.5f} "
+            f"(ratio {health['foreground_ratio']:.3f}, {100 * health['foreground_fraction']:.2f}% of pixels): "
+            + ("COLLAPSED" if health["collapsed"] else "healthy"))
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+__all__ = ["COLLAPSE_RULE", "binding_health", "collapse_reasons", "collapse_warning", "format_health",
+           "health_fields", "health_per_clip", "health_postfix", "is_collapsed", "summarize_health"]
