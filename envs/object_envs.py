@@ -20,7 +20,8 @@ Observations (``obs_mode``):
 With ``return_masks=True`` the reset and every step info carry ``info["masks"]``: int32
 ``(image_size, image_size)``, and ``info["mask_categories"]``: int16 ``(MAX_OBJECTS + 1,)``, the index into
 :data:`OBJECT_KINDS` of each label's object (``-1`` for the background and unused labels). Every step info carries ``info["is_success"]``.
-Rewards: ``+1`` on success (episode terminates), a small step cost ``-0.01`` otherwise.
+Rewards: ``+1`` on success (episode terminates), a small step cost ``-0.01`` otherwise (ObjectReach
+can add a dense reward for progress towards its target).
 """
 
 from __future__ import annotations
@@ -293,34 +294,49 @@ class RandomObjectsEnv(ObjectEnv):
 class ObjectReachEnv(ObjectEnv):
     """Reach the target — the red square — among moving distractors of other colours.
 
-    Success (+1, episode ends) when the agent touches the target.
+    Success (+1, episode ends) when the agent touches the target. With ``progress_reward > 0`` every
+    step also pays for the distance closed to the target: ``progress_reward`` × (distance before −
+    distance after), distances between centres in image widths (a dense signal; it is negative when the
+    gap grows, so it cannot be farmed, and success is measured as before).
 
     :param num_distractors: ``(low, high)`` inclusive range of distractor counts.
+    :param progress_reward: reward per image width closed towards the target (0: the sparse task).
     :param kwargs: see :class:`ObjectEnv` (``max_speed`` defaults to 1.0 here).
     """
 
     TARGET_COLOR = 0
     TARGET_SHAPE = _SQUARE
 
-    def __init__(self, num_distractors: tuple[int, int] = (2, 4), **kwargs: Any) -> None:
+    def __init__(self, num_distractors: tuple[int, int] = (2, 4), progress_reward: float = 0.0,
+                 **kwargs: Any) -> None:
         self.num_distractors = (int(num_distractors[0]), int(num_distractors[1]))
+        self.progress_reward = float(progress_reward)
+        self.target_distance = 0.0
         kwargs.setdefault("max_speed", 1.0)
         super().__init__(**kwargs)
+
+    def _distance(self) -> float:
+        """Distance between the agent's and the target's centres, in image widths."""
+        return float(np.linalg.norm(self.pos[0] - self.pos[1])) / self.image_size
 
     def _spawn(self) -> None:
         n, colors, shapes, sizes = self._sample_distractors()
         vel = np.concatenate([np.zeros((1, 2)), self._random_velocities(n + 1)])
         self._set_objects([AGENT_COLOR, self.TARGET_COLOR, *colors], [_CIRCLE, self.TARGET_SHAPE, *shapes],
                           [self._px(AGENT_SIZE), self._px(9), *sizes], vel)
+        self.target_distance = self._distance()
 
     def _kinds(self) -> list[str]:
         return ["agent", "target"] + ["distractor"] * (len(self.color) - 2)
 
     def _task(self, delta: np.ndarray) -> tuple[float, bool]:
+        distance = self._distance()
+        progress = self.progress_reward * (self.target_distance - distance)
+        self.target_distance = distance
         if self._overlaps(0, 1):
             self.is_success = True
-            return 1.0, True
-        return 0.0, False
+            return 1.0 + progress, True
+        return progress, False
 
 
 class ObjectPushEnv(ObjectEnv):

@@ -159,6 +159,33 @@ def test_reach_success_with_scripted_policy() -> None:
     assert successes >= 9
 
 
+def test_reach_progress_reward_pays_for_distance_closed() -> None:
+    sparse = gym.make("PSB/ObjectReach-v0", obs_mode="state")
+    dense = gym.make("PSB/ObjectReach-v0", obs_mode="state", progress_reward=2.0)
+    for env in (sparse, dense):
+        env.reset(seed=3)
+    core = dense.unwrapped
+    rewards = {"toward": [], "away": []}
+    for _ in range(6):
+        gap = core.pos[1] - core.pos[0]
+        before = float(np.linalg.norm(gap)) / core.image_size
+        action = (4 if gap[0] > 0 else 3) if abs(gap[0]) > abs(gap[1]) else (2 if gap[1] > 0 else 1)
+        sparse_reward = sparse.step(action)[1]
+        _, reward, terminated, _, info = dense.step(action)
+        after = float(np.linalg.norm(core.pos[1] - core.pos[0])) / core.image_size
+        # the same dynamics; the dense reward adds exactly 2 x the distance closed (image widths)
+        assert reward == pytest.approx(sparse_reward + 2.0 * (before - after))
+        rewards["toward"].append(reward - sparse_reward)
+        if terminated:
+            assert info["is_success"] and sparse_reward == pytest.approx(0.99)
+            break
+    assert sum(rewards["toward"]) > 0.0
+    dense.reset(seed=3)
+    gap = core.pos[1] - core.pos[0]
+    away = (3 if gap[0] > 0 else 4) if abs(gap[0]) > abs(gap[1]) else (1 if gap[1] > 0 else 2)
+    assert dense.step(away)[1] < -0.01  # moving away costs more than the step cost
+
+
 @pytest.mark.parametrize("odd_property", ["color", "shape"])
 def test_odd_one_out_right_and_wrong(odd_property: str) -> None:
     env = gym.make("PSB/OddOneOut-v0", obs_mode="state", odd_property=odd_property)
