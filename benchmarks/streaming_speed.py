@@ -324,12 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.inference_mode():
             result["f_time_window"] = time_window_cost(model, args, device)
         print_time_window(result["f_time_window"])
-        with contextlib.suppress(OSError):
-            info["load_average_end"] = os.getloadavg()
-        out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
-        write_json(out, result)
-        print(f"wrote {args.out}")
-        return result
+        return save_result(result, info, args.out)
 
     with torch.inference_mode():
         a = constant_cost(model, args, device)
@@ -373,11 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
     print_time_window(f)
     result.update({"a_constant_cost": a, "b_recompute": b, "c_throughput": c, "d_nbytes_per_env": d,
                    "e_unbounded": e, "f_time_window": f})
+    return save_result(result, info, args.out)
+
+
+def save_result(result: dict, info: dict, out: str) -> dict:
+    """Note the load average at the end in ``info`` (part of ``result``), write ``result`` to ``out``."""
     with contextlib.suppress(OSError):
         info["load_average_end"] = os.getloadavg()
-    out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
-    write_json(out, result)
-    print(f"wrote {args.out}")
+    write_json(Path(out) if Path(out).is_absolute() else ROOT / out, result)
+    print(f"wrote {out}")
     return result
 
 
