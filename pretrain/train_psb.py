@@ -22,7 +22,7 @@ from psb_rl.training import TrainArgs, TrainingDivergedError, train
 
 def next_step_hint(args: TrainArgs, checkpoint: str) -> str:
     """The command that trains an agent on the slots of this run, on the environment pretrained on."""
-    from psb_rl.rollouts import load_manifest
+    from psb_rl.shards import load_manifest
 
     try:
         env_id = load_manifest(args.data).get("env_id", args.env)

@@ -204,7 +204,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
                                                 IsADirectoryError, PermissionError)
 """Errors that mean the user asked for something that cannot be done (bad option, file or directory).
 The project's own error types derive from ``ValueError``: :class:`psb_rl.checkpoint.CheckpointError`,
-:class:`psb_rl.rollouts.RolloutError`, :class:`psb_rl.utils.RunDirError`."""
+:class:`psb_rl.shards.RolloutError`, :class:`psb_rl.utils.RunDirError`."""
 
 
 def is_user_error(error: BaseException) -> bool:

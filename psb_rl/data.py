@@ -1,4 +1,4 @@
-"""A torch ``Dataset`` of fixed-length clips from a rollout directory (see :mod:`psb_rl.rollouts`).
+"""A torch ``Dataset`` of fixed-length clips from a rollout directory (see :mod:`psb_rl.shards`).
 
 Indexing: the dataset enumerates **every valid window** ``(episode, start)`` with
 ``start = 0, stride, 2·stride, …`` and ``start + clip_len <= T_episode``, so a clip never crosses an
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from psb_rl.rollouts import RolloutError, load_manifest, no_rollouts_message, verify_shard
+from psb_rl.shards import RolloutError, load_manifest, no_rollouts_message, verify_shard
 
 SPLITS = ("train", "val", "all")
 

@@ -1,31 +1,8 @@
 """Collect environment videos into checksummed shards plus a manifest (the data format of §4).
 
-Layout of a rollout directory::
-
-    <dir>/manifest.json        # written atomically after every shard
-    <dir>/shard-00000.npz      # written as .shard-00000.npz.<random>.tmp, then os.replace'd
-    <dir>/shard-00001.npz
-    ...
-
-Shard format (``FORMAT_VERSION = 1``), *ragged*: episodes are concatenated along the first axis.
-With ``E`` episodes, episode ``e`` having ``T_e = steps_e + 1`` frames (the reset observation plus
-one per step), ``F = sum(T_e)`` and ``S = sum(steps_e)``:
-
-============================  =====================================================
-``frames``                    uint8 ``(F, H, W, 3)``
-``masks`` (if the env has)    uint8 or int32 ``(F, H, W)``, 0 = background
-``mask_categories`` (idem)    int16 ``(F, L)`` category index of each mask label (``-1``:
-                              none); the names are the manifest's ``mask_categories``
-``episode_lengths``           int64 ``(E,)`` frames per episode ``T_e``
-``episode_indices``           int64 ``(E,)`` global episode index ``i`` (reset seed
-                              ``episode_seed(seed, i)``)
-``actions``                   ``(S, *action_shape)`` the action taken after frame t
-``rewards``                   float32 ``(S,)``
-``terminated`` / ``truncated``  bool ``(S,)``
-============================  =====================================================
-
-Episode ``e``'s frames are ``frames[o_e : o_e + T_e]`` with ``o_e = sum(T_0..T_{e-1})``; its
-steps are ``actions[o_e - e : o_e - e + T_e - 1]``. :func:`load_shard_episodes` does this split.
+The format (shard layout, manifest, checksums, readers) is :mod:`psb_rl.shards`; its names are importable from
+here too. This module runs the environments: it probes an env, turns the ``policy`` argument into actions,
+and stores whole episodes shard by shard.
 
 Episode ``i`` is always reset with seed :func:`episode_seed(seed, i) <episode_seed>` and (for the
 random policy) samples actions from an action space seeded from ``(seed, i)``, so the collected episodes do not depend on the
@@ -37,10 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import itertools
-import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,178 +22,36 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from psb_rl.environments import ensure_registered, make_env
 from psb_rl.frames import FramePipeline, FramePipelineError, Size, newest_rgb
-from psb_rl.utils import atomic_path, ensure_writable_dir, run_lock
-
-FORMAT_VERSION: int = 1
-MANIFEST_NAME: str = "manifest.json"
-_SHARD_RE = re.compile(r"^shard-(\d{5,})\.npz$")
+from psb_rl.shards import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    RolloutError,
+    ShardChecksumError,
+    append_shard,
+    discard_failed_start,
+    drop_damaged_shards,
+    episode_seed,
+    is_empty_start,
+    load_manifest,
+    load_shard,
+    load_shard_episodes,
+    manifest_record,
+    new_manifest,
+    no_rollouts_message,
+    remove_leftovers,
+    repair_hint,
+    sha256_file,
+    shard_name,
+    verify_rollouts,
+    verify_shard,
+    write_manifest,
+)
+from psb_rl.utils import ensure_writable_dir, run_lock
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
-
-class RolloutError(ValueError):
-    """A rollout directory is missing, inconsistent with the request, or corrupted."""
-
-
-class ShardChecksumError(RolloutError):
-    """A shard's sha256 does not match the manifest (the file is corrupted or was modified)."""
-
-
-# --------------------------------------------------------------------------- helpers
-def episode_seed(seed: int, index: int) -> int:
-    """Reset seed of episode ``index`` of a collection with seed ``seed``.
-
-    Derived with :class:`numpy.random.SeedSequence`, so collections with different seeds share no
-    episode (unlike ``seed + index``, which would make seed 0 and seed 1 overlap almost entirely).
-
-    :param seed: the collection seed.
-    :param index: the global episode index.
-    :return: a 32-bit reset seed.
-    """
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
-def shard_name(index: int) -> str:
-    """File name of shard ``index``: ``shard-00000.npz``."""
-    return f"shard-{index:05d}.npz"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks.
-
-    :param path: file path.
-    :param chunk: bytes per read.
-    :return: the hex digest.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically (temporary file + ``os.replace``).
-
-    :param root: rollout directory.
-    :param manifest: the manifest dict (JSON-serialisable).
-    """
-    with atomic_path(Path(root) / MANIFEST_NAME) as tmp:
-        tmp.write_bytes(json.dumps(manifest, indent=1).encode())
-
-
-def no_rollouts_message(root: str | Path) -> str:
-    """The error text for a directory without rollouts."""
-    return f"no rollouts found at {root}: run python pretrain/collect_rollouts.py --out {root} first"
-
-
-def load_manifest(root: str | Path) -> dict[str, Any]:
-    """Read and sanity-check ``<root>/manifest.json``.
-
-    :param root: rollout directory.
-    :return: the manifest dict.
-    :raises RolloutError: when the directory or manifest is missing, or of another format.
-    """
-    path = Path(root) / MANIFEST_NAME
-    if not path.is_file():
-        raise RolloutError(no_rollouts_message(root))
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RolloutError(f"{path} is not valid JSON ({e}); the rollout directory is corrupted") from e
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise RolloutError(f"{path} has format_version {version!r}; this psb_rl reads version {FORMAT_VERSION}")
-    return manifest
-
-
-def manifest_record(root: str | Path) -> dict[str, Any]:
-    """The identity of a collection, as a checkpoint records it: ``manifest_sha256``, ``env_id``, ``path``.
-
-    :param root: rollout directory.
-    :raises RolloutError: when it holds no rollouts.
-    """
-    manifest = load_manifest(root)
-    return {"manifest_sha256": sha256_file(Path(root) / MANIFEST_NAME), "env_id": manifest.get("env_id"),
-            "path": str(root)}
-
-
-def verify_shard(root: str | Path, entry: dict[str, Any]) -> None:
-    """Check one shard's existence and sha256 against its manifest entry.
-
-    :param root: rollout directory.
-    :param entry: the shard's entry in ``manifest["shards"]``.
-    :raises ShardChecksumError: naming the shard when it is missing or its checksum differs.
-    """
-    path = Path(root) / entry["file"]
-    if not path.is_file():
-        raise ShardChecksumError(f"shard {path} listed in the manifest is missing; {repair_hint(root)}")
-    digest = sha256_file(path)
-    if digest != entry["sha256"]:
-        raise ShardChecksumError(
-            f"shard {path} is corrupted: sha256 {digest} does not match the manifest's {entry['sha256']}; "
-            f"{repair_hint(root)}"
-        )
-
-
-def verify_rollouts(root: str | Path) -> dict[str, Any]:
-    """Verify every shard's checksum and the manifest's counts.
-
-    :param root: rollout directory.
-    :return: the manifest.
-    :raises RolloutError: on any inconsistency (naming the shard).
-    """
-    manifest = load_manifest(root)
-    episodes = frames = 0
-    for entry in manifest["shards"]:
-        verify_shard(root, entry)
-        lengths = entry["episode_lengths"]
-        if len(lengths) != entry["num_episodes"] or len(entry["episode_indices"]) != len(lengths):
-            raise RolloutError(f"manifest entry of {entry['file']} has inconsistent episode counts")
-        episodes += len(lengths)
-        frames += sum(lengths)
-    if episodes != manifest["num_episodes"] or frames != manifest["num_frames"]:
-        raise RolloutError(f"manifest at {root} has inconsistent totals (episodes/frames)")
-    if frames - episodes != manifest["num_steps"]:
-        raise RolloutError(f"manifest at {root} has inconsistent num_steps")
-    return manifest
-
-
-def load_shard(path: str | Path) -> dict[str, np.ndarray]:
-    """Load every array of a shard into memory (never unpickles).
-
-    :param path: shard file.
-    :return: ``{name: array}`` (see the module docstring for shapes).
-    """
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def load_shard_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
-    """Split a shard into per-episode dicts: ``frames (T,H,W,3)``, ``masks (T,H,W)``, ``actions (T-1,...)``…
-
-    :param path: shard file.
-    :return: one dict per episode, with ``episode_index`` as a 0-d array.
-    """
-    data = load_shard(path)
-    out = []
-    f0 = s0 = 0
-    for e, t in enumerate(data["episode_lengths"].tolist()):
-        ep = {"frames": data["frames"][f0:f0 + t], "episode_index": data["episode_indices"][e]}
-        for key in ("masks", "mask_categories"):
-            if key in data:
-                ep[key] = data[key][f0:f0 + t]
-        for key in ("actions", "rewards", "terminated", "truncated"):
-            ep[key] = data[key][s0:s0 + t - 1]
-        out.append(ep)
-        f0, s0 = f0 + t, s0 + t - 1
-    return out
-
-
-# ------------------------------------------------------------------------ environments
-# Environment creation lives in psb_rl.environments (any gymnasium id, registered on demand).
-from psb_rl.environments import ensure_registered, make_env  # noqa: E402
 
 
 def _is_image(x: Any) -> bool:
@@ -295,6 +127,7 @@ def load_policy(policy: str | Policy, deterministic: bool = False, observation_s
     return load_agent_policy(path, observation_space, action_space, deterministic)
 
 
+
 # ------------------------------------------------------------------------- collection
 class _Episode:
     """Per-env buffers of the episode in progress."""
@@ -329,24 +162,6 @@ def _config(env_id: str, env_kwargs: dict[str, Any], pixels: str, resize: Size |
     }
 
 
-def _new_manifest(config: dict[str, Any], frame_shape: tuple[int, ...], has_masks: bool,
-                  episodes_per_shard: int, mask_categories: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        **config,
-        "frame_shape": list(frame_shape),
-        "has_masks": has_masks,
-        "mask_categories": list(mask_categories or []),
-        "episodes_per_shard": episodes_per_shard,
-        "layout": "ragged: frames (sum T_e, H, W, 3) + episode_lengths (E,)",
-        "num_shards": 0,
-        "num_episodes": 0,
-        "num_steps": 0,
-        "num_frames": 0,
-        "complete": False,
-        "shards": [],
-    }
-
 
 @contextlib.contextmanager
 def _single_torch_thread() -> Iterator[None]:
@@ -361,23 +176,10 @@ def _single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _save_npz(handle: Any, arrays: dict[str, np.ndarray], compress: bool) -> None:
-    """``np.savez`` (``np.savez_compressed``) with fixed member timestamps: the same episodes always give the
-    same bytes, so a repaired shard has the checksum of the one it replaces (and the manifest its digest)."""
-    import zipfile
-
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(handle, "w", compression=method, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
 
 def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode], pipeline: FramePipeline,
                  compress: bool) -> None:
-    """Write one shard atomically, then the updated manifest atomically.
+    """Write one shard atomically, then the updated manifest atomically (:func:`psb_rl.shards.append_shard`).
 
     Frames and every stored mask go through the collection's frame pipeline (masks by nearest neighbour).
     """
@@ -400,34 +202,13 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
         arrays["masks"] = m.astype(np.uint8 if m.min() >= 0 and m.max() < 256 else np.int32)
         if manifest.get("mask_categories"):
             arrays["mask_categories"] = np.concatenate([np.stack(ep.mask_categories) for ep in episodes]).astype(np.int16)
-    name = shard_name(_free_shard_index(manifest))
-    with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
-        with open(tmp, "wb") as f:
-            _save_npz(f, arrays, compress)
-        digest = sha256_file(tmp)
-    lengths = arrays["episode_lengths"].tolist()
-    manifest["shards"].append({
-        "file": name,
-        "sha256": digest,
-        "num_episodes": len(lengths),
-        "episode_lengths": lengths,
-        "episode_indices": arrays["episode_indices"].tolist(),
-        "num_frames": int(sum(lengths)),
-    })
-    manifest["shards"].sort(key=lambda entry: entry["file"])  # a repaired shard goes back to its place
-    manifest["num_shards"] = len(manifest["shards"])
-    manifest["num_episodes"] += len(lengths)
-    manifest["num_frames"] += int(sum(lengths))
-    manifest["num_steps"] += int(sum(lengths)) - len(lengths)
-    if manifest["frame_shape"] != list(arrays["frames"].shape[1:]):
-        manifest["frame_shape"] = list(arrays["frames"].shape[1:])
-    write_manifest(root, manifest)
+    append_shard(root, manifest, arrays, compress)
 
 
 def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: Callable[[], dict[str, Any]],
                     repair: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
-    if (root / MANIFEST_NAME).is_file() and _is_empty_start(root):
+    if (root / MANIFEST_NAME).is_file() and is_empty_start(root):
         (root / MANIFEST_NAME).unlink()  # left by a collection that failed before its first shard
     resume = resume or repair
     if (root / MANIFEST_NAME).is_file():
@@ -440,18 +221,15 @@ def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: 
             details = ", ".join(f"{k}: stored {a!r} vs requested {b!r}" for k, (a, b) in mismatched.items())
             raise RolloutError(f"cannot resume {root}: settings differ from the stored collection ({details})")
         if repair:
-            _drop_damaged_shards(root, manifest)
+            drop_damaged_shards(root, manifest)
         for entry in manifest["shards"]:
             verify_shard(root, entry)
     else:
         manifest = make_new()
-    listed = {e["file"] for e in manifest["shards"]}
-    for p in root.iterdir():  # leftovers of an interrupted run: partial temp files, unlisted shards
-        if (p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp")) or (
-                _SHARD_RE.match(p.name) and p.name not in listed):
-            p.unlink()
+    remove_leftovers(root, manifest)  # of an interrupted run: partial temp files, unlisted shards
     write_manifest(root, manifest)
     return manifest
+
 
 
 def _owning_out(collect: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -470,62 +248,11 @@ def _owning_out(collect: Callable[..., dict[str, Any]]) -> Callable[..., dict[st
             with run_lock(root):
                 return collect(*args, **kwargs)
         except BaseException:
-            _discard_failed_start(root, created)
+            discard_failed_start(root, created)
             raise
 
     return wrapper
 
-
-def repair_hint(root: str | Path) -> str:
-    """What to do about damaged shards: the repair command."""
-    return (f"repair the collection with `python pretrain/collect_rollouts.py --out {root} --repair` (collects the "
-            "damaged shards again, exactly: psb_rl.rollouts.repair_rollouts)")
-
-
-def _free_shard_index(manifest: dict[str, Any]) -> int:
-    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back)."""
-    used = {int(m.group(1)) for e in manifest["shards"] if (m := _SHARD_RE.match(e["file"]))}
-    return next(i for i in itertools.count() if i not in used)
-
-
-def _drop_damaged_shards(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Remove missing or corrupted shards (files and manifest entries) and recount the totals.
-
-    :return: the names dropped.
-    """
-    dropped = []
-    for entry in list(manifest["shards"]):
-        try:
-            verify_shard(root, entry)
-        except ShardChecksumError:
-            dropped.append(entry["file"])
-            manifest["shards"].remove(entry)
-            (root / entry["file"]).unlink(missing_ok=True)
-    if dropped:
-        lengths = [n for e in manifest["shards"] for n in e["episode_lengths"]]
-        manifest.update(num_shards=len(manifest["shards"]), num_episodes=len(lengths), num_frames=sum(lengths),
-                        num_steps=sum(lengths) - len(lengths), complete=False)
-        write_manifest(root, manifest)
-    return dropped
-
-
-def _is_empty_start(root: Path) -> bool:
-    """Whether ``root``'s manifest lists no shard and no finished collection (a start that failed)."""
-    try:
-        manifest = json.loads((root / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and not manifest.get("shards") and not manifest.get("complete")
-
-
-def _discard_failed_start(root: Path, created: bool) -> None:
-    """After a failed collection: remove a manifest without shards, and the directory if this run made it."""
-    if not root.is_dir():
-        return
-    if (root / MANIFEST_NAME).is_file() and _is_empty_start(root):
-        (root / MANIFEST_NAME).unlink()
-    if created and not any(root.iterdir()):
-        root.rmdir()
 
 
 def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -551,6 +278,22 @@ def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -
         progress=progress, repair=True, crop=manifest.get("crop", (0, 0, 0, 0)),
         gym_packages=manifest.get("gym_packages", ()),
     )
+
+
+def _check_request(episodes: int | None, steps: int | None, pixels: str, num_envs: int,
+                   episodes_per_shard: int) -> None:
+    """Reject arguments no collection can use (:func:`collect_rollouts`).
+
+    :raises ValueError: naming the argument.
+    """
+    if (episodes is None) == (steps is None):
+        raise ValueError("pass exactly one of episodes=... or steps=...")
+    if (episodes if episodes is not None else steps) <= 0:  # type: ignore[operator]
+        raise ValueError("episodes / steps must be positive")
+    if pixels not in ("obs", "render"):
+        raise ValueError(f"pixels must be 'obs' or 'render', got {pixels!r}")
+    if num_envs < 1 or episodes_per_shard < 1:
+        raise ValueError("num_envs and episodes_per_shard must be >= 1")
 
 
 @_owning_out
@@ -609,14 +352,7 @@ def collect_rollouts(
         :class:`psb_rl.frames.FramePipeline` (``to_dict``) applied to the stored frames and masks.
     :raises psb_rl.utils.RunDirError: when ``out`` is in use by another collection or cannot be written.
     """
-    if (episodes is None) == (steps is None):
-        raise ValueError("pass exactly one of episodes=... or steps=...")
-    if (episodes if episodes is not None else steps) <= 0:  # type: ignore[operator]
-        raise ValueError("episodes / steps must be positive")
-    if pixels not in ("obs", "render"):
-        raise ValueError(f"pixels must be 'obs' or 'render', got {pixels!r}")
-    if num_envs < 1 or episodes_per_shard < 1:
-        raise ValueError("num_envs and episodes_per_shard must be >= 1")
+    _check_request(episodes, steps, pixels, num_envs, episodes_per_shard)
     root = Path(out)
     env_kwargs = dict(env_kwargs or {})
     if env_id.startswith("PSB/") and masks:
@@ -632,7 +368,7 @@ def collect_rollouts(
         frame_shape, has_masks, layout, pipeline, categories = _probe(
             env_id, env_kwargs, max_episode_steps, pixels, episode_seed(seed, 0), requested, gym_packages,
             ground_truth=masks)
-        manifest = _new_manifest(config, frame_shape, has_masks, episodes_per_shard, categories)
+        manifest = new_manifest(config, frame_shape, has_masks, episodes_per_shard, categories)
         manifest["frame_pipeline"] = pipeline.to_dict()
         manifest["frame_layout"] = layout
         return manifest
@@ -657,112 +393,175 @@ def collect_rollouts(
     pipeline = (FramePipeline.from_dict(manifest["frame_pipeline"]) if "frame_pipeline" in manifest
                 else FramePipeline(source=requested.source, size=resize))  # collected before pipelines were recorded
     if not finished():
-        _run(manifest, root, todo, finished, pending, num_envs, policy, deterministic_policy, pixels, pipeline,
-             seed, episodes_per_shard, max_episode_steps, env_kwargs, compress, progress)
+        plan = CollectionPlan(num_envs=num_envs, policy=policy, deterministic=deterministic_policy, pixels=pixels,
+                              pipeline=pipeline, seed=seed, episodes_per_shard=episodes_per_shard,
+                              max_episode_steps=max_episode_steps, env_kwargs=env_kwargs, compress=compress,
+                              progress=progress)
+        _run(plan, manifest, root, todo, finished, pending)
     if pending:
         _write_shard(root, manifest, pending, pipeline, compress)
     manifest["complete"] = True
     write_manifest(root, manifest)
     return manifest
 
+@dataclasses.dataclass(frozen=True)
+class CollectionPlan:
+    """The settings of one collection loop (see :func:`collect_rollouts` for each)."""
 
-def _run(manifest: dict[str, Any], root: Path, todo: Iterator[int], finished: Callable[[], bool],
-         pending: list[_Episode], num_envs: int, policy: str | Policy, deterministic: bool, pixels: str,
-         pipeline: FramePipeline, seed: int, episodes_per_shard: int, max_episode_steps: int | None,
-         env_kwargs: dict[str, Any], compress: bool, progress: bool) -> None:
-    """The collection loop (see :func:`collect_rollouts`)."""
+    num_envs: int
+    policy: str | Policy
+    deterministic: bool
+    pixels: str
+    pipeline: FramePipeline
+    """applied to the frames and masks of every shard written"""
+    seed: int
+    episodes_per_shard: int
+    max_episode_steps: int | None
+    env_kwargs: dict[str, Any]
+    compress: bool
+    progress: bool
+
+
+def _run(plan: CollectionPlan, manifest: dict[str, Any], root: Path, todo: Iterator[int],
+         finished: Callable[[], bool], pending: list[_Episode]) -> None:
+    """The collection loop (see :func:`collect_rollouts`): runs episodes ``todo`` until ``finished()``, writing
+    a shard of ``pending`` episodes every ``plan.episodes_per_shard``; the last ones stay in ``pending``."""
     from tqdm.auto import tqdm
 
-    env_id = manifest["env_id"]
-    has_masks = manifest["has_masks"]
-    fn = functools.partial(make_env, env_id, env_kwargs, max_episode_steps, pixels == "render",
-                           manifest.get("gym_packages", ()))
-    if has_masks:
+    collection = _Collection(plan, manifest, root, todo, finished, pending)
+    bar = tqdm(total=None, unit="frame", unit_scale=True, disable=not plan.progress,
+               desc=f"collect {manifest['env_id']}")
+    try:
+        collection.run(bar)
+    finally:
+        bar.close()
+        collection.venv.close()
+
+
+def _vector_env(plan: CollectionPlan, manifest: dict[str, Any]) -> gym.vector.VectorEnv:
+    """``plan.num_envs`` copies of the manifest's env (with its ground truth when it stores masks)."""
+    fn = functools.partial(make_env, manifest["env_id"], plan.env_kwargs, plan.max_episode_steps,
+                           plan.pixels == "render", manifest.get("gym_packages", ()))
+    if manifest["has_masks"]:
         from psb_rl.ground_truth import ground_truth_factory
 
         fn = ground_truth_factory(fn)
     vec_kwargs = {"autoreset_mode": gym.vector.AutoresetMode.DISABLED}
     # with --pixels render the observations may be anything (MiniGrid: a dict with text), which shared memory
     # cannot hold; image observations are shared
-    venv: gym.vector.VectorEnv = (gym.vector.AsyncVectorEnv([fn] * num_envs, shared_memory=pixels == "obs", **vec_kwargs)
-                                  if num_envs > 1
-                                  else gym.vector.SyncVectorEnv([fn], **vec_kwargs))
-    act = load_policy(policy, deterministic, venv.single_observation_space, venv.single_action_space)
-    reset_policy = getattr(act, "reset", None)  # e.g. a slot agent forgets the envs that start anew
-    spaces = [venv.single_action_space for _ in range(num_envs)]
-    if act is None:
-        import copy
+    if plan.num_envs > 1:
+        return gym.vector.AsyncVectorEnv([fn] * plan.num_envs, shared_memory=plan.pixels == "obs", **vec_kwargs)
+    return gym.vector.SyncVectorEnv([fn], **vec_kwargs)
 
-        spaces = [copy.deepcopy(venv.single_action_space) for _ in range(num_envs)]
-    current: list[_Episode | None] = [None] * num_envs
 
-    def assign(i: int) -> int | None:
-        idx = next(todo, None)
-        current[i] = _Episode(idx) if idx is not None else None
+class _Collection:
+    """The state of :func:`_run`: the envs, the policy and the episode each env is running."""
+
+    def __init__(self, plan: CollectionPlan, manifest: dict[str, Any], root: Path, todo: Iterator[int],
+                 finished: Callable[[], bool], pending: list[_Episode]) -> None:
+        self.plan, self.manifest, self.root = plan, manifest, root
+        self.todo, self.finished, self.pending = todo, finished, pending
+        self.env_id = manifest["env_id"]
+        self.has_masks = manifest["has_masks"]
+        self.venv = _vector_env(plan, manifest)
+        venv, num_envs = self.venv, plan.num_envs
+        self.act = load_policy(plan.policy, plan.deterministic, venv.single_observation_space,
+                               venv.single_action_space)
+        self.reset_policy = getattr(self.act, "reset", None)  # e.g. a slot agent forgets the envs that start anew
+        self.spaces = [venv.single_action_space for _ in range(num_envs)]
+        if self.act is None:
+            import copy
+
+            self.spaces = [copy.deepcopy(venv.single_action_space) for _ in range(num_envs)]
+        self.current: list[_Episode | None] = [None] * num_envs
+
+    def assign(self, i: int) -> int | None:
+        """Start env ``i`` on the next episode to do; return its reset seed (None: nothing left)."""
+        idx = next(self.todo, None)
+        self.current[i] = _Episode(idx) if idx is not None else None
         if idx is not None:
-            ep_seed = episode_seed(seed, idx)
-            spaces[i].seed(ep_seed)
+            ep_seed = episode_seed(self.plan.seed, idx)
+            self.spaces[i].seed(ep_seed)
             return ep_seed
         return None
 
-    def record(obs: np.ndarray, infos: dict[str, Any], which: np.ndarray) -> None:
-        frames = venv.call("render") if pixels == "render" else obs
+    def record(self, obs: np.ndarray, infos: dict[str, Any], which: np.ndarray) -> None:
+        """Append the frame (and masks) of the envs in ``which`` to their episodes."""
+        frames = self.venv.call("render") if self.plan.pixels == "render" else obs
         for i in np.flatnonzero(which):
-            ep = current[i]
+            ep = self.current[i]
             if ep is None:
                 continue
             ep.frames.append(np.array(frames[i], dtype=np.uint8, copy=True))
-            if has_masks:
+            if self.has_masks:
                 if "masks" not in infos or not infos["_masks"][i]:
-                    raise RolloutError(f"{env_id} did not return info['masks'] on every step")
+                    raise RolloutError(f"{self.env_id} did not return info['masks'] on every step")
                 ep.masks.append(np.array(infos["masks"][i], copy=True))
-                if manifest.get("mask_categories"):
+                if self.manifest.get("mask_categories"):
                     ep.mask_categories.append(np.array(infos["mask_categories"][i], copy=True))
 
-    bar = tqdm(total=None, unit="frame", unit_scale=True, disable=not progress, desc=f"collect {env_id}")
-    try:
-        seeds = [assign(i) for i in range(num_envs)]
-        obs, infos = venv.reset(seed=seeds)
-        if reset_policy is not None:
-            reset_policy()
-        record(obs, infos, np.ones(num_envs, dtype=bool))
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        """The policy's actions (the random policy samples each env's seeded action space)."""
+        if self.act is None:
+            return np.stack([np.asarray(sp.sample()) for sp in self.spaces])
+        return np.asarray(self.act(obs))
+
+    def store_steps(self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+                    truncated: np.ndarray, active: np.ndarray, bar: Any) -> bool:
+        """Append one step to the active episodes, move finished episodes to ``pending`` (writing a shard when
+        enough are pending); return True when the collection is finished."""
+        dones = np.logical_or(terminated, truncated)
+        for i in np.flatnonzero(active):
+            ep = self.current[i]
+            assert ep is not None
+            ep.actions.append(np.asarray(actions[i]))
+            ep.rewards.append(float(rewards[i]))
+            ep.terminated.append(bool(terminated[i]))
+            ep.truncated.append(bool(truncated[i]))
+            if dones[i]:
+                self.pending.append(ep)
+                self.current[i] = None
+                if self.finished():
+                    return True
+                if len(self.pending) >= self.plan.episodes_per_shard:
+                    _write_shard(self.root, self.manifest, self.pending, self.plan.pipeline, self.plan.compress)
+                    self.pending.clear()
+                    bar.set_postfix(episodes=self.manifest["num_episodes"], shards=self.manifest["num_shards"])
+        return False
+
+    def run(self, bar: Any) -> None:
+        """Step the envs until the collection is finished or no episode is left to run."""
+        num_envs = self.plan.num_envs
+        seeds = [self.assign(i) for i in range(num_envs)]
+        obs, infos = self.venv.reset(seed=seeds)
+        if self.reset_policy is not None:
+            self.reset_policy()
+        self.record(obs, infos, np.ones(num_envs, dtype=bool))
         while True:
-            if act is None:
-                actions = np.stack([np.asarray(sp.sample()) for sp in spaces])
-            else:
-                actions = np.asarray(act(obs))
-            obs, rewards, terminated, truncated, infos = venv.step(actions)
-            active = np.array([ep is not None for ep in current])
-            record(obs, infos, active)
+            actions = self.actions(obs)
+            obs, rewards, terminated, truncated, infos = self.venv.step(actions)
+            active = np.array([ep is not None for ep in self.current])
+            self.record(obs, infos, active)
             bar.update(int(active.sum()))
+            if self.store_steps(actions, rewards, terminated, truncated, active, bar):
+                return
             dones = np.logical_or(terminated, truncated)
-            for i in np.flatnonzero(active):
-                ep = current[i]
-                assert ep is not None
-                ep.actions.append(np.asarray(actions[i]))
-                ep.rewards.append(float(rewards[i]))
-                ep.terminated.append(bool(terminated[i]))
-                ep.truncated.append(bool(truncated[i]))
-                if dones[i]:
-                    pending.append(ep)
-                    current[i] = None
-                    if finished():
-                        return
-                    if len(pending) >= episodes_per_shard:
-                        _write_shard(root, manifest, pending, pipeline, compress)
-                        pending.clear()
-                        bar.set_postfix(episodes=manifest["num_episodes"], shards=manifest["num_shards"])
-            if not any(ep is not None for ep in current) and not dones.any():
+            if not any(ep is not None for ep in self.current) and not dones.any():
                 return  # nothing left to run
             if dones.any():
                 mask = dones.astype(bool)
-                seeds = [assign(i) if mask[i] else None for i in range(num_envs)]
-                if not any(ep is not None for ep in current):
+                seeds = [self.assign(i) if mask[i] else None for i in range(num_envs)]
+                if not any(ep is not None for ep in self.current):
                     return
-                obs, new_infos = venv.reset(seed=seeds, options={"reset_mask": mask})
-                if reset_policy is not None:
-                    reset_policy(mask)
-                record(obs, new_infos, mask)
-    finally:
-        bar.close()
-        venv.close()
+                obs, new_infos = self.venv.reset(seed=seeds, options={"reset_mask": mask})
+                if self.reset_policy is not None:
+                    self.reset_policy(mask)
+                self.record(obs, new_infos, mask)
+
+
+__all__ = [
+    "FORMAT_VERSION", "MANIFEST_NAME", "CollectionPlan", "Policy", "RolloutError", "ShardChecksumError",
+    "collect_rollouts", "episode_seed", "load_manifest", "load_policy", "load_shard", "load_shard_episodes",
+    "manifest_record", "no_rollouts_message", "repair_hint", "repair_rollouts", "sha256_file", "shard_name",
+    "verify_rollouts", "verify_shard", "write_manifest",
+]

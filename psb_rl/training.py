@@ -418,7 +418,7 @@ def check_resumable(args: TrainArgs, state: dict[str, Any], data: dict[str, Any]
 def _train(args: TrainArgs) -> dict[str, Any]:
     """:func:`train` once the run directory is owned."""
     from psb_rl.data import RolloutDataset
-    from psb_rl.rollouts import manifest_record
+    from psb_rl.shards import manifest_record
 
     set_torch_threads(args.torch_threads)
     device = resolve_device(args.device)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch is imported on use, so atomic_path stays light (psb_rl.rollouts imports no torch)
+if TYPE_CHECKING:  # torch is imported on use, so atomic_path stays light (psb_rl.rollouts and psb_rl.shards import no torch)
     import torch
 
 

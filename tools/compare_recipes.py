@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from psb_rl.cli import parse_dataclass, run_main
-from psb_rl.rollouts import sha256_file
+from psb_rl.shards import sha256_file
 from psb_rl.utils import write_json
 
 
