@@ -415,12 +415,27 @@ def check_resumable(args: TrainArgs, state: dict[str, Any], data: dict[str, Any]
         )
 
 
-def _train(args: TrainArgs) -> dict[str, Any]:
-    """:func:`train` once the run directory is owned."""
-    from psb_rl.data import RolloutDataset
-    from psb_rl.shards import manifest_record
+@dataclass
+class HeldOut:
+    """The held-out episodes every evaluation reads (read once) and the names of their mask categories."""
 
-    set_torch_threads(args.torch_threads)
+    episodes: list[dict[str, np.ndarray]]
+    category_names: list[str] | None = None
+
+
+@dataclass
+class TrainingLog:
+    """Where rank 0 reports progress: the progress bar and the TensorBoard writer (None on other ranks)."""
+
+    bar: Any
+    writer: Any = None
+
+
+def _setup_device(args: TrainArgs) -> tuple[torch.device, DistInfo]:
+    """The device and the torchrun process group of this rank.
+
+    :raises ValueError: when ``--batch-size`` does not split over the ranks.
+    """
     device = resolve_device(args.device)
     info = setup_distributed(device)
     if info.world_size > 1 and device.type == "cuda":
@@ -428,53 +443,132 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         torch.cuda.set_device(device)
     if args.batch_size % info.world_size:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {info.world_size} ranks")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_data(args, info)
-    data_record = manifest_record(args.data)
+    return device, info
 
-    config = args.model_config()
-    train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
-    val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
-                             verify=False)
-    val_episodes = held_out_episodes(val_set) if info.is_main else []  # read once, reused by every evaluation
-    category_names = val_set.manifest.get("mask_categories")
 
-    seed_everything(args.seed)
-    model = PSBAutoencoder(config).to(device)
-    model.frame_pipeline = pipeline_of_manifest(train_set.manifest)  # saved with every checkpoint
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    history: list[dict[str, float]] = []
-    start_step = 0
-    previous_seconds = 0.0  # training time of the run before a resume
-    state_path = out / TRAIN_STATE_NAME
-    if args.resume and state_path.exists():
-        # Loaded onto the CPU: RNG states must be CPU byte tensors (CUDA's too), and the model and the
-        # optimizer copy their tensors to the parameters' device themselves.
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        check_resumable(args, state, data_record, state_path)
-        previous_seconds = float(state.get("train_seconds", 0.0))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start_step, history = int(state["step"]), json.loads(state["history"])
+def resume_training(args: TrainArgs, model: PSBAutoencoder, optimizer: torch.optim.Optimizer, state_path: Path,
+                    data_record: dict[str, Any], info: DistInfo) -> tuple[int, list[dict[str, float]], float]:
+    """Load ``state_path`` into ``model``, ``optimizer`` and the RNGs when ``args.resume`` asks for it.
+
+    :return: ``(start step, history, training seconds before the resume)``; ``(0, [], 0.0)`` for a fresh run.
+    :raises RunDirError: when the saved run has other settings or other data (:func:`check_resumable`).
+    """
+    if not args.resume:
+        return 0, [], 0.0
+    if not state_path.exists():
         if info.is_main:
-            print(f"resuming from step {start_step} ({state_path})")
-    elif args.resume and info.is_main:
-        print(f"--resume: no {state_path} yet, starting from scratch")
+            print(f"--resume: no {state_path} yet, starting from scratch")
+        return 0, [], 0.0
+    # Loaded onto the CPU: RNG states must be CPU byte tensors (CUDA's too), and the model and the
+    # optimizer copy their tensors to the parameters' device themselves.
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    check_resumable(args, state, data_record, state_path)
+    previous_seconds = float(state.get("train_seconds", 0.0))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    start_step, history = int(state["step"]), json.loads(state["history"])
+    if info.is_main:
+        print(f"resuming from step {start_step} ({state_path})")
+    return start_step, history, previous_seconds
 
-    ddp_model: torch.nn.Module = model
-    if info.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
-    # Each rank draws from its own contiguous part of the training clips.
+def step_loader(train_set: Any, args: TrainArgs, info: DistInfo, start_step: int, device: torch.device) -> DataLoader:
+    """Batches of steps ``start_step .. args.steps``, a pure function of ``(seed, step, rank)``.
+
+    Each rank draws from its own contiguous part of the training clips.
+    """
     parts = np.array_split(np.arange(len(train_set)), info.world_size)
     sampler = StepBatchSampler(parts[info.rank], args.batch_size // info.world_size, args.seed, info.rank,
                                start_step, args.steps)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers,
-                        persistent_workers=False, pin_memory=device.type == "cuda")
+    return DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers,
+                      persistent_workers=False, pin_memory=device.type == "cuda")
+
+
+def training_loss(output: Any, video: torch.Tensor, step: int, args: TrainArgs) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The loss of one step and its terms to log.
+
+    The pixel MSE of the reconstruction, plus (ramped in by :func:`temporal_weight`) the mask-consistency
+    term (:func:`mask_change`, logged even when its weight is 0) and the slot-contrast term
+    (:func:`slot_contrast`, when ``args.slot_contrast`` is on).
+
+    :param output: the model's output on ``video`` (``loss``, ``masks``, ``slots``).
+    :param video: ``(B, T, 3, H, W)`` the input clips.
+    :param step: optimizer steps taken.
+    :return: ``(loss, terms)``: ``terms`` maps ``mse``, ``mask_change`` and each optional term's name to a
+        scalar tensor or float (the step record's columns, in that order).
+    """
+    weight = mask_consistency_weight(step, args)
+    with torch.set_grad_enabled(weight > 0):  # logged either way: how much the slots reshuffle
+        change = mask_change(output.masks, video)
+    loss = output.loss + weight * change if weight > 0 else output.loss
+    terms: dict[str, Any] = {"mse": output.loss, "mask_change": change}
+    if args.slot_contrast:
+        contrast = slot_contrast(output.slots, args.contrast_temperature)
+        loss = loss + temporal_weight(step, args.slot_contrast, args) * contrast
+        terms["slot_contrast"] = contrast
+    return loss, terms
+
+
+def step_record(step: int, loss: torch.Tensor, terms: dict[str, Any], grad_norm: torch.Tensor,
+                lr: float) -> dict[str, float]:
+    """One entry of the run's history: step, loss, the loss terms, gradient norm and learning rate."""
+    logged = {key: float(value.item() if isinstance(value, torch.Tensor) else value) for key, value in terms.items()}
+    record = {"step": step, "loss": float(loss.item()), "mse": logged.pop("mse"),
+              "mask_change": logged.pop("mask_change"), "grad_norm": float(grad_norm), "lr": lr}
+    record.update(logged)  # the optional terms, after the columns every run has
+    return record
+
+
+def log_step(log: TrainingLog, record: dict[str, float], frames_per_second: float, health: dict[str, str]) -> None:
+    """Show ``record`` in the progress bar (with the last evaluation's health) and write it to TensorBoard."""
+    log.bar.update(1)
+    log.bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_per_second:.0f}", **health)
+    for key, value in record.items():
+        if key != "step":
+            log.writer.add_scalar(f"train/{key}", value, record["step"])
+
+
+def evaluate_during_training(model: PSBAutoencoder, held_out: HeldOut, args: TrainArgs, step: int,
+                             log: TrainingLog, health: dict[str, str]) -> dict[str, str]:
+    """Evaluate at clip length 1× on the held-out episodes, log the metrics and print one line.
+
+    :param health: the progress bar's health fields so far.
+    :return: the progress bar's health fields after this evaluation.
+    """
+    results = evaluate_episodes(model, held_out.episodes, args.clip_len, (1,), args.eval_clips,
+                                category_names=held_out.category_names)
+    for key, value in scalar_metrics(results.get("1x", {})).items():
+        log.writer.add_scalar(f"eval/{key}", value, step)
+    health = health_postfix(results["1x"]["health"]) if "1x" in results else health
+    line = ", ".join(f"{k}={v:.4f}" for k, v in results["1x"].items() if isinstance(v, float))
+    if "1x" in results:
+        line += ", " + health_fields(results["1x"]["health"])
+    log.bar.write(f"step {step}: {line}")
+    sys.stdout.flush()
+    return health
+
+
+def save_progress(out: Path, model: PSBAutoencoder, optimizer: torch.optim.Optimizer, step: int, args: TrainArgs,
+                  history: list[dict[str, float]], train_seconds: float, data_record: dict[str, Any],
+                  env_id: str | None) -> None:
+    """Checkpoint the run: ``train_state.pt`` (to resume) and ``psb.ckpt`` (the model), both atomically."""
+    save_train_state(out / TRAIN_STATE_NAME, model, optimizer, step, args, history, train_seconds, data_record)
+    save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record, "env_id": env_id})
+
+
+def _distributed(model: PSBAutoencoder, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel under torchrun, else ``model`` itself."""
+    if info.world_size > 1:
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return model
+
+
+def _training_log(args: TrainArgs, out: Path, start_step: int, info: DistInfo) -> TrainingLog:
+    """The TensorBoard writer (rank 0) and the progress bar (shown on rank 0 with ``args.progress``)."""
+    from tqdm import tqdm
 
     writer = None
     if info.is_main:
@@ -482,18 +576,69 @@ def _train(args: TrainArgs) -> dict[str, Any]:
 
         # a resumed run replays the steps after its last checkpoint: TensorBoard drops those logged before
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-    use_amp = args.amp and device.type == "cuda"
-    from tqdm import tqdm
-
     bar = tqdm(total=args.steps, initial=start_step, disable=not (args.progress and info.is_main),
                dynamic_ncols=True, desc="train")
+    return TrainingLog(bar, writer)
+
+
+def _finish(model: PSBAutoencoder, held_out: HeldOut, args: TrainArgs, step: int, history: list[dict[str, float]],
+            train_seconds: float, log: TrainingLog, info: DistInfo) -> dict[str, Any]:
+    """After the last step: the final evaluation and the run's files (rank 0), then leave the process group.
+
+    :return: the summary :func:`train` returns.
+    """
+    if info.world_size > 1:
+        dist.barrier()
+    summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}
+    if info.is_main:
+        summary.update(finish_run(model, held_out.episodes, args, Path(args.out), history, train_seconds,
+                                  log.writer, held_out.category_names))
+        log.writer.close()
+    if info.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _train(args: TrainArgs) -> dict[str, Any]:
+    """:func:`train` once the run directory is owned."""
+    from psb_rl.data import RolloutDataset
+    from psb_rl.shards import manifest_record
+
+    # device, data and the held-out episodes
+    set_torch_threads(args.torch_threads)
+    device, info = _setup_device(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_data(args, info)
+    data_record = manifest_record(args.data)
+    config = args.model_config()
+    train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
+    val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
+                             verify=False)
+    held_out = HeldOut(held_out_episodes(val_set) if info.is_main else [],  # read once, reused by every evaluation
+                       val_set.manifest.get("mask_categories"))
+    env_id = train_set.manifest.get("env_id")
+
+    # model and optimizer, then the saved state when resuming
+    seed_everything(args.seed)
+    model = PSBAutoencoder(config).to(device)
+    model.frame_pipeline = pipeline_of_manifest(train_set.manifest)  # saved with every checkpoint
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_step, history, previous_seconds = resume_training(args, model, optimizer, out / TRAIN_STATE_NAME,
+                                                            data_record, info)
+    ddp_model = _distributed(model, info, device)
+    loader = step_loader(train_set, args, info, start_step, device)
+
+    log = _training_log(args, out, start_step, info)
+    use_amp = args.amp and device.type == "cuda"
     started = time.perf_counter()
     frames_seen = 0
     step = start_step
     model.train()
-    eval_results: dict[str, Any] = {}
     time_fraction, out_of_time = 0.0, False
     health: dict[str, str] = {}  # binding health of the last evaluation, shown in the progress bar
+    # the step loop: loss, update, logging, checkpoints, periodic evaluation
     for batch in loader:
         lr = learning_rate(step, args, time_fraction)
         for group in optimizer.param_groups:
@@ -501,14 +646,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = ddp_model(video)
-        weight = mask_consistency_weight(step, args)
-        with torch.set_grad_enabled(weight > 0):  # logged either way: how much the slots reshuffle
-            change = mask_change(output.masks, video)
-        loss = output.loss + weight * change if weight > 0 else output.loss
-        contrast = None
-        if args.slot_contrast:
-            contrast = slot_contrast(output.slots, args.contrast_temperature)
-            loss = loss + temporal_weight(step, args.slot_contrast, args) * contrast
+        loss, terms = training_loss(output, video, step, args)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "
@@ -521,50 +659,22 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         step += 1
         frames_seen += video.shape[0] * video.shape[1] * info.world_size
         elapsed = time.perf_counter() - started
-        record = {"step": step, "loss": float(loss.item()), "mse": float(output.loss.item()),
-                  "mask_change": float(change.item()), "grad_norm": float(grad_norm), "lr": lr}
-        if contrast is not None:
-            record["slot_contrast"] = float(contrast.item())
-        history.append(record)
+        history.append(step_record(step, loss, terms, grad_norm, lr))
         if info.is_main:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.5f}", fps=f"{frames_seen / max(elapsed, 1e-9):.0f}", **health)
-            for key, value in record.items():
-                if key != "step":
-                    writer.add_scalar(f"train/{key}", value, step)
+            log_step(log, history[-1], frames_seen / max(elapsed, 1e-9), health)
         if args.max_minutes is not None:
             time_fraction, out_of_time = time_budget_used(elapsed, args.max_minutes, info, device)
         last = step == args.steps or out_of_time
         if info.is_main and (step % args.checkpoint_every == 0 or last):
-            save_train_state(state_path, model, optimizer, step, args, history, previous_seconds + elapsed,
-                             data_record)
-            save_checkpoint(model, out / "psb.ckpt", extra={"step": step, "data": data_record,
-                                                                  "env_id": train_set.manifest.get("env_id")})
+            save_progress(out, model, optimizer, step, args, history, previous_seconds + elapsed, data_record, env_id)
         if info.is_main and args.eval_every and step % args.eval_every == 0 and not last:
-            eval_results = evaluate_episodes(model, val_episodes, args.clip_len, (1,), args.eval_clips,
-                                             category_names=category_names)
-            for key, value in scalar_metrics(eval_results.get("1x", {})).items():
-                writer.add_scalar(f"eval/{key}", value, step)
-            health = health_postfix(eval_results["1x"]["health"]) if "1x" in eval_results else health
-            line = ", ".join(f"{k}={v:.4f}" for k, v in eval_results["1x"].items() if isinstance(v, float))
-            if "1x" in eval_results:
-                line += ", " + health_fields(eval_results["1x"]["health"])
-            bar.write(f"step {step}: {line}")
-            sys.stdout.flush()
+            health = evaluate_during_training(model, held_out, args, step, log, health)
         if out_of_time:
             break
-    bar.close()
+    log.bar.close()
+
     train_seconds = previous_seconds + time.perf_counter() - started  # across resumes
-    if info.world_size > 1:
-        dist.barrier()
-    summary: dict[str, Any] = {"steps": step, "world_size": info.world_size, "train_seconds": train_seconds}
-    if info.is_main:
-        summary.update(finish_run(model, val_episodes, args, out, history, train_seconds, writer, category_names))
-        writer.close()
-    if info.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+    return _finish(model, held_out, args, step, history, train_seconds, log, info)
 
 
 def finish_run(model: PSBAutoencoder, episodes: list[dict[str, np.ndarray]], args: TrainArgs, out: Path,
