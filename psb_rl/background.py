@@ -181,5 +181,13 @@ def component_alignment(masks: torch.Tensor, components: torch.Tensor, first_slo
     return (1.0 - dice[i, j, r, c]).mean()
 
 
-__all__ = ["colour_components", "component_alignment", "FOREGROUND_THRESHOLD", "background_alignment", "dominant_colour_background", "foreground_mask", "foreground_weighted_mse",
-           "median_background"]
+__all__ = [
+    "FOREGROUND_THRESHOLD",
+    "background_alignment",
+    "colour_components",
+    "component_alignment",
+    "dominant_colour_background",
+    "foreground_mask",
+    "foreground_weighted_mse",
+    "median_background",
+]

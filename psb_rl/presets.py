@@ -48,15 +48,16 @@ PRESETS: dict[str, Preset] = {
         train={"colour_values": True},
     ),
     # MiniGrid rendered without the agent-view highlight, one token per grid cell (5 cells of 8 px); every
-    # slot draws one colour and one box; slot 0 draws the floor and walls, pulled off everything drawn on the
-    # floor's colour.
+    # slot draws one colour and one box; slot 0 draws the median frame (floor, outer walls, goal) and is
+    # pulled off everything drawn over the floor's colour; the other slots are matched to its one-colour
+    # regions.
     "minigrid": Preset(
         env="MiniGrid-DoorKey-5x5-v0", source="render", crop=(0, 0, 0, 0), resize=40,
         env_kwargs={"highlight": False}, collect_episodes=150, max_episode_steps=100, max_minutes=20.0,
-        train={"image_size": 40, "feature_stride": 8, "decoder_grid": 5, "num_slots": 7, "batch_size": 8,
+        train={"image_size": 40, "feature_stride": 8, "decoder_grid": 5, "num_slots": 8, "batch_size": 8,
                "clip_len": 4, "warmup_steps": 50, "decoder": "blob", "background_slot": True,
-               "difference_input": True, "foreground_weight": 5.0, "background_alignment": 0.3,
-               "foreground_reference": "colour", "foreground_threshold": 0.15},
+               "difference_input": True, "foreground_weight": 5.0, "background_alignment": 1.0,
+               "component_alignment": 1.0, "foreground_reference": "colour", "foreground_threshold": 0.15},
     ),
     # Atari playfield (Pong: the score bar and the top and bottom walls cropped), a static background drawn
     # by slot 0 from the frames' median, objects as coloured boxes; foreground pixels weigh more.

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from psb_rl.background import background_alignment, foreground_mask, foreground_weighted_mse, median_background
+from psb_rl.background import (
+    background_alignment,
+    foreground_mask,
+    foreground_weighted_mse,
+    median_background,
+)
 from psb_rl.config import PSBConfig
 from psb_rl.model import PSBAutoencoder
 
