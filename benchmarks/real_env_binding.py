@@ -30,7 +30,7 @@ from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.presets import PRESETS, Preset, apply_preset
 from psb_rl.utils import write_json
 
-OTHER_ENV = {"builtin": "minigrid", "minigrid": "atari", "atari": "minigrid"}
+OTHER_ENV = {"builtin": "minigrid", "minigrid": "builtin", "atari": "minigrid"}
 """The preset whose model is the cross-environment control of each preset."""
 
 
@@ -73,9 +73,9 @@ def collect(preset_name: str, preset: Preset, args: BindingArgs) -> Path:
         print(f"[{preset_name}] collecting {preset.env} ...", flush=True)
         collect_rollouts(
             env_id=preset.env, out=root, episodes=args.episodes or preset.collect_episodes, seed=0,
-            pixels="render" if preset.source == "render" else "obs", resize=preset.resize, crop=preset.crop,
+            pixels="render" if preset.source == "render" else "obs", resize=preset.resize,
             env_kwargs=preset.env_kwargs, max_episode_steps=args.max_episode_steps or preset.max_episode_steps,
-            progress=False,
+            progress=False, **({"crop": preset.crop} if any(preset.crop) else {}),
         )
     return root
 
@@ -181,7 +181,8 @@ def step_cost(presets: list[str], reps: int) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """The benchmark (see the module docstring); :func:`main` adds the CLI's error handling."""
     args = parse_dataclass(BindingArgs, argv, description=__doc__)
     torch.set_num_threads(args.torch_threads)
     unknown = sorted(set(args.presets) - set(PRESETS))
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                "steps": metrics["steps"], "train_seconds": metrics["train_seconds"]}
         row.update(score(load_checkpoint(run / "psb.ckpt"), data[name], args))
         controls = {"random_init": score(untrained(run, data[name]), data[name], args)}
-        other = Path(args.out) / f"{OTHER_ENV[name]}_s{seed}"
+        other = runs.get((OTHER_ENV[name], seed), Path(args.out) / f"{OTHER_ENV[name]}_s{seed}")
         if (other / "psb.ckpt").exists():
             controls["other_env"] = {"preset": OTHER_ENV[name], **score(load_checkpoint(other / "psb.ckpt"),
                                                                          data[name], args)}
@@ -239,5 +240,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"{health.get('collapsed', 'n/a')!s:>6}  {_recall_text(result)}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes become one ``error:`` line and exit code 2."""
+    return run_main(run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

@@ -41,11 +41,14 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # PSB's own world: colour reaches the bottom-up values; the CNN decoder draws the objects' shapes.
+    # PSB's own world (flat-coloured shapes on black): patch colour in the bottom-up values, one colour and
+    # one box per slot, slot 0 on the black floor, the other slots matched to the one-colour regions.
     "builtin": Preset(
         env="PSB/RandomObjects-v0", source="observation", crop=(0, 0, 0, 0), resize=64, collect_episodes=300,
         max_minutes=10.0,
-        train={"colour_values": True},
+        train={"colour_values": True, "decoder": "blob", "background_slot": True, "difference_input": True,
+               "foreground_weight": 5.0, "background_alignment": 1.0, "component_alignment": 1.0,
+               "foreground_reference": "colour", "batch_size": 8, "clip_len": 4, "warmup_steps": 50},
     ),
     # MiniGrid rendered without the agent-view highlight, one token per grid cell (5 cells of 8 px); every
     # slot draws one colour and one box; slot 0 draws the median frame (floor, outer walls, goal) and is
@@ -60,13 +63,14 @@ PRESETS: dict[str, Preset] = {
                "component_alignment": 1.0, "foreground_reference": "colour", "foreground_threshold": 0.15},
     ),
     # Atari playfield (Pong: the score bar and the top and bottom walls cropped), a static background drawn
-    # by slot 0 from the frames' median, objects as coloured boxes; foreground pixels weigh more.
+    # by slot 0 from the frames' median, objects as coloured boxes matched to the one-colour regions that
+    # differ from the median; foreground pixels weigh more.
     "atari": Preset(
         env="ALE/Pong-v5", source="observation", crop=(34, 16, 0, 0), resize=64, collect_episodes=16,
         max_episode_steps=800, max_minutes=30.0,
         train={"image_size": 64, "num_slots": 5, "batch_size": 8, "clip_len": 4, "warmup_steps": 50,
                "decoder": "blob", "background_slot": True, "difference_input": True, "foreground_weight": 5.0,
-               "background_alignment": 0.3},
+               "background_alignment": 0.3, "component_alignment": 1.0},
     ),
 }
 
