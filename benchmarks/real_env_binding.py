@@ -3,7 +3,9 @@ held-out episodes with the binding health report and ground-truth object recall,
 the same model at random initialisation, and a model pretrained on another preset's environment.
 
 Rows go to benchmarks/results/real_env_binding.json as ``{env, preset, seed, budget_minutes, steps,
-object_recall: {category: value}, fg_ari, health, controls: {random_init: {...}, other_env: {...}}}``.
+object_recall: {category: value}, fg_ari, health, colour_correlation, controls: {random_init: {...},
+other_env: {...}}}``; the training-step cost of each preset beside the 32-px default recipe goes to
+real_env_binding_step_cost.json.
 Presets train one after another; to use two cores, run two ``--train-only`` processes with different
 ``--presets`` and then one process over all presets, which reuses the trained runs.
 
@@ -114,6 +116,43 @@ def score(model: torch.nn.Module, data: Path, args: BindingArgs) -> dict[str, An
             "health": result.get("health")}
 
 
+def colour_correlation(model: torch.nn.Module, data: Path, clips: int, clip_len: int = 4) -> float | None:
+    """Does the model decode objects in their colours? For every ground-truth object of every frame of
+    held-out clips: its mean input colour, and the mean over its pixels of the RGB decoded by the slot whose
+    argmax covers most of them; the Pearson correlation of the two over objects and channels (None without
+    masks). A model that decodes every object in one grey scores near 0.
+    """
+    from psb_rl.data import RolloutDataset
+    from psb_rl.evaluation import sample_eval_clips
+    from psb_rl.preprocessing import preprocess_frames, resize_masks
+    from psb_rl.training import held_out_episodes
+
+    val = RolloutDataset(data, clip_len=1, split="val", verify=False)
+    frames, masks = sample_eval_clips(held_out_episodes(val), clip_len, clips)
+    if masks is None:
+        return None
+    size = model.config.image_size
+    inputs, decoded = [], []
+    with torch.no_grad():
+        for frame_clip, mask_clip in zip(frames, masks):
+            video = preprocess_frames(frame_clip[None], size)
+            out = model.eval()(video)
+            labels = torch.from_numpy(resize_masks(mask_clip, size).astype("int64"))
+            owner = out.masks[0].argmax(dim=1)  # (T, H, W)
+            for t in range(labels.shape[0]):
+                for label in labels[t].unique():
+                    if label <= 0:
+                        continue
+                    inside = labels[t] == label
+                    slot = int(owner[t][inside].mode().values)
+                    inputs.append(video[0, t][:, inside].mean(dim=1))
+                    decoded.append(out.per_slot_rgb[0, t, slot][:, inside].mean(dim=1))
+    if len(inputs) < 2:
+        return None
+    pair = torch.stack([torch.stack(inputs).flatten(), torch.stack(decoded).flatten()])
+    return float(torch.corrcoef(pair)[0, 1])
+
+
 def untrained(run: Path, data: Path) -> torch.nn.Module:
     """The run's model at its random initialisation (same config and seed; background set from the data
     median as at the first training step, which is not learned)."""
@@ -201,7 +240,9 @@ def run(argv: list[str] | None = None) -> int:
         metrics = json.loads((run / "metrics.json").read_text())
         row = {"env": preset.env, "preset": name, "seed": seed, "budget_minutes": metrics["args"]["max_minutes"],
                "steps": metrics["steps"], "train_seconds": metrics["train_seconds"]}
-        row.update(score(load_checkpoint(run / "psb.ckpt"), data[name], args))
+        model = load_checkpoint(run / "psb.ckpt")
+        row.update(score(model, data[name], args))
+        row["colour_correlation"] = colour_correlation(model, data[name], args.eval_clips)
         controls = {"random_init": score(untrained(run, data[name]), data[name], args)}
         other = runs.get((OTHER_ENV[name], seed), Path(args.out) / f"{OTHER_ENV[name]}_s{seed}")
         if (other / "psb.ckpt").exists():

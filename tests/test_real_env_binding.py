@@ -33,6 +33,7 @@ def test_rows_with_health_recall_and_both_controls(tmp_path: Path, capsys: pytes
         assert all(0.0 <= value <= 1.0 for value in row["object_recall"].values())
         assert set(row["controls"]) == {"random_init", "other_env"}
         assert row["controls"]["other_env"]["preset"] == {"builtin": "minigrid", "minigrid": "builtin"}[row["preset"]]
+    assert -1.0 <= rows[0]["colour_correlation"] <= 1.0  # PSB envs have masks
     assert "agent" in rows[1]["object_recall"]  # MiniGrid ground truth from the grid
     cost = json.loads(results.with_name("binding_step_cost.json").read_text())
     assert set(cost) == {"default", "builtin", "minigrid"} and cost["default"]["step_vs_default"] == 1.0
