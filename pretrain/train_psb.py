@@ -8,6 +8,7 @@ trains the CPU-sized default, evaluates on held-out episodes and writes runs/psb
     python pretrain/train_psb.py --out runs/psb --resume        # continue an interrupted run
     python pretrain/train_psb.py --out runs/psb --overwrite     # replace the run in runs/psb
     python pretrain/train_psb.py --data data/pong --image-size 80 64 --torch-threads 2   # non-square frames
+    python pretrain/train_psb.py --preset atari --data data/pong --out runs/pong   # a recipe per env kind
     torchrun --nproc_per_node=2 pretrain/train_psb.py ...       # DistributedDataParallel
 """
 
@@ -37,6 +38,10 @@ def next_step_hint(args: TrainArgs, checkpoint: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_dataclass(TrainArgs, argv, description=__doc__)
+    if args.preset is not None:
+        from psb_rl.presets import apply_preset, explicit_flags, get_preset
+
+        args = apply_preset(args, get_preset(args.preset), explicit_flags(sys.argv[1:] if argv is None else argv))
     try:
         summary = train(args)
     except TrainingDivergedError as error:

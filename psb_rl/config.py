@@ -73,6 +73,19 @@ class PSBConfig:
     (input and decoded chroma correlate at 0.14); with this on, colour is bound and PSNR rises by 2-4 dB,
     but on this CPU recipe some seeds end with one slot holding several objects (docs/pretraining.md), so it is
     off by default. Keys stay colour-free: colour in the keys made slots specialise by colour."""
+    background_slot: bool = False
+    """Slot 0 is the background: its RGB is a learned full-resolution image (initialised to the training
+    frames' per-pixel median, see :meth:`psb_rl.PSBAutoencoder.set_background`) and only its alpha comes
+    from the slot. The background then costs no slot capacity, so the other slots compete for what differs
+    from it (on Atari frames the static background is ~98% of the pixels and otherwise wins the MSE)."""
+    decoder: str = "broadcast"
+    """``"broadcast"``: the spatial-broadcast CNN decoder (every slot decoded at full resolution);
+    ``"blob"``: each slot decodes one colour and one soft box-shaped blob (centre, size, sharpness and
+    strength, see :class:`psb_rl.model.BlobDecoder`): a slot can only draw one compact region, so it must
+    bind one object, and decoding costs O(N·H·W) elementwise operations instead of N CNN passes."""
+    difference_input: bool = False
+    """The frame encoder also sees each frame minus a stored reference background image (the training
+    frames' per-pixel median): a per-frame, causal prior on where objects are, at no streaming cost."""
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, list | tuple):  # JSON gives lists; (S, S) stays a tuple
@@ -97,6 +110,8 @@ class PSBConfig:
             problems.append(f"slot_init must be 'learned' or 'random', got {self.slot_init!r}")
         if self.encoder not in ("psb", "savi"):
             problems.append(f"encoder must be 'psb' or 'savi', got {self.encoder!r}")
+        if self.decoder not in ("broadcast", "blob"):
+            problems.append(f"decoder must be 'broadcast' or 'blob', got {self.decoder!r}")
         if self.time_encoding not in ("relative", "absolute"):
             problems.append(f"time_encoding must be 'relative' or 'absolute', got {self.time_encoding!r}")
         for name in ("num_slots", "slot_dim", "num_blocks", "num_heads", "encoder_channels", "decoder_channels"):

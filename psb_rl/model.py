@@ -54,8 +54,11 @@ class FrameEncoder(nn.Module):
         self.colour_values = cfg.colour_values
         strides = [2 if cfg.feature_stride >= 2 else 1, 2 if cfg.feature_stride >= 4 else 1]
         strides.append(2 if cfg.feature_stride >= 8 else 1)
+        self.difference_input = cfg.difference_input
+        if cfg.difference_input:  # the reference background; set_background() writes the data's median
+            self.register_buffer("reference", torch.full((3, *cfg.image_hw), 0.5))
         self.cnn = nn.Sequential(
-            nn.Conv2d(3, c, 5, stride=strides[0], padding=2),
+            nn.Conv2d(6 if cfg.difference_input else 3, c, 5, stride=strides[0], padding=2),
             nn.ReLU(),
             nn.Conv2d(c, c, 3, stride=strides[1], padding=1),
             nn.ReLU(),
@@ -71,7 +74,8 @@ class FrameEncoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """:param frames: ``(X, 3, H, W)``. :return: tokens ``(X, L, D)``, or ``(X, L, D + 3)`` with
         ``colour_values`` (the last 3 channels: the patch's mean RGB times :data:`PATCH_COLOUR_SCALE`)."""
-        features = self.cnn(frames).permute(0, 2, 3, 1)  # (X, h, w, C)
+        inputs = torch.cat([frames, frames - self.reference], dim=1) if self.difference_input else frames
+        features = self.cnn(inputs).permute(0, 2, 3, 1)  # (X, h, w, C)
         features = F.relu(features + self.position(self.grid))
         tokens = self.mlp(self.norm(features.flatten(1, 2)))
         if not self.colour_values:
@@ -511,6 +515,8 @@ class SpatialBroadcastDecoder(nn.Module):
         else:
             layers.append(nn.Conv2d(c, 4, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        # with background_slot, slot 0 draws this image (set_background() writes the data's median)
+        self.background = nn.Parameter(torch.full((3, *cfg.image_hw), 0.5)) if cfg.background_slot else None
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:param slots: ``(..., N, D)``.
@@ -527,8 +533,69 @@ class SpatialBroadcastDecoder(nn.Module):
             out = out[..., top:top + height, left:left + width]
         out = out.reshape(*lead, *out.shape[1:])  # (..., N, 4, H, W)
         rgb, alpha_logits = out[..., :3, :, :], out[..., 3, :, :]
+        if self.background is not None:
+            background = self.background.to(rgb.dtype).expand(*rgb.shape[:-4], 1, *rgb.shape[-3:])
+            rgb = torch.cat([background, rgb[..., 1:, :, :, :]], dim=-4)
         masks = alpha_logits.float().softmax(dim=-3)
         recon = (masks[..., None, :, :] * rgb.float()).sum(dim=-4)
+        return recon, masks, rgb
+
+
+BLOB_EXPONENT = 4.0
+"""Exponent q of the blob's superellipse distance |dy/sy|^q + |dx/sx|^q: 2 is an ellipse, 4 is close to
+the boxes game objects are made of (paddles, tiles) while staying smooth."""
+BLOB_INIT_SIZE = 0.08
+"""Initial half-size of a blob, as a fraction of the image side."""
+
+
+class BlobDecoder(nn.Module):
+    """Each slot decodes a colour and a soft box: alpha logit ``a - s·log(1 + |dy/h|^q + |dx/w|^q)`` with
+    centre (y, x), half-sizes (h, w), sharpness s and strength a predicted from the slot; alphas are
+    softmaxed over slots. The heavy log tail keeps a gradient towards objects far from a blob. With
+    ``background_slot`` slot 0 instead draws the learned background image under a constant logit.
+
+    :param cfg: model configuration (image_size, slot_dim, background_slot).
+    """
+
+    def __init__(self, cfg: PSBConfig) -> None:
+        super().__init__()
+        d, (height, width) = cfg.slot_dim, cfg.image_hw
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 9))
+        # outputs: centre y, x (sigmoid), log half-sizes h, w, log sharpness, strength, RGB (sigmoid)
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.normal_(self.head[-1].weight[0:2], std=d**-0.5)  # centres spread with the slots
+        with torch.no_grad():
+            bias = self.head[-1].bias
+            bias.zero_()
+            bias[2:4] = math.log(BLOB_INIT_SIZE)
+            bias[4] = math.log(4.0)
+        self.register_buffer("y", torch.linspace(0.0, 1.0, height), persistent=False)
+        self.register_buffer("x", torch.linspace(0.0, 1.0, width), persistent=False)
+        self.background = nn.Parameter(torch.full((3, height, width), 0.5)) if cfg.background_slot else None
+        self.num_slots = cfg.num_slots
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:param slots: ``(..., N, D)``.
+        :return: recon ``(..., 3, H, W)``, masks ``(..., N, H, W)``, per-slot RGB ``(..., N, 3, H, W)``."""
+        params = self.head(slots).float()
+        centre = params[..., 0:2].sigmoid()
+        half = params[..., 2:4].exp().clamp(min=1e-3)
+        sharpness = params[..., 4].exp()
+        strength = params[..., 5]
+        colour = params[..., 6:9].sigmoid()
+        dy = (self.y[:, None] - centre[..., 0, None, None]) / half[..., 0, None, None]  # (..., N, H, 1)
+        dx = (self.x[None, :] - centre[..., 1, None, None]) / half[..., 1, None, None]  # (..., N, 1, W)
+        distance = dy.abs().pow(BLOB_EXPONENT) + dx.abs().pow(BLOB_EXPONENT)  # (..., N, H, W)
+        logits = strength[..., None, None] - sharpness[..., None, None] * torch.log1p(distance)
+        height, width = self.y.shape[0], self.x.shape[0]
+        rgb = colour[..., None, None].expand(*colour.shape, height, width)
+        if self.background is not None:
+            logits = torch.cat([strength[..., :1, None, None].expand(*strength.shape[:-1], 1, height, width),
+                                logits[..., 1:, :, :]], dim=-3)
+            background = self.background.expand(*rgb.shape[:-4], 1, *rgb.shape[-3:])
+            rgb = torch.cat([background, rgb[..., 1:, :, :, :]], dim=-4)
+        masks = logits.softmax(dim=-3)
+        recon = (masks[..., None, :, :] * rgb).sum(dim=-4)
         return recon, masks, rgb
 
 
@@ -564,10 +631,22 @@ class PSBAutoencoder(nn.Module):
             with torch.device("meta"):  # shapes only: no memory, no init cost
                 psb_parameters = count_parameters(PSBSlotEncoder(cfg))
             self.slot_encoder = SAViSlotEncoder(cfg, target_parameters=psb_parameters)
-        self.decoder = SpatialBroadcastDecoder(cfg)
+        self.decoder = BlobDecoder(cfg) if cfg.decoder == "blob" else SpatialBroadcastDecoder(cfg)
         self.frame_pipeline = FramePipeline(size=cfg.image_hw)
         """How raw frames become this model's frames (:class:`psb_rl.frames.FramePipeline`): a checkpoint's
         recorded pipeline after :func:`psb_rl.load_checkpoint`, else a resize to ``image_size``."""
+
+    def set_background(self, image: torch.Tensor) -> None:
+        """Write a background image ``(3, H, W)`` in [0, 1] (e.g. the training frames' per-pixel median)
+        into the reference of ``difference_input`` and the learned image of ``background_slot``."""
+        height, width = self.config.image_hw
+        if tuple(image.shape) != (3, height, width):
+            raise ValueError(f"expected a background image of shape (3, {height}, {width}), got {tuple(image.shape)}")
+        with torch.no_grad():
+            if self.config.difference_input:
+                self.frame_encoder.reference.copy_(image)
+            if self.decoder.background is not None:
+                self.decoder.background.copy_(image)
 
     def check_video(self, video: torch.Tensor) -> None:
         """Raise a clear error unless ``video`` is float ``(B, T, 3, H, W)`` with ``(H, W)`` = the model's size."""

@@ -62,6 +62,8 @@ class TrainArgs:
     """rollout directory (shards + manifest); collected from --env first if it holds no rollouts"""
     out: str = "runs/psb"
     """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt"""
+    preset: str | None = None
+    """builtin | minigrid | atari: a pretraining recipe (psb_rl.presets; flags given explicitly override it)"""
     env: str = "PSB/RandomObjects-v0"
     """environment to collect the default dataset from when --data is missing"""
     gym_packages: list[str] = dataclasses.field(default_factory=list)
@@ -162,6 +164,27 @@ class TrainArgs:
     """relative | absolute (ablation)"""
     colour_values: bool = _MODEL.colour_values
     """add each token's patch colour to the bottom-up values (binds colour; see PSBConfig.colour_values)"""
+    decoder: str = _MODEL.decoder
+    """broadcast | blob (one colour and one soft box per slot; see PSBConfig.decoder)"""
+    background_slot: bool = _MODEL.background_slot
+    """slot 0 draws a learned background image initialised to the training frames' median (see PSBConfig)"""
+    difference_input: bool = _MODEL.difference_input
+    """the frame encoder also sees frame minus the training frames' median (see PSBConfig)"""
+    foreground_weight: float = 1.0
+    """weight of the pixel MSE on foreground pixels (those differing from the training frames' median by
+    more than --foreground-threshold); 1 is the plain MSE"""
+    foreground_reference: str = "median"
+    """what foreground pixels differ from: median (the training frames' per-pixel median: what moves or
+    changes between episodes) | colour (their most common colour: everything drawn over the floor,
+    static objects included)"""
+    foreground_threshold: float = 0.1
+    """per-channel difference from the median above which a pixel is foreground"""
+    background_alignment: float = 0.0
+    """weight of the term pulling slot 0's mask onto the background and off the foreground (needs
+    --background-slot; see psb_rl.background.background_alignment)"""
+    component_alignment: float = 0.0
+    """weight of the term matching slots to the one-colour connected regions of the foreground and pulling
+    each matched slot's mask onto its region (see psb_rl.background.component_alignment)"""
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""
@@ -349,6 +372,52 @@ def held_out_episodes(dataset: Any, limit: int = 64) -> list[dict[str, np.ndarra
     return episodes
 
 
+def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
+                       device: torch.device) -> torch.Tensor | None:
+    """The training frames' per-pixel median when a background option is on (written into the model's
+    background image / reference), else None."""
+    if args.background_alignment and not args.background_slot:
+        raise ValueError("--background-alignment needs --background-slot (it acts on slot 0's mask)")
+    if args.foreground_weight <= 0 or args.background_alignment < 0:
+        raise ValueError("--foreground-weight must be > 0 and --background-alignment >= 0")
+    wanted = (args.background_slot or args.difference_input or args.foreground_weight != 1.0
+              or args.component_alignment > 0)
+    if not wanted:
+        return None
+    from psb_rl.background import dominant_colour_background, median_background
+
+    if args.foreground_reference not in ("median", "colour"):
+        raise ValueError(f"--foreground-reference must be median or colour, got {args.foreground_reference!r}")
+    median = median_background(train_set, model.config.image_size, seed=args.seed).to(device)
+    model.set_background(median)
+    return median if args.foreground_reference == "median" else dominant_colour_background(median)
+
+
+def background_terms(output: Any, video: torch.Tensor, reference: torch.Tensor,
+                     args: TrainArgs) -> tuple[torch.Tensor, dict[str, float]]:
+    """The reconstruction loss with foreground weighting and background alignment, and their logged values."""
+    from psb_rl.background import background_alignment, foreground_mask, foreground_weighted_mse
+
+    foreground = foreground_mask(video, reference, args.foreground_threshold)
+    loss = output.loss
+    if args.foreground_weight != 1.0:
+        loss = foreground_weighted_mse(output.recon, video, foreground, args.foreground_weight)
+    logged = {"foreground_fraction": float(foreground.float().mean())}
+    if args.background_alignment:
+        alignment = background_alignment(output.masks, foreground)
+        loss = loss + args.background_alignment * alignment
+        logged["background_alignment"] = float(alignment.item())
+    if args.component_alignment:
+        from psb_rl.background import colour_components, component_alignment
+
+        first = 1 if args.background_slot else 0
+        regions = colour_components(video, foreground, output.masks.shape[2] - first)
+        matched = component_alignment(output.masks, regions, first)
+        loss = loss + args.component_alignment * matched
+        logged["component_alignment"] = float(matched.item())
+    return loss, logged
+
+
 def train(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) a PSB autoencoder, evaluate it and write the run directory.
 
@@ -487,28 +556,35 @@ def step_loader(train_set: Any, args: TrainArgs, info: DistInfo, start_step: int
                       persistent_workers=False, pin_memory=device.type == "cuda")
 
 
-def training_loss(output: Any, video: torch.Tensor, step: int, args: TrainArgs) -> tuple[torch.Tensor, dict[str, Any]]:
+def training_loss(output: Any, video: torch.Tensor, step: int, args: TrainArgs,
+                  reference: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The loss of one step and its terms to log.
 
-    The pixel MSE of the reconstruction, plus (ramped in by :func:`temporal_weight`) the mask-consistency
-    term (:func:`mask_change`, logged even when its weight is 0) and the slot-contrast term
-    (:func:`slot_contrast`, when ``args.slot_contrast`` is on).
+    The pixel MSE of the reconstruction (weighted toward the foreground and joined by the background
+    terms of :func:`background_terms` when a background ``reference`` is given), plus (ramped in by
+    :func:`temporal_weight`) the mask-consistency term (:func:`mask_change`, logged even when its weight
+    is 0) and the slot-contrast term (:func:`slot_contrast`, when ``args.slot_contrast`` is on).
 
     :param output: the model's output on ``video`` (``loss``, ``masks``, ``slots``).
     :param video: ``(B, T, 3, H, W)`` the input clips.
     :param step: optimizer steps taken.
+    :param reference: the background reference of :func:`prepare_background`, or None.
     :return: ``(loss, terms)``: ``terms`` maps ``mse``, ``mask_change`` and each optional term's name to a
         scalar tensor or float (the step record's columns, in that order).
     """
     weight = mask_consistency_weight(step, args)
     with torch.set_grad_enabled(weight > 0):  # logged either way: how much the slots reshuffle
         change = mask_change(output.masks, video)
-    loss = output.loss + weight * change if weight > 0 else output.loss
+    loss, background_logged = output.loss, {}
+    if reference is not None:
+        loss, background_logged = background_terms(output, video, reference, args)
+    loss = loss + weight * change if weight > 0 else loss
     terms: dict[str, Any] = {"mse": output.loss, "mask_change": change}
     if args.slot_contrast:
         contrast = slot_contrast(output.slots, args.contrast_temperature)
         loss = loss + temporal_weight(step, args.slot_contrast, args) * contrast
         terms["slot_contrast"] = contrast
+    terms.update(background_logged)
     return loss, terms
 
 
@@ -624,6 +700,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     seed_everything(args.seed)
     model = PSBAutoencoder(config).to(device)
     model.frame_pipeline = pipeline_of_manifest(train_set.manifest)  # saved with every checkpoint
+    reference = prepare_background(model, train_set, args, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start_step, history, previous_seconds = resume_training(args, model, optimizer, out / TRAIN_STATE_NAME,
                                                             data_record, info)
@@ -646,7 +723,7 @@ def _train(args: TrainArgs) -> dict[str, Any]:
         video = preprocess_frames(batch["frames"], config.image_size, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = ddp_model(video)
-        loss, terms = training_loss(output, video, step, args)
+        loss, terms = training_loss(output, video, step, args, reference)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is kept at {out} "
