@@ -1,5 +1,6 @@
 import pytest
 
+from psb_rl.frames import size_from_flag
 from psb_rl.presets import PRESETS, apply_preset, explicit_flags, get_preset
 from psb_rl.training import TrainArgs
 
@@ -11,7 +12,7 @@ def test_every_preset_builds_a_valid_model_config():
         assert args.env == preset.env and args.max_minutes == preset.max_minutes, name
         for key, value in preset.train.items():
             assert getattr(args, key) == value
-        assert config.image_size == args.image_size
+        assert config.image_size == size_from_flag(args.image_size, "--image-size")
 
 
 def test_explicit_flags_override_the_preset():
