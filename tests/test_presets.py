@@ -11,7 +11,7 @@ def test_every_preset_builds_a_valid_model_config():
         assert args.env == preset.env and args.max_minutes == preset.max_minutes, name
         for key, value in preset.train.items():
             assert getattr(args, key) == value
-        assert config.image_size == args.image_size
+        assert config.num_slots == args.num_slots
 
 
 def test_explicit_flags_override_the_preset():
