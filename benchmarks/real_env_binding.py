@@ -131,7 +131,7 @@ def colour_correlation(model: torch.nn.Module, data: Path, clips: int, clip_len:
     frames, masks = sample_eval_clips(held_out_episodes(val), clip_len, clips)
     if masks is None:
         return None
-    size = model.config.image_size
+    size = model.config.image_hw
     inputs, decoded = [], []
     with torch.no_grad():
         for frame_clip, mask_clip in zip(frames, masks):
@@ -182,9 +182,10 @@ def step_seconds(train_args: Any, reps: int) -> list[float]:
     config = train_args.model_config()
     model = PSBAutoencoder(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    size = config.image_size
-    video = torch.rand(1, 1, 3, size, size).expand(train_args.batch_size, train_args.clip_len, 3, size, size).clone()
-    video[..., : size // 8, : size // 8] = torch.rand(train_args.batch_size, train_args.clip_len, 3, size // 8, size // 8)
+    height, width = config.image_hw
+    video = torch.rand(1, 1, 3, height, width).expand(train_args.batch_size, train_args.clip_len, 3, height, width).clone()
+    video[..., : height // 8, : width // 8] = torch.rand(train_args.batch_size, train_args.clip_len, 3, height // 8,
+                                                         width // 8)
     reference = video[0, 0].clone()
     if config.background_slot or config.difference_input:
         model.set_background(reference)

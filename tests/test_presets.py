@@ -13,6 +13,7 @@ def test_every_preset_builds_a_valid_model_config():
         for key, value in preset.train.items():
             assert getattr(args, key) == value
         assert config.image_size == size_from_flag(args.image_size, "--image-size")
+        assert config.num_slots == args.num_slots
 
 
 def test_explicit_flags_override_the_preset():
