@@ -70,6 +70,7 @@ def test_collapsed_case_numbers_by_hand():
     assert health["foreground_mse"] == pytest.approx(1 / 3)  # per pixel: one channel off by 1, two exact
     assert health["background_baseline_mse"] == pytest.approx(1 / 3)
     assert health["foreground_ratio"] == pytest.approx(1.0)
+    assert health["foreground_drawn"] == 0.0  # the uniform mixture of black slots draws the black background
     assert health["collapsed"]
     assert len(health["collapse_reasons"]) == 4  # every rule fires
 
@@ -82,7 +83,7 @@ def test_healthy_case_numbers_by_hand():
     assert health["slot_similarity"] == pytest.approx(0.0)
     assert health["foreground_mse"] == 0.0
     assert health["background_baseline_mse"] == pytest.approx(1 / 3)
-    assert health["foreground_ratio"] == 0.0
+    assert health["foreground_ratio"] == 0.0 and health["foreground_drawn"] == 1.0
     assert not health["collapsed"] and health["collapse_reasons"] == []
     assert collapse_warning(health) == ""
 
@@ -94,10 +95,16 @@ def test_each_rule_alone():
     half = dict(healthy, recon=video / 2)
     assert binding_health(**half)["foreground_ratio"] == pytest.approx(0.25)
     assert not binding_health(**half)["collapsed"]
-    # objects painted at 10 % of their colour: ratio 0.81 -> collapsed by that rule only
+    assert binding_health(**half)["foreground_drawn"] == pytest.approx(0.5)
+    # objects painted at 10 % of their colour: drawn 0.1 -> collapsed by that rule only
     faint = binding_health(**dict(healthy, recon=video * 0.1))
-    assert faint["foreground_ratio"] == pytest.approx(0.81)
+    assert faint["foreground_ratio"] == pytest.approx(0.81) and faint["foreground_drawn"] == pytest.approx(0.1)
     assert faint["collapsed"] and len(faint["collapse_reasons"]) == 1
+    assert "draws the static background" in faint["collapse_reasons"][0]
+    # objects drawn where they are but in the wrong colour (a grey box on a red square): a worse error than
+    # the background's, yet drawn -> not collapsed
+    grey = binding_health(**dict(healthy, recon=(video.amax(dim=2, keepdim=True) * 0.8).expand_as(video)))
+    assert grey["foreground_ratio"] > 1.0 and grey["foreground_drawn"] > 0.25 and not grey["collapsed"]
     # two slots share all objects: 2 in use
     merged = healthy["masks"].clone()
     merged[:, :, 1] += merged[:, :, 2] + merged[:, :, 3]
