@@ -305,6 +305,24 @@ def load_encoder(args: Args, device: torch.device | None = None) -> torch.nn.Mod
 # the agent: built from the arguments, loaded without unpickling
 
 
+def mark_tensorboard_restart(tb_dir: Path, log_name: str, step: int) -> None:
+    """Write TensorBoard's restart marker at ``step`` into the folder a continued SB3 run logs in.
+
+    SB3 continues a run (``reset_num_timesteps=False``) in its latest ``<log_name>_<id>`` folder, from the
+    saved agent's step; the interrupted run may have logged past that step. TensorBoard drops the earlier
+    events at or after a restart marker, so no step is shown twice.
+
+    :param tb_dir: the run's TensorBoard folder. :param log_name: SB3's ``tb_log_name``.
+    :param step: the saved agent's number of timesteps (where logging resumes).
+    """
+    from stable_baselines3.common.utils import get_latest_run_id
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_id = get_latest_run_id(str(tb_dir), log_name)
+    if run_id > 0:  # none: the continued run logs in a new folder, there is nothing to hide
+        SummaryWriter(str(tb_dir / f"{log_name}_{run_id}"), purge_step=step).close()
+
+
 def load_agent(
     model_path: str | Path,
     args: Args,
@@ -513,6 +531,8 @@ def _train(args: Args) -> dict[str, Any]:
     use_rich = importlib.util.find_spec("rich") is not None
     if args.progress_bar and not use_rich:
         callbacks.append(TqdmCallback(args.total_steps))
+    if args.resume_from and tb_dir is not None:
+        mark_tensorboard_restart(tb_dir, f"ppo_{args.encoder}", steps_before)
     start = time.perf_counter()
     model.learn(
         total_timesteps=args.total_steps - steps_before,

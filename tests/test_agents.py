@@ -466,3 +466,24 @@ def test_unknown_env_id_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: unknown environment id 'MiniGrid-Nope-v0'")
     assert "--gym-packages" in lines[0]
+
+
+def test_continued_run_hides_the_steps_logged_after_the_saved_agent(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.train_ppo import mark_tensorboard_restart
+
+    mark_tensorboard_restart(tmp_path, "ppo_slots", 6)  # no earlier log: nothing written
+    assert not any(tmp_path.iterdir())
+    first = SummaryWriter(str(tmp_path / "ppo_slots_1"))  # the interrupted run logged steps 0-9
+    for step in range(10):
+        first.add_scalar("rollout/ep_rew_mean", float(step), step)
+    first.close()
+    mark_tensorboard_restart(tmp_path, "ppo_slots", 6)  # its saved agent had trained 6 steps
+    events = [event for path in sorted((tmp_path / "ppo_slots_1").iterdir())
+              for event in EventFileLoader(str(path)).Load()]
+    restarts = [event.step for event in events
+                if event.HasField("session_log") and event.session_log.status == event.session_log.START]
+    assert restarts == [6]  # TensorBoard drops the first run's steps >= 6 on this marker
+    assert sorted((tmp_path).iterdir()) == [tmp_path / "ppo_slots_1"]  # SB3 continues in that same folder
