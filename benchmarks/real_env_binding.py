@@ -189,7 +189,8 @@ def step_seconds(train_args: Any, reps: int) -> list[float]:
     reference = video[0, 0].clone()
     if config.background_slot or config.difference_input:
         model.set_background(reference)
-    wanted = train_args.background_slot or train_args.difference_input or train_args.component_alignment > 0
+    wanted = (train_args.background_slot or train_args.difference_input or train_args.component_alignment > 0
+              or train_args.colour_alignment > 0)
     times = []
     for _ in range(reps + 1):  # the first step warms up
         started = time.perf_counter()

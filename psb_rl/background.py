@@ -181,9 +181,35 @@ def component_alignment(masks: torch.Tensor, components: torch.Tensor, first_slo
     return (1.0 - dice[i, j, r, c]).mean()
 
 
+def colour_alignment(masks: torch.Tensor, per_slot_rgb: torch.Tensor, video: torch.Tensor,
+                     first_slot: int = 1) -> torch.Tensor:
+    """Pull the colour each slot decodes onto the colour of the pixels it owns: per frame and slot, the mean
+    decoded RGB over the pixels where the slot's mask is the largest, against the input's mean RGB over the
+    same pixels (a constant target: the pixels are chosen and averaged without gradient). The reconstruction
+    alone teaches colour slowly where masks are soft: a soft mask spreads a slot's colour gradient over the
+    floor around its object, and a slot decodes a grey mean while its masks still move.
+
+    :param masks: ``(B, T, N, H, W)`` alpha masks. :param per_slot_rgb: ``(B, T, N, 3, H, W)`` decoded RGB.
+    :param video: ``(B, T, 3, H, W)`` input in [0, 1].
+    :param first_slot: slots before this one are left out (slot 0 with a background slot).
+    :return: scalar tensor, the mean squared colour error over slots that own a pixel (0 if none does).
+    """
+    owner = F.one_hot(masks.detach().argmax(dim=2), masks.shape[2]).movedim(-1, 2).float()  # (B, T, N, H, W)
+    owner = owner[:, :, first_slot:]
+    count = owner.sum(dim=(-2, -1))  # (B, T, S)
+    owns = count > 0
+    if not owns.any():
+        return masks.new_zeros(())
+    target = torch.einsum("btshw,btchw->btsc", owner, video.detach().float()) / count.clamp(min=1)[..., None]
+    decoded = torch.einsum("btshw,btschw->btsc", owner, per_slot_rgb[:, :, first_slot:].float())
+    decoded = decoded / count.clamp(min=1)[..., None]
+    return (decoded - target).pow(2).mean(dim=-1)[owns].mean()
+
+
 __all__ = [
     "FOREGROUND_THRESHOLD",
     "background_alignment",
+    "colour_alignment",
     "colour_components",
     "component_alignment",
     "dominant_colour_background",

@@ -185,6 +185,9 @@ class TrainArgs:
     component_alignment: float = 0.0
     """weight of the term matching slots to the one-colour connected regions of the foreground and pulling
     each matched slot's mask onto its region (see psb_rl.background.component_alignment)"""
+    colour_alignment: float = 0.0
+    """weight of the term pulling the colour each slot decodes onto the mean input colour of the pixels it
+    owns (see psb_rl.background.colour_alignment)"""
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""
@@ -378,10 +381,10 @@ def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
     background image / reference), else None."""
     if args.background_alignment and not args.background_slot:
         raise ValueError("--background-alignment needs --background-slot (it acts on slot 0's mask)")
-    if args.foreground_weight <= 0 or args.background_alignment < 0:
-        raise ValueError("--foreground-weight must be > 0 and --background-alignment >= 0")
+    if args.foreground_weight <= 0 or args.background_alignment < 0 or args.colour_alignment < 0:
+        raise ValueError("--foreground-weight must be > 0, --background-alignment and --colour-alignment >= 0")
     wanted = (args.background_slot or args.difference_input or args.foreground_weight != 1.0
-              or args.component_alignment > 0)
+              or args.component_alignment > 0 or args.colour_alignment > 0)
     if not wanted:
         return None
     from psb_rl.background import dominant_colour_background, median_background
@@ -415,6 +418,12 @@ def background_terms(output: Any, video: torch.Tensor, reference: torch.Tensor,
         matched = component_alignment(output.masks, regions, first)
         loss = loss + args.component_alignment * matched
         logged["component_alignment"] = float(matched.item())
+    if args.colour_alignment:
+        from psb_rl.background import colour_alignment
+
+        colour = colour_alignment(output.masks, output.per_slot_rgb, video, 1 if args.background_slot else 0)
+        loss = loss + args.colour_alignment * colour
+        logged["colour_alignment"] = float(colour.item())
     return loss, logged
 
 

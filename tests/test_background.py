@@ -110,6 +110,31 @@ def test_component_alignment_rewards_one_slot_per_region():
     assert component_alignment(masks, torch.zeros_like(regions)).item() == 0.0
 
 
+def test_colour_alignment_pulls_each_slot_to_the_colour_of_the_pixels_it_owns():
+    from psb_rl.background import colour_alignment
+
+    video = torch.zeros(1, 1, 3, 4, 4)
+    video[..., 0, :2, :] = 1.0  # red top half, black bottom half
+    masks = torch.zeros(1, 1, 3, 4, 4)
+    masks[:, :, 0, 2:] = 0.9  # slot 0 (background) owns the bottom half, slot 1 the top half
+    masks[:, :, 1, :2] = 0.6
+    masks = masks + 0.05  # soft masks: every slot has some weight everywhere
+    masks = masks / masks.sum(dim=2, keepdim=True)
+    right = torch.zeros(1, 1, 3, 3, 4, 4)
+    right[:, :, 1, 0] = 1.0  # slot 1 decodes red where it owns red pixels
+    assert colour_alignment(masks, right, video).item() == pytest.approx(0.0)
+    grey = torch.full((1, 1, 3, 3, 4, 4), 0.5, requires_grad=True)
+    loss = colour_alignment(masks, grey, video)
+    assert loss.item() == pytest.approx(((0.5 - 1.0) ** 2 + 0.25 + 0.25) / 3)  # slot 2 owns nothing
+    loss.backward()
+    assert grey.grad[:, :, 1].abs().sum() > 0 and grey.grad[:, :, 0].abs().sum() == 0  # slot 0 left out
+    assert grey.grad[:, :, 2].abs().sum() == 0
+    # with slot 0 included, its colour on the black pixels it owns counts too
+    right[:, :, 0] = 1.0
+    assert colour_alignment(masks, right, video).item() == pytest.approx(0.0)
+    assert colour_alignment(masks, right, video, first_slot=0).item() == pytest.approx(0.5)
+
+
 def test_blob_decoder_draws_one_box_per_slot_over_the_background():
     cfg = PSBConfig(image_size=16, num_slots=3, slot_dim=32, num_blocks=1, encoder_channels=8, decoder_channels=8,
                     decoder_grid=4, decoder="blob", background_slot=True)
@@ -129,3 +154,21 @@ def test_blob_decoder_draws_one_box_per_slot_over_the_background():
     assert recon.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="decoder must be"):
         PSBConfig(decoder="transformer")
+
+
+def test_training_adds_the_colour_alignment_term_with_its_weight():
+    import dataclasses
+
+    from psb_rl.training import TrainArgs, background_terms
+
+    args = TrainArgs(image_size=16, num_slots=3, slot_dim=32, num_blocks=1, encoder_channels=8, decoder_channels=8,
+                     decoder_grid=4, decoder="blob")
+    model = PSBAutoencoder(args.model_config())
+    reference = torch.zeros(3, 16, 16)
+    video = torch.rand(2, 2, 3, 16, 16)
+    output = model(video)
+    plain, logged = background_terms(output, video, reference, args)
+    assert "colour_alignment" not in logged
+    weighted, logged = background_terms(output, video, reference, dataclasses.replace(args, colour_alignment=2.0))
+    assert logged["colour_alignment"] > 0
+    assert weighted.item() == pytest.approx(plain.item() + 2.0 * logged["colour_alignment"], rel=1e-5)
