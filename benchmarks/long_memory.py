@@ -3,7 +3,7 @@
 Each recipe is pretrained with ``pretrain/train_psb.py``'s defaults (same data, steps and seeds) and only
 the named fields changed, then every run is scored on the same held-out clips of 1× to 16× the default
 clip length (6 frames): video FG-ARI (one slot must keep an object over the whole clip), per-frame FG-ARI
-(binding alone) and slot switches per object-step. Rows go to benchmarks/results/long_memory.json; the
+(binding alone), slot switches per object-step, per-category object recall and the binding health report. Rows go to benchmarks/results/long_memory.json; the
 printed table gives the mean and standard deviation over seeds and the 1× → 4× FG-ARI drop per run.
 
     python benchmarks/long_memory.py                                  # 3 recipes × 3 seeds (~10 CPU-hours)
@@ -39,6 +39,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 BASE_CLIP_LEN = 6
 """Clip length every run is scored at (the default recipe's training clip)."""
+
+SCORES = ("clip_len", "clips", "fg_ari", "fg_ari_frame", "switch_rate", "object_recall", "health", "mse")
+"""What is kept of the evaluation at each length."""
 
 
 @dataclass
@@ -89,7 +92,8 @@ def score(run: Path, args: LongMemoryArgs) -> dict[str, Any]:
     from psb_rl.training import held_out_episodes
 
     cache = run / "long_memory_eval.json"
-    settings = {"clip_len": BASE_CLIP_LEN, "multipliers": list(args.multipliers), "clips": args.clips}
+    settings = {"clip_len": BASE_CLIP_LEN, "multipliers": list(args.multipliers), "clips": args.clips,
+                "scores": list(SCORES)}
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:
@@ -98,15 +102,15 @@ def score(run: Path, args: LongMemoryArgs) -> dict[str, Any]:
     val = RolloutDataset(args.data, clip_len=BASE_CLIP_LEN, split="val")
     with torch.no_grad():
         results = evaluate_episodes(model.eval(), held_out_episodes(val, limit=10**9), BASE_CLIP_LEN,
-                                    tuple(args.multipliers), args.clips)
-    keep = ("clip_len", "clips", "fg_ari", "fg_ari_frame", "switch_rate", "mse")
-    results = {length: {k: metrics[k] for k in keep if k in metrics} for length, metrics in results.items()}
+                                    tuple(args.multipliers), args.clips,
+                                    category_names=val.manifest.get("mask_categories") or None)
+    results = {length: {k: metrics[k] for k in SCORES if k in metrics} for length, metrics in results.items()}
     write_json(cache, {"settings": settings, "results": results})
     return results
 
 
 def print_table(rows: list[dict[str, Any]], multipliers: list[int]) -> None:
-    """Mean ± standard deviation over seeds per recipe, then the 1× → 4× drop of every run."""
+    """Mean ± standard deviation over seeds per recipe, then a line per run."""
     lengths = [f"{m}x" for m in multipliers]
     print(f"\n{'recipe':<18}{'seeds':>6}  " + "".join(f"{'FG-ARI ' + n:>16}" for n in lengths)
           + "".join(f"{'switch ' + n:>16}" for n in lengths))
@@ -119,10 +123,14 @@ def print_table(rows: list[dict[str, Any]], multipliers: list[int]) -> None:
 
         print(f"{recipe:<18}{len(mine):>6}  " + "".join(f"{cell('fg_ari', n):>16}" for n in lengths)
               + "".join(f"{cell('switch_rate', n):>16}" for n in lengths))
-    if "1x" in lengths and "4x" in lengths:
-        print("\n1x -> 4x video FG-ARI drop per run: " + ", ".join(
-            f"{row['recipe']} s{row['seed']} {row['results']['1x']['fg_ari'] - row['results']['4x']['fg_ari']:.3f}"
-            for row in rows))
+    print("\nper run: 1x -> 4x video FG-ARI drop, object recall and health at 1x")
+    for row in rows:
+        first = row["results"].get("1x", {})
+        drop = first["fg_ari"] - row["results"]["4x"]["fg_ari"] if "4x" in row["results"] else float("nan")
+        recall = ", ".join(f"{k} {v:.2f}" for k, v in (first.get("object_recall") or {}).items())
+        health = first.get("health") or {}
+        verdict = "collapsed" if health.get("collapsed") else "healthy"
+        print(f"  {row['recipe']:<18} s{row['seed']}  drop {drop:.3f}  recall {recall or 'n/a'}  {verdict}")
 
 
 def run(argv: list[str] | None = None) -> int:

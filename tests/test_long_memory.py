@@ -31,10 +31,12 @@ def test_rows_per_recipe_and_seed_and_finished_work_is_reused(tmp_path: Path, ca
     assert rows[1]["overrides"] == {"time_window": 64}
     for row in rows:
         assert set(row["results"]) == {"1x", "2x"} and row["results"]["2x"]["clip_len"] == 12
-        assert {"fg_ari", "fg_ari_frame", "switch_rate"} <= set(row["results"]["1x"])
+        assert {"fg_ari", "fg_ari_frame", "switch_rate", "object_recall", "health"} <= set(row["results"]["1x"])
+        assert set(row["results"]["1x"]["object_recall"]) == {"agent", "object"}
     assert load_checkpoint(runs / "default_s0" / "psb.ckpt").config.time_window == 4
     assert load_checkpoint(runs / "time_window_64_s0" / "psb.ckpt").config.time_window == 64
-    assert "1x -> 4x" not in capsys.readouterr().out  # no 4x length was scored
+    printed = capsys.readouterr().out
+    assert "time_window_64     s0  drop nan  recall agent" in printed  # no 4x length was scored
     # a second run reuses the checkpoints and the cached scores
     stamps = {path: path.stat().st_mtime_ns for path in runs.rglob("*") if path.is_file()}
     assert main(argv) == 0
