@@ -177,7 +177,7 @@ def step_seconds(train_args: Any, reps: int) -> list[float]:
     """Wall-clock seconds of ``reps`` training steps (forward, the recipe's loss terms, backward, AdamW) of
     ``train_args``'s model on a random batch of its size (a static background plus moving noise)."""
     from psb_rl.model import PSBAutoencoder
-    from psb_rl.training import background_terms
+    from psb_rl.training import background_terms, uses_background_reference
 
     config = train_args.model_config()
     model = PSBAutoencoder(config)
@@ -189,8 +189,7 @@ def step_seconds(train_args: Any, reps: int) -> list[float]:
     reference = video[0, 0].clone()
     if config.background_slot or config.difference_input:
         model.set_background(reference)
-    wanted = (train_args.background_slot or train_args.difference_input or train_args.component_alignment > 0
-              or train_args.colour_alignment > 0)
+    wanted = uses_background_reference(train_args)
     times = []
     for _ in range(reps + 1):  # the first step warms up
         started = time.perf_counter()

@@ -375,6 +375,13 @@ def held_out_episodes(dataset: Any, limit: int = 64) -> list[dict[str, np.ndarra
     return episodes
 
 
+def uses_background_reference(args: TrainArgs) -> bool:
+    """Whether the recipe needs the training frames' median: for the model (background slot, difference
+    input) or for the loss terms of :func:`background_terms`."""
+    return bool(args.background_slot or args.difference_input or args.foreground_weight != 1.0
+                or args.component_alignment > 0 or args.colour_alignment > 0)
+
+
 def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
                        device: torch.device) -> torch.Tensor | None:
     """The training frames' per-pixel median when a background option is on (written into the model's
@@ -383,9 +390,7 @@ def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
         raise ValueError("--background-alignment needs --background-slot (it acts on slot 0's mask)")
     if args.foreground_weight <= 0 or args.background_alignment < 0 or args.colour_alignment < 0:
         raise ValueError("--foreground-weight must be > 0, --background-alignment and --colour-alignment >= 0")
-    wanted = (args.background_slot or args.difference_input or args.foreground_weight != 1.0
-              or args.component_alignment > 0 or args.colour_alignment > 0)
-    if not wanted:
+    if not uses_background_reference(args):
         return None
     from psb_rl.background import dominant_colour_background, median_background
 
