@@ -91,7 +91,7 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
     :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else ``train.checkpoint``).
     """
     from agents.train_ppo import frame_pipeline
-    from psb_rl.environments import FramePipelineObservation, make_frame_env
+    from psb_rl.environments import FramePipelineObservation, make_frame_env, make_state_env
 
     kwargs: dict[str, Any] = {}
     if train.env.startswith("PSB/"):
@@ -107,14 +107,18 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
             raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
         checkpoint = encoder_model if encoder_model is not None else load_encoder(train, device)
     pipeline = frame_pipeline(train, checkpoint) if train.encoder != "state" else None
-    env = make_frame_env(train.env, pipeline.source if pipeline else "observation", kwargs, train.max_episode_steps,
-                         train.gym_packages, train.atari_wrappers)
+    if train.encoder == "state":
+        env = make_state_env(train.env, kwargs, train.max_episode_steps, train.gym_packages)
+    else:
+        env = make_frame_env(train.env, pipeline.source, kwargs, train.max_episode_steps, train.gym_packages,
+                             train.atari_wrappers)
     if train.encoder == "pixels":
         env = FramePipelineObservation(env, pipeline)
     if train.encoder == "slots":
         from psb_rl.wrappers import PSBObservationWrapper
 
-        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True, frame_pipeline=pipeline)
+        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True, frame_pipeline=pipeline,
+                                    geometry=train.slot_geometry)
     return env
 
 

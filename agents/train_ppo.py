@@ -140,6 +140,14 @@ class Args:
     """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
+    slot_geometry: bool = False
+    """slots: append to each slot what the PSB decoder says about it (mask size, centroid, spread and mean
+    colour: psb_rl.PSBAutoencoder.slot_geometry)"""
+    standardize: bool = False
+    """slot extractor: standardise each feature of each slot index by the running mean and std of the first
+    --standardize-samples observations (then fixed; saved with the agent)"""
+    standardize_samples: int = 100_000
+    """slot extractor: observations that --standardize estimates its statistics from"""
     mirror_from: int | None = None
     """from this many environment steps on, also train on the left-right, up-down and 180-degree mirror
     images of every rollout (psb_rl.contrib.mirror; None: never). Built-in PSB/ envs only (their arena is
@@ -239,7 +247,7 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
     """
     import functools
 
-    from psb_rl.environments import make_frame_env
+    from psb_rl.environments import make_frame_env, make_state_env
     from psb_rl.frames import FramePipelineError
 
     env_id = args.env
@@ -249,16 +257,17 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
 
         env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
         env_id = "envs:" + env_id  # worker processes import the package themselves
-    elif args.encoder == "state":
-        raise ValueError(f"--encoder state needs ground-truth object states, which the PSB/ environments give; "
-                         f"{args.env} has none: use --encoder slots or pixels")
     env_kwargs.update(parse_env_kwargs(args.env_kwargs))
     if args.vec_env not in ("dummy", "subproc"):
         raise ValueError(f"--vec-env must be dummy or subproc, got {args.vec_env!r}")
     vec_env_cls = SubprocVecEnv if args.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
     pipeline = frame_pipeline(args, encoder_model) if args.encoder != "state" else None
-    one_env = functools.partial(make_frame_env, env_id, pipeline.source if pipeline else "observation", env_kwargs,
-                                args.max_episode_steps, tuple(args.gym_packages), args.atari_wrappers)
+    if args.encoder == "state":
+        one_env = functools.partial(make_state_env, env_id, env_kwargs, args.max_episode_steps, tuple(args.gym_packages))
+        make_state_env(*one_env.args).close()  # an env without object states fails here, in one line
+    else:
+        one_env = functools.partial(make_frame_env, env_id, pipeline.source, env_kwargs, args.max_episode_steps,
+                                    tuple(args.gym_packages), args.atari_wrappers)
     if args.encoder == "pixels":
         one_env = functools.partial(_pipeline_env, one_env, pipeline)
     venv = make_vec_env(one_env, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
@@ -276,8 +285,12 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
         if args.mirror_from is not None:
             from psb_rl.contrib.mirror import MirroredVecPSBWrapper
 
+            if args.slot_geometry:
+                raise ValueError("--mirror-from mirrors slot vectors only; it cannot be combined with --slot-geometry")
+
             return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
-        return VecPSBWrapper(venv, checkpoint=encoder_model, frame_pipeline=pipeline)  # type: ignore[arg-type]
+        return VecPSBWrapper(venv, checkpoint=encoder_model, frame_pipeline=pipeline,  # type: ignore[arg-type]
+                             geometry=args.slot_geometry)
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
     return venv

@@ -51,6 +51,8 @@ def policy_for(args: Any) -> tuple[str, dict[str, Any]]:
         "num_heads": args.num_heads,
         "embed_layers": args.embed_layers,
         "relation": args.relation,
+        "standardize": args.standardize,
+        "standardize_samples": args.standardize_samples,
     }
     if args.encoder == "state":
         kwargs["mask_feature_index"] = args.mask_feature_index
@@ -223,8 +225,12 @@ def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 NETWORK_FIELDS = ("encoder", "features_dim", "pooling", "d_model", "num_layers", "num_heads", "embed_layers",
-                  "relation", "share_extractor", "mask_feature_index")
+                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "standardize")
 """Arguments that shape an agent's network: a continued agent must keep them."""
+
+
+NETWORK_DEFAULTS = {"slot_geometry": False, "standardize": False, "standardize_samples": 100_000}
+"""Values of network arguments that runs recorded before those arguments existed."""
 
 
 def network_mismatches(args: Any, record: dict[str, Any] | None) -> list[str]:
@@ -261,11 +267,13 @@ class AgentPolicy:
     :param encoder: ``"slots"``, ``"pixels"`` or ``"state"``.
     :param psb_model: the frozen PSB model of a slot agent.
     :param deterministic: greedy actions.
+    :param slot_geometry: the slot agent observes each slot's geometry too (its run's ``--slot-geometry``).
     """
 
     def __init__(self, agent: Any, encoder: str, psb_model: torch.nn.Module | None = None,
-                 deterministic: bool = False) -> None:
+                 deterministic: bool = False, slot_geometry: bool = False) -> None:
         self.agent, self.encoder, self.psb_model, self.deterministic = agent, encoder, psb_model, deterministic
+        self.slot_geometry = slot_geometry
         self.stream: Any = None
         self.__name__ = f"{encoder} agent"
 
@@ -281,8 +289,10 @@ class AgentPolicy:
 
             if self.stream is None or self.stream.num_envs != len(obs):
                 self.stream = StreamingEncoder(self.psb_model, num_envs=len(obs))
+            from psb_rl.wrappers import slot_observations
+
             with torch.inference_mode():
-                obs = self.stream.step(obs).cpu().numpy()
+                obs = slot_observations(self.psb_model, self.stream.step(obs), self.slot_geometry)
         elif self.encoder == "pixels" and obs.ndim == 4 and obs.shape[-1] == 3:
             obs = np.ascontiguousarray(np.moveaxis(obs, -1, 1))  # what VecTransposeImage gave in training
         return self.agent.predict(obs, deterministic=self.deterministic)[0]
@@ -303,7 +313,7 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
     :raises AgentLoadError: for a zip without its run's ``args.json`` (other SB3 zips are never loaded:
         that would unpickle them).
     """
-    from psb_rl.wrappers import load_frozen_encoder
+    from psb_rl.wrappers import load_frozen_encoder, slot_observation_space
 
     path = Path(model_path)
     saved_num_timesteps(path)
@@ -319,7 +329,7 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
     if missing:
         raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME} lacks {missing}; it was not written by agents/train_ppo.py")
     defaults = {"embed_layers": 1, "relation": False, "share_extractor": True, "mask_feature_index": -1,
-                "anneal_lr": False, "verbose": 0, "checkpoint": None}
+                "anneal_lr": False, "verbose": 0, "checkpoint": None, **NETWORK_DEFAULTS}
     args = types.SimpleNamespace(**{**defaults, **record, "mirror_from": None})  # acting needs no mirrors
     if args.encoder not in ENCODERS:
         raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME}: unknown encoder {args.encoder!r}")
@@ -330,15 +340,14 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
             raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME} names no PSB checkpoint for its slot agent")
         verify_run_checkpoint(record, args.checkpoint, str(path.parent))
         psb_model = load_frozen_encoder(args.checkpoint, device)
-        config = psb_model.config
-        space = gym.spaces.Box(-np.inf, np.inf, (config.num_slots, config.slot_dim), np.float32)
+        space = slot_observation_space(psb_model, args.slot_geometry)
     elif args.encoder == "pixels" and isinstance(space, gym.spaces.Box) and len(space.shape) == 3 \
             and space.shape[-1] == 3:
         from stable_baselines3.common.vec_env import VecTransposeImage
 
         space = VecTransposeImage.transpose_space(space)
     agent = load_agent(path, args, device, (space, action_space))
-    return AgentPolicy(agent, args.encoder, psb_model, deterministic)
+    return AgentPolicy(agent, args.encoder, psb_model, deterministic, args.slot_geometry)
 
 
 def run_record(args: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 
@@ -150,8 +150,94 @@ def make_frame_env(env_id: str, source: str = "observation", env_kwargs: dict[st
     env = make_env(env_id, env_kwargs, max_episode_steps, render=source == "render", gym_packages=gym_packages)
     if atari and is_atari(env):
         env = atari_wrappers(env)
+    if is_minigrid(env):
+        env = EpisodeSuccess(env)
     if source == "render":
         env = gym.wrappers.AddRenderObservation(env, render_only=True)
+    return env
+
+
+def is_minigrid(env: gym.Env) -> bool:
+    """Whether ``env`` is a MiniGrid (or BabyAI) environment."""
+    return type(env.unwrapped).__module__.startswith("minigrid")
+
+
+class EpisodeSuccess(gym.Wrapper):
+    """Report ``info["is_success"]`` at the end of each episode for environments that do not: success is an
+    episode that terminates with a positive reward (MiniGrid's goal reached; its reward is positive only
+    then, and a time-out truncates with reward 0).
+
+    :param env: the environment (one that sets ``is_success`` itself keeps its own value).
+    """
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step, adding ``is_success`` when the episode ends."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (terminated or truncated) and "is_success" not in info:
+            info = {**info, "is_success": bool(terminated and float(reward) > 0)}
+        return obs, reward, terminated, truncated, info
+
+
+class MiniGridObjects(gym.ObservationWrapper):
+    """A MiniGrid environment's fully observed symbolic grid as a set of objects ``(cells, F)``: the oracle
+    observation for agents compared with slot and pixel agents.
+
+    Each grid cell is one row: one-hot object type, colour and door state (MiniGrid's own encoding), the
+    agent's direction (one-hot, on the agent's cell), whether the agent carries something (on its cell), the
+    cell's position (x, y in [-1, 1]) and, last, whether the cell holds anything but floor (``present``, for
+    :class:`psb_rl.SlotTransformerExtractor`'s ``mask_feature_index=-1``).
+
+    :param env: a MiniGrid environment.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        import numpy as np
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+        self._sizes = (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX), 4)
+        self._agent, self._floor = OBJECT_TO_IDX["agent"], (OBJECT_TO_IDX["unseen"], OBJECT_TO_IDX["empty"])
+        unwrapped = env.unwrapped
+        width, height = unwrapped.width, unwrapped.height  # type: ignore[attr-defined]
+        x, y = np.meshgrid(np.linspace(-1, 1, width), np.linspace(-1, 1, height), indexing="ij")
+        self._position = np.stack([x.ravel(), y.ravel()], axis=-1).astype(np.float32)  # rows in grid.encode order
+        features = sum(self._sizes) + 1 + 2 + 1
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (width * height, features), np.float32)
+
+    def observation(self, observation: Any) -> Any:
+        """:return: float32 ``(cells, F)``."""
+        import numpy as np
+
+        unwrapped = self.env.unwrapped
+        grid = unwrapped.grid.encode().reshape(-1, 3)  # type: ignore[attr-defined]  # (x * height + y, 3)
+        x, y = unwrapped.agent_pos  # type: ignore[attr-defined]
+        agent = int(x) * unwrapped.height + int(y)  # type: ignore[attr-defined]
+        kinds, colours, states, directions = (np.eye(n, dtype=np.float32) for n in self._sizes)
+        direction = np.zeros((len(grid), 4), np.float32)
+        direction[agent] = directions[unwrapped.agent_dir]  # type: ignore[attr-defined]
+        grid[agent] = (self._agent, 0, 0)
+        carrying = np.zeros((len(grid), 1), np.float32)
+        carrying[agent] = float(unwrapped.carrying is not None)  # type: ignore[attr-defined]
+        present = ~np.isin(grid[:, 0], self._floor)
+        return np.concatenate([kinds[grid[:, 0]], colours[grid[:, 1]], states[grid[:, 2]], direction, carrying,
+                               self._position, present[:, None].astype(np.float32)], axis=-1)
+
+
+def make_state_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
+                   gym_packages: Sequence[str] = ()) -> gym.Env:
+    """One environment whose observations are its ground-truth objects: the built-in ``PSB/`` environments'
+    ``obs_mode="state"`` (set it in ``env_kwargs``) or a MiniGrid environment's symbolic grid
+    (:class:`MiniGridObjects`).
+
+    :raises ValueError: for environments that expose no object states.
+    """
+    env = make_env(env_id, env_kwargs, max_episode_steps, gym_packages=gym_packages)
+    if is_minigrid(env):
+        return MiniGridObjects(EpisodeSuccess(env))
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 2:
+        env.close()
+        raise ValueError(f"--encoder state needs ground-truth object states, which the PSB/ and MiniGrid "
+                         f"environments give; {env_id} has none: use --encoder slots or pixels")
     return env
 
 
@@ -178,5 +264,17 @@ class FramePipelineObservation(gym.ObservationWrapper):
         return self.pipeline.apply(observation, self._layout)
 
 
-__all__ = ["KNOWN_NAMESPACES", "FramePipelineObservation", "UnknownEnvError", "atari_wrappers", "ensure_registered", "import_gym_packages",
-           "make_env", "make_frame_env"]
+__all__ = [
+    "KNOWN_NAMESPACES",
+    "EpisodeSuccess",
+    "FramePipelineObservation",
+    "MiniGridObjects",
+    "UnknownEnvError",
+    "atari_wrappers",
+    "ensure_registered",
+    "import_gym_packages",
+    "is_minigrid",
+    "make_env",
+    "make_frame_env",
+    "make_state_env",
+]

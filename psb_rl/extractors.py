@@ -45,6 +45,12 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
     :param mask_feature_index: if given, feature ``obs[..., i]`` marks present objects (> 0.5); absent
         (padded) objects are ignored (``key_padding_mask`` for the transformer, excluded from the mean
         for DeepSets, zeroed for flatten). Use it with the environments' ``obs_mode="state"``.
+    :param standardize: standardise each feature of each slot index by the running mean and standard
+        deviation of the observations the agent acts on (:class:`RunningStandardizer`). A PSB slot is mostly
+        its identity (what its learned initial vector and its object make of it); what changes with the
+        state is a small modulation on top, which standardising per slot index brings to unit scale.
+    :param standardize_samples: the statistics are estimated from the first this many observations
+        (every env step counts once), then fixed.
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         embed_layers: int = 1,
         relation: bool = False,
         mask_feature_index: int | None = None,
+        standardize: bool = False,
+        standardize_samples: int = 100_000,
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 2:
             raise ValueError(
@@ -82,6 +90,7 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         self.pooling = pooling
         self.mask_feature_index = mask_feature_index
         self.num_slots = num_slots
+        self.standardizer = RunningStandardizer((num_slots, slot_dim), standardize_samples) if standardize else None
         act = nn.GELU
 
         if pooling == "flatten":
@@ -129,6 +138,8 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
         """:param observations: float ``(B, K, F)``. :return: features ``(B, features_dim)``."""
         obs = observations.float()
         present = self.present_mask(obs)
+        if self.standardizer is not None:
+            obs = self.standardizer(obs)
         if self.pooling == "flatten":
             if present is not None:
                 obs = obs * present[..., None]
@@ -151,6 +162,55 @@ class SlotTransformerExtractor(BaseFeaturesExtractor):
                 weight = present.float()[..., None]
                 pooled = (per_slot * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
         return self.out_act(self.head(self.norm(pooled)))
+
+
+class RunningStandardizer(nn.Module):
+    """Standardise observations elementwise by a running mean and variance, estimated from the first
+    ``max_samples`` observations seen while acting, then fixed (statistics are buffers: they are saved and
+    loaded with the agent's weights).
+
+    The statistics are updated only in a forward pass without gradients in evaluation mode, i.e. while SB3
+    collects rollouts (``policy.set_training_mode(False)`` under ``torch.no_grad``); a PPO update reads them
+    without changing them, so old and new log-probabilities of a batch see the same transform.
+
+    :param shape: shape of one observation, e.g. ``(K, F)``.
+    :param max_samples: observations after which the statistics stay fixed.
+    :param min_std: floor of the standard deviation (features that barely move are not blown up).
+    """
+
+    def __init__(self, shape: tuple[int, ...], max_samples: int = 100_000, min_std: float = 1e-2) -> None:
+        super().__init__()
+        if max_samples < 1:
+            raise ValueError(f"standardize_samples must be at least 1, got {max_samples}")
+        self.max_samples, self.min_std = max_samples, min_std
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        """Merge a batch ``(B, *shape)`` into the statistics (Chan et al.'s parallel variance)."""
+        batch = batch[: max(int(self.max_samples - self.count.item()), 0)].double()
+        n = batch.shape[0]
+        if n == 0:
+            return
+        total = self.count + n
+        batch_mean, batch_var = batch.mean(0), batch.var(0, unbiased=False)
+        delta = batch_mean - self.mean.double()
+        if self.count.item() == 0:
+            mean, var = batch_mean, batch_var
+        else:
+            mean = self.mean.double() + delta * n / total
+            var = (self.var.double() * self.count + batch_var * n + delta.square() * self.count * n / total) / total
+        self.mean.copy_(mean.float())
+        self.var.copy_(var.float())
+        self.count.copy_(total)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """:param observations: ``(B, *shape)``. :return: the standardised observations."""
+        if not self.training and not torch.is_grad_enabled() and self.count.item() < self.max_samples:
+            self.update(observations)
+        return (observations - self.mean) / self.var.sqrt().clamp(min=self.min_std)
 
 
 class PairRelation(nn.Module):

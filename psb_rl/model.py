@@ -599,6 +599,10 @@ class BlobDecoder(nn.Module):
         return recon, masks, rgb
 
 
+GEOMETRY_FEATURES = ("presence", "centre_y", "centre_x", "spread_y", "spread_x", "red", "green", "blue")
+"""The per-slot readings of :meth:`PSBAutoencoder.slot_geometry`, in order."""
+
+
 @dataclass
 class PSBOutput:
     """What :meth:`PSBAutoencoder.forward` returns."""
@@ -717,6 +721,32 @@ class PSBAutoencoder(nn.Module):
         """:param slots: ``(..., N, D)``. :return: recon ``(..., 3, H, W)``, masks ``(..., N, H, W)``,
         per-slot RGB ``(..., N, 3, H, W)``."""
         return self.decoder(slots)
+
+    def slot_geometry(self, slots: torch.Tensor) -> torch.Tensor:
+        """What the decoder says about each slot: where it is, how big and which colour.
+
+        From each slot's alpha mask and decoded colours, :data:`GEOMETRY_FEATURES`: the square root of the
+        mask's share of the image, its centroid (y, x in [-1, 1]), its spread (standard deviation of y and x,
+        on the same scale) and its mean decoded colour (RGB in [0, 1]). These are exact readings of the
+        model's own segmentation, in units an agent's network takes as they are.
+
+        :param slots: ``(..., N, D)``.
+        :return: ``(..., N, len(GEOMETRY_FEATURES))`` float32.
+        """
+        _, masks, rgb = self.decode(slots)
+        masks = masks.float()
+        height, width = masks.shape[-2:]
+        ys = torch.linspace(-1.0, 1.0, height, device=masks.device)
+        xs = torch.linspace(-1.0, 1.0, width, device=masks.device)
+        mass = masks.sum(dim=(-2, -1))  # (..., N)
+        weight = masks / mass[..., None, None].clamp(min=1e-6)
+        rows, columns = weight.sum(dim=-1), weight.sum(dim=-2)  # (..., N, H), (..., N, W)
+        centre_y, centre_x = rows @ ys, columns @ xs
+        spread_y = (rows @ ys.square() - centre_y.square()).clamp(min=0.0).sqrt()
+        spread_x = (columns @ xs.square() - centre_x.square()).clamp(min=0.0).sqrt()
+        colour = (weight[..., None, :, :] * rgb.float()).sum(dim=(-2, -1))  # (..., N, 3)
+        presence = (mass / (height * width)).sqrt()
+        return torch.cat([torch.stack([presence, centre_y, centre_x, spread_y, spread_x], dim=-1), colour], dim=-1)
 
     def forward(self, video: torch.Tensor) -> PSBOutput:
         """Encode, decode and score a video.

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from psb_rl.frames import FramePipeline, FramePipelineError, frame_layout, model_frame_pipeline
-from psb_rl.model import PSBAutoencoder
+from psb_rl.model import GEOMETRY_FEATURES, PSBAutoencoder
 from psb_rl.utils import resolve_device
 
 CheckpointLike = str | Path | PSBAutoencoder
@@ -100,6 +100,28 @@ def _slot_space(num_slots: int, slot_dim: int) -> gym.spaces.Box:
     return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, slot_dim), dtype=np.float32)
 
 
+def slot_observation_space(model: PSBAutoencoder, geometry: bool = False) -> gym.spaces.Box:
+    """The observation space of a slot agent: ``(N, D)``, or ``(N, D + G)`` with the slot geometry.
+
+    :param model: the PSB model. :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry`.
+    """
+    config = model.config
+    return _slot_space(config.num_slots, config.slot_dim + (len(GEOMETRY_FEATURES) if geometry else 0))
+
+
+def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool = False) -> np.ndarray:
+    """What a slot agent observes: the slots ``(B, N, D)``, with each slot's geometry appended when asked.
+
+    :param model: the PSB model that made the slots. :param slots: ``(B, N, D)``.
+    :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry` (``G`` features per slot).
+    :return: float32 ``(B, N, D)`` or ``(B, N, D + G)``.
+    """
+    if geometry:
+        with torch.inference_mode():
+            slots = torch.cat([slots.float(), model.slot_geometry(slots)], dim=-1)
+    return slots.float().cpu().numpy()
+
+
 PipelineLike = FramePipeline | dict[str, Any] | None
 
 
@@ -167,6 +189,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
+    :param geometry: append to each slot what the decoder says about it (position, size, colour:
+        :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(N, D + G)``.
     """
 
     def __init__(
@@ -177,9 +201,10 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         keep_pixels: bool = False,
         nonfinite: str = "raise",
         frame_pipeline: PipelineLike = None,
+        geometry: bool = False,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
-                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline)
+                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline, geometry=geometry)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
@@ -198,7 +223,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
             _check_space_bounds(env.observation_space, "PSBObservationWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device, nonfinite=nonfinite)  # type: ignore[arg-type]
         self.keep_pixels = keep_pixels
-        slots = _slot_space(self.encoder.num_slots, self.encoder.slot_dim)
+        self.geometry = geometry
+        slots = slot_observation_space(self.psb_model, geometry)
         if keep_pixels:
             self.observation_space = gym.spaces.Dict({"slots": slots, "pixels": env.observation_space})
         else:
@@ -214,12 +240,12 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         """Advance the encoder by one frame.
 
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
-        :return: float32 slots ``(N, D)``.
+        :return: float32 slots ``(N, D)`` (``(N, D + G)`` with ``geometry``).
         """
         frames = _pipeline_frames(self.frame_pipeline, np.asarray(frame)[None], self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames)
-        return slots[0].float().cpu().numpy()
+        return slot_observations(self.psb_model, slots, self.geometry)[0]
 
     def observation(self, observation: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """:param observation: a frame. :return: slots ``(N, D)`` float32 (or a dict with the pixels)."""
@@ -251,11 +277,13 @@ class VecPSBWrapper(VecEnvWrapper):
         encoder state with a warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
+    :param geometry: append to each slot what the decoder says about it (position, size, colour:
+        :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(B, N, D + G)``.
     """
 
     def __init__(
         self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None,
-        nonfinite: str = "raise", frame_pipeline: PipelineLike = None,
+        nonfinite: str = "raise", frame_pipeline: PipelineLike = None, geometry: bool = False,
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
 
@@ -265,15 +293,17 @@ class VecPSBWrapper(VecEnvWrapper):
         _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
                                         nonfinite=nonfinite)  # type: ignore[arg-type]
-        super().__init__(venv, observation_space=_slot_space(self.encoder.num_slots, self.encoder.slot_dim))
+        self.geometry = geometry
+        super().__init__(venv, observation_space=slot_observation_space(self.psb_model, geometry))
 
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
-        envs advance (None = all). :return: float32 ``(B, N, D)`` (rows outside ``mask`` undefined)."""
+        envs advance (None = all). :return: float32 ``(B, N, D)`` or ``(B, N, D + G)`` (rows outside ``mask``
+        undefined)."""
         frames = _pipeline_frames(self.frame_pipeline, frames, self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
-        return slots.float().cpu().numpy()
+        return slot_observations(self.psb_model, slots, self.geometry)
 
     def _reset_encoder(self, mask: np.ndarray) -> None:
         """Forget the history of the envs where ``mask`` (bool ``(B,)``) is True."""
