@@ -487,3 +487,48 @@ def test_continued_run_hides_the_steps_logged_after_the_saved_agent(tmp_path: Pa
                 if event.HasField("session_log") and event.session_log.status == event.session_log.START]
     assert restarts == [6]  # TensorBoard drops the first run's steps >= 6 on this marker
     assert sorted((tmp_path).iterdir()) == [tmp_path / "ppo_slots_1"]  # SB3 continues in that same folder
+
+
+# ---------------------------------------------------------------------------------------------- slot agents' inputs
+
+
+@needs_envs
+def test_slot_geometry_and_standardized_slots_train_save_and_reload(tmp_path: Path, checkpoint: Path) -> None:
+    from agents.train_ppo import load_agent
+    from psb_rl.agent_io import load_agent_policy
+    from psb_rl.model import GEOMETRY_FEATURES
+
+    args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), slot_geometry=True, standardize=True,
+                               standardize_samples=200)
+    result = train(args)
+    assert result["timesteps"] >= 256
+    agent = load_agent(result["model_path"], args, torch.device("cpu"))
+    extractor = agent.policy.features_extractor
+    assert extractor.standardizer.count.item() == 200  # estimated from the first observations, then fixed
+    assert agent.observation_space.shape == (TINY["num_slots"], TINY["slot_dim"] + len(GEOMETRY_FEATURES))
+    out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))  # the env is rebuilt with geometry
+    assert out["episodes"] == 1
+    env = gym.make("PSB/OddOneOut-v0")
+    policy = load_agent_policy(result["model_path"], env.observation_space, env.action_space)
+    frames = np.stack([env.reset(seed=s)[0] for s in range(2)])
+    assert policy(frames).shape == (2,)  # raw frames in: streamed, geometry appended, actions out
+    assert extractor.standardizer.count.item() == 200
+
+
+@needs_envs
+def test_slot_geometry_cannot_be_mirrored(tmp_path: Path, checkpoint: Path) -> None:
+    args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), slot_geometry=True, mirror_from=0)
+    with pytest.raises(ValueError, match="slot-geometry"):
+        train(args)
+
+
+def test_state_agent_on_minigrid_reads_the_symbolic_grid(tmp_path: Path) -> None:
+    from agents.train_ppo import make_env
+
+    args = _real_env_args(tmp_path, "MiniGrid-DoorKey-5x5-v0", "state", None, n_envs=1, total_steps=64, n_steps=64)
+    venv = make_env(args, 1, 0)
+    assert venv.observation_space.shape == (25, venv.observation_space.shape[1])
+    venv.close()
+    result = train(args)
+    assert result["timesteps"] >= 64
+    assert evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))["episodes"] == 1

@@ -148,3 +148,58 @@ def test_with_ppo_on_state_space() -> None:
     )
     model.learn(32)
     assert isinstance(model.policy.features_extractor, SlotTransformerExtractor)
+
+
+# ---------------------------------------------------------------------------------------------- standardisation
+
+
+def test_standardizer_learns_statistics_only_while_acting_and_stops_at_its_budget() -> None:
+    from psb_rl.extractors import RunningStandardizer
+
+    torch.manual_seed(0)
+    scale = torch.tensor([[1.0, 0.1], [5.0, 0.01]])  # (K=2, F=2): per slot index, per feature
+    shift = torch.tensor([[3.0, -2.0], [0.0, 10.0]])
+    standardizer = RunningStandardizer((2, 2), max_samples=3000).eval()
+    with torch.no_grad():
+        for _ in range(4):  # in batches, as rollouts arrive: the merged statistics are those of all 3000
+            standardizer(torch.randn(1000, 2, 2) * scale + shift)
+    assert standardizer.count.item() == 3000  # the last batch was not taken
+    torch.testing.assert_close(standardizer.mean, shift, atol=0.2 * scale.max().item(), rtol=0)
+    torch.testing.assert_close(standardizer.var.sqrt(), scale, rtol=0.1, atol=0)
+    with torch.no_grad():
+        out = standardizer(torch.randn(4000, 2, 2) * scale + shift)
+    assert out.mean(0).abs().max() < 0.1 and (out.std(0) - 1).abs().max() < 0.1
+    frozen = standardizer.mean.clone()
+    standardizer.train()  # a PPO update reads the statistics without changing them
+    fresh = RunningStandardizer((2, 2)).train()
+    fresh(torch.randn(10, 2, 2))
+    assert fresh.count.item() == 0
+    torch.testing.assert_close(standardizer.mean, frozen)
+
+
+def test_standardizer_does_not_learn_from_a_forward_with_gradients() -> None:
+    from psb_rl.extractors import RunningStandardizer
+
+    standardizer = RunningStandardizer((2, 3)).eval()
+    standardizer(torch.randn(8, 2, 3, requires_grad=True))
+    assert standardizer.count.item() == 0
+
+
+def test_standardized_extractor_saves_its_statistics_with_its_weights() -> None:
+    torch.manual_seed(0)
+    extractor = SlotTransformerExtractor(SPACE, features_dim=16, standardize=True, standardize_samples=50).eval()
+    with torch.no_grad():
+        extractor(torch.randn(64, 5, 12) * 4 + 7)
+    state = extractor.state_dict()
+    assert {"standardizer.mean", "standardizer.var", "standardizer.count"} <= set(state)
+    copy = SlotTransformerExtractor(SPACE, features_dim=16, standardize=True, standardize_samples=50).eval()
+    copy.load_state_dict(state)
+    obs = torch.randn(3, 5, 12) * 4 + 7
+    with torch.no_grad():
+        torch.testing.assert_close(copy(obs), extractor(obs))
+    assert copy.standardizer.count.item() == 50  # full: loading and acting leave it as saved
+
+
+def test_standardizer_rejects_an_empty_budget() -> None:
+    with pytest.raises(ValueError, match="standardize_samples"):
+        SlotTransformerExtractor(SPACE, standardize=True, standardize_samples=0)

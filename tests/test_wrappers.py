@@ -295,3 +295,57 @@ def test_vec_wrapper_after_vec_transpose_image(model: PSBAutoencoder) -> None:
     transposed = VecTransposeImage(DummyVecEnv([make]))  # SB3's channels-first uint8 frames
     assert transposed.observation_space.shape == (3, 24, 24)
     np.testing.assert_allclose(run(transposed), run(DummyVecEnv([make])), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- slot geometry
+
+
+def test_slot_geometry_reads_position_size_and_colour_off_the_masks() -> None:
+    from psb_rl.model import GEOMETRY_FEATURES
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY, decoder="blob")).eval()
+    masks = torch.zeros(1, 4, 32, 32)
+    masks[0, 0] = 1.0
+    masks[0, 0, 0:8, 24:32] = 0.0
+    masks[0, 1, 0:8, 24:32] = 1.0  # slot 1: the top-right 8x8 corner
+    rgb = torch.zeros(1, 4, 3, 32, 32)
+    rgb[0, 1, 0] = 1.0  # slot 1 draws red
+    model.decode = lambda slots: (None, masks, rgb)  # type: ignore[method-assign]
+    geometry = model.slot_geometry(torch.zeros(1, 4, 32))
+    assert geometry.shape == (1, 4, len(GEOMETRY_FEATURES))
+    presence, centre_y, centre_x, spread_y, spread_x, red, green, blue = geometry[0, 1].tolist()
+    assert presence == pytest.approx((64 / 1024) ** 0.5)
+    step = 2 / 31  # pixel spacing of the [-1, 1] grid
+    assert centre_y == pytest.approx(-1 + 3.5 * step, abs=1e-5) and centre_x == pytest.approx(1 - 3.5 * step, abs=1e-5)
+    assert spread_y == pytest.approx(step * (63 / 12) ** 0.5, abs=1e-4) and spread_x == pytest.approx(spread_y, abs=1e-5)
+    assert (red, green, blue) == pytest.approx((1.0, 0.0, 0.0))
+    assert geometry[0, 2, 0].item() == 0.0  # an empty slot: no presence
+
+
+@pytest.mark.parametrize("decoder", ["broadcast", "blob"])
+def test_wrappers_append_the_slot_geometry(decoder: str) -> None:
+    from psb_rl.model import GEOMETRY_FEATURES
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY, decoder=decoder)).eval()
+    extra = len(GEOMETRY_FEATURES)
+    env = PSBObservationWrapper(ToyImageEnv(size=32), checkpoint=model, geometry=True)
+    plain = PSBObservationWrapper(ToyImageEnv(size=32), checkpoint=model)
+    assert env.observation_space.shape == (4, 32 + extra)
+    obs, _ = env.reset(seed=0)
+    reference, _ = plain.reset(seed=0)
+    np.testing.assert_array_equal(obs[:, :32], reference)  # the slot vectors are unchanged
+    with torch.inference_mode():
+        expected = model.slot_geometry(torch.as_tensor(reference)[None])[0].numpy()
+    np.testing.assert_allclose(obs[:, 32:], expected, atol=1e-6)
+    assert env.observation_space.contains(obs)
+    venv = VecPSBWrapper(DummyVecEnv([lambda: ToyImageEnv(size=32)] * 2), checkpoint=model, geometry=True)
+    assert venv.observation_space.shape == (4, 32 + extra)
+    batch = venv.reset()
+    assert batch.shape == (2, 4, 32 + extra)
+    for _ in range(6):  # through an episode end: terminal observations carry the geometry too
+        batch, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+        for i in np.flatnonzero(dones):
+            assert infos[i]["terminal_observation"].shape == (4, 32 + extra)
+    venv.close()
