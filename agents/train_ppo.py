@@ -140,6 +140,10 @@ class Args:
     """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
     share_extractor: bool = True
     """slot extractor: one extractor for the actor and the critic (SB3's default) or one each"""
+    net_arch: list[int] | None = None
+    """hidden layers of the policy and value heads on top of the features (None: SB3's default, two tanh
+    layers of 64 for slots and state, none for pixels); --net-arch alone: none, the heads read the
+    features directly as in SB3's CnnPolicy"""
     slot_geometry: bool = False
     """slots: append to each slot what the PSB decoder says about it (mask size, centroid, spread and mean
     colour: psb_rl.PSBAutoencoder.slot_geometry)"""

@@ -39,8 +39,9 @@ class AgentLoadError(ValueError):
 
 def policy_for(args: Any) -> tuple[str, dict[str, Any]]:
     """SB3 policy name and ``policy_kwargs`` for ``args.encoder`` (``args``: the run's arguments)."""
+    heads = {} if args.net_arch is None else {"net_arch": list(args.net_arch)}
     if args.encoder == "pixels":
-        return "CnnPolicy", {}
+        return "CnnPolicy", heads
     from psb_rl.extractors import SlotTransformerExtractor
 
     kwargs: dict[str, Any] = {
@@ -62,6 +63,7 @@ def policy_for(args: Any) -> tuple[str, dict[str, Any]]:
 
         extractor_class = FirstCopyExtractor  # same parameters, reads the unmirrored copy
     return "MlpPolicy", {
+        **heads,
         "features_extractor_class": extractor_class,
         "features_extractor_kwargs": kwargs,
         "share_features_extractor": args.share_extractor,
@@ -225,11 +227,11 @@ def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 NETWORK_FIELDS = ("encoder", "features_dim", "pooling", "d_model", "num_layers", "num_heads", "embed_layers",
-                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "standardize")
+                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "standardize", "net_arch")
 """Arguments that shape an agent's network: a continued agent must keep them."""
 
 
-NETWORK_DEFAULTS = {"slot_geometry": False, "standardize": False, "standardize_samples": 100_000}
+NETWORK_DEFAULTS = {"slot_geometry": False, "standardize": False, "standardize_samples": 100_000, "net_arch": None}
 """Values of network arguments that runs recorded before those arguments existed."""
 
 

@@ -532,3 +532,26 @@ def test_state_agent_on_minigrid_reads_the_symbolic_grid(tmp_path: Path) -> None
     result = train(args)
     assert result["timesteps"] >= 64
     assert evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))["episodes"] == 1
+
+
+def test_net_arch_sets_the_heads_on_the_features() -> None:
+    from psb_rl.agent_io import policy_for
+
+    default = parse_args(["--encoder", "state"])
+    assert "net_arch" not in policy_for(default)[1]  # SB3's default heads
+    linear = parse_args(["--encoder", "state", "--net-arch"])
+    assert linear.net_arch == [] and policy_for(linear)[1]["net_arch"] == []
+    wide = parse_args(["--encoder", "slots", "--net-arch", "256"])
+    assert policy_for(wide)[1]["net_arch"] == [256]
+    assert policy_for(parse_args(["--encoder", "pixels"]))[1] == {}  # the CNN keeps its defaults
+
+
+@needs_envs
+def test_linear_heads_read_the_extractor_features_directly(tmp_path: Path) -> None:
+    from agents.train_ppo import load_agent
+
+    args = dataclasses.replace(_tiny_args(tmp_path, "state", None), net_arch=[])
+    result = train(args)
+    agent = load_agent(result["model_path"], args, torch.device("cpu"))
+    assert agent.policy.action_net.in_features == args.features_dim
+    assert not any(isinstance(m, torch.nn.Linear) for m in agent.policy.mlp_extractor.modules())

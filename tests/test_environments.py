@@ -122,7 +122,7 @@ def test_minigrid_success_is_a_positive_terminal_reward() -> None:
     solved = make_frame_env("MiniGrid-DoorKey-5x5-v0", "render", {"highlight": False})
     solved.reset(seed=3)
     for action in _doorkey_solution(solved.unwrapped):
-        _, reward, terminated, truncated, info = solved.step(action)
+        _, reward, terminated, _truncated, info = solved.step(action)
     assert terminated and reward > 0 and info["is_success"] is True
 
 
