@@ -79,6 +79,9 @@ class Args:
     """evaluate every this many environment steps (0 = only at the end)"""
     eval_episodes: int = 20
     """episodes per evaluation"""
+    eval_deterministic: bool = True
+    """evaluate the greedy policy (--no-eval-deterministic: sample actions, as PPO does while training; a
+    policy that has not yet sharpened can loop forever when greedy, e.g. in MiniGrid)"""
     save_freq: int = 100_000
     """save the agent to OUT/model.zip (atomically) every this many environment steps, so a run that is
     stopped keeps its latest agent (continue it with --resume-from); 0 = only at the end"""
@@ -538,7 +541,7 @@ def _train(args: Args) -> dict[str, Any]:
             n_eval_episodes=args.eval_episodes,
             eval_freq=max(args.eval_freq // args.n_envs, 1),
             log_path=str(out),
-            deterministic=True,
+            deterministic=args.eval_deterministic,
             verbose=0,
         )
         callbacks.append(eval_callback)
@@ -571,7 +574,7 @@ def _train(args: Args) -> dict[str, Any]:
                     "success_rate": float(np.mean(succ)) if len(succ) else float("nan"),
                 }
             )
-    final = evaluate_agent(model, eval_env, args.eval_episodes)
+    final = evaluate_agent(model, eval_env, args.eval_episodes, deterministic=args.eval_deterministic)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         rows.append(
             {"timesteps": int(model.num_timesteps), "mean_reward": final["mean_reward"], "success_rate": final["success_rate"]}

@@ -229,7 +229,7 @@ def train_arguments(args: Args, name: str, task: Task, encoder: str, seed: int, 
                  "--seed", str(seed), "--total-steps", str(total), "--n-envs", str(task.n_envs),
                  "--eval-freq", str(min(task.eval_freq, total)), "--eval-episodes", str(args.eval_episodes),
                  "--save-freq", str(args.save_freq), "--out", str(out), "--torch-threads", str(args.torch_threads),
-                 "--device", args.device, "--no-progress-bar"]
+                 "--device", args.device, "--no-progress-bar", "--no-eval-deterministic"]
     if task.env_kwargs:
         arguments += ["--env-kwargs", json.dumps(task.env_kwargs)]
     if encoder != "state":  # pixels see the checkpoint's frames: its source, crop and size
@@ -267,7 +267,7 @@ def run_ppo(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoi
     record = json.loads((out / "args.json").read_text())
     from tools.compare_recipes import run_success
 
-    score = run_success(out, args.final_episodes, args.final_seed, device="cpu")
+    score = run_success(out, args.final_episodes, args.final_seed, device="cpu", deterministic=False)
     provenance_path = out / "suite.json"
     provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
     if command:
@@ -429,16 +429,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     path = write_json(results.with_suffix(".json"), report)
+    print("\n" + markdown_table(summary))
+    print(f"wrote {path}")
+    return report
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The suite's results as a Markdown table: one row per task and agent."""
+    lines = ["| task | agent | seeds | success (95 % interval) | steps to threshold, per seed | wall-clock (median) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, table in summary.items():
-        print(f"\n{TASKS[name].env} (threshold {table['threshold']})")
         for encoder, entry in table.items():
             if encoder == "threshold":
                 continue
             s = entry["success"]
-            print(f"  {encoder:<12} success {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] over {s['n']} seeds; "
-                  f"steps to threshold {entry['steps_to_threshold']}; wall-clock {entry['wall_clock_s']:.0f} s")
-    print(f"wrote {path}")
-    return report
+            interval = "" if math.isnan(s["low"]) else f" [{s['low']:.2f}, {s['high']:.2f}]"
+            reached = ", ".join("–" if steps is None else f"{steps // 1000}k" for steps in entry["steps_to_threshold"])
+            lines.append(f"| {TASKS[name].env} | {encoder} | {s['n']} | {s['mean']:.2f}{interval} | {reached} | "
+                         f"{entry['wall_clock_s'] / 60:.1f} min |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

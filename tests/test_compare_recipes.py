@@ -111,6 +111,9 @@ def test_run_success_caches_by_agent_hash(tmp_path: Path, monkeypatch: pytest.Mo
     assert (again["success_rate"], again["cached"]) == (pytest.approx(0.8), False) and calls == [10, 20, 10]
     cache.write_text("{not json")  # a damaged cache file is re-evaluated, not an error
     assert run_success(run, episodes=10, seed=7)["cached"] is False
+    sampled = run_success(run, episodes=10, seed=7, deterministic=False)  # sampled actions: a cache of its own
+    assert sampled["cached"] is False and sampled["deterministic"] is False
+    assert (run / "evaluation_10ep_seed7_sampled.json").is_file() and len(calls) == 5
 
 
 def test_cli_end_to_end_on_tiny_state_agents(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ def test_pixels_and_the_oracle_keep_the_scripts_defaults(tmp_path: Path) -> None
     assert not any(flag in pixels + state for flag in ("--slot-geometry", "--standardize", "--learning-rate"))
     assert pixels[pixels.index("--checkpoint") + 1] == str(checkpoint)  # the frames the checkpoint saw
     assert "--checkpoint" not in state
+    assert all("--no-eval-deterministic" in a for a in (slots, pixels, state))  # every agent evaluated alike
 
 
 def test_quick_suite_runs_reuses_and_continues(tmp_path: Path) -> None:

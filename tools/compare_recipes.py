@@ -83,13 +83,14 @@ def parse_recipes(specs: list[str]) -> dict[str, list[Path]]:
     return recipes
 
 
-def run_success(run: Path, episodes: int, seed: int, device: str = "cpu") -> dict[str, Any]:
-    """The saved agent's success over ``episodes`` greedy episodes, from the cache when it is current.
+def run_success(run: Path, episodes: int, seed: int, device: str = "cpu", deterministic: bool = True) -> dict[str, Any]:
+    """The saved agent's success over ``episodes`` episodes (greedy, or sampled actions with
+    ``deterministic=False``), from the cache when it is current.
 
     :return: ``success_rate``, ``failure_rate``, ``timeout_rate``, ``mean_reward``, ``mean_length``, ``episodes``, ``seed``,
         ``model_sha256`` and ``cached`` (True when read from ``RUN/evaluation_<episodes>ep_seed<seed>.json``).
     """
-    cache = run / f"evaluation_{episodes}ep_seed{seed}.json"
+    cache = run / f"evaluation_{episodes}ep_seed{seed}{'' if deterministic else '_sampled'}.json"
     sha = sha256_file(run / "model.zip")
     if cache.is_file():
         try:
@@ -100,9 +101,11 @@ def run_success(run: Path, episodes: int, seed: int, device: str = "cpu") -> dic
             return {**saved, "cached": True}
     from agents.evaluate import EvalArgs, evaluate
 
-    result = evaluate(EvalArgs(run=str(run), episodes=episodes, seed=seed, gif="none", device=device))
+    result = evaluate(EvalArgs(run=str(run), episodes=episodes, seed=seed, gif="none", device=device,
+                               deterministic=deterministic))
     keep = ("success_rate", "failure_rate", "timeout_rate", "mean_reward", "mean_length")
-    record = {k: result[k] for k in keep} | {"episodes": episodes, "seed": seed, "model_sha256": sha}
+    record = {k: result[k] for k in keep} | {"episodes": episodes, "seed": seed, "deterministic": deterministic,
+                                            "model_sha256": sha}
     write_json(cache, record)
     return {**record, "cached": False}
 
