@@ -25,17 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-Size = int | tuple[int, int]
-"""An image size: ``S`` (square ``S × S``) or ``(H, W)``."""
-
-
-def size_hw(size: Size) -> tuple[int, int]:
-    """``(H, W)`` of an image size given as ``S`` or ``(H, W)``."""
-    if isinstance(size, int | np.integer):
-        return int(size), int(size)
-    height, width = size
-    return int(height), int(width)
-
+from psb_rl.sizes import Size, size_hw
 
 SOURCES = ("observation", "render")
 MAX_STACK = 32
