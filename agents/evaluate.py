@@ -21,11 +21,14 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from agents.train_ppo import Args as TrainArgs
-from agents.train_ppo import load_encoder
 from psb_rl import agent_io
 from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
 from psb_rl.utils import ensure_writable_file, resolve_device
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
+from agents.train_ppo import Args as TrainArgs
+from agents.train_ppo import load_encoder
 
 
 @dataclass
@@ -95,7 +98,7 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
 
     kwargs: dict[str, Any] = {}
     if train.env.startswith("PSB/"):
-        import envs  # noqa: F401
+        import psb_rl  # noqa: F401  (registers PSB/ ids)
 
         kwargs["obs_mode"] = "state" if train.encoder == "state" else "pixels"
     kwargs.update(parse_env_kwargs(train.env_kwargs))

@@ -60,7 +60,7 @@ class Args:
     """Train PPO on object slots (PSB), raw pixels (NatureCNN) or ground-truth object states."""
 
     env: str = "PSB/OddOneOut-v0"
-    """gymnasium id of the environment (the PSB/ ids are registered by ``import envs``)"""
+    """gymnasium id of the environment (the PSB/ ids are registered by ``import psb_rl``)"""
     encoder: Literal["slots", "pixels", "state"] = "slots"
     """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
     checkpoint: str | None = None
@@ -245,10 +245,10 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
     env_id = args.env
     env_kwargs: dict[str, Any] = {}
     if env_id.startswith("PSB/"):
-        import envs  # noqa: F401  (registers PSB/ ids in this process)
+        import psb_rl  # noqa: F401  (registers PSB/ ids)
 
         env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
-        env_id = "envs:" + env_id  # worker processes import the package themselves
+        env_id = "psb_rl:" + env_id  # worker processes import the package themselves
     elif args.encoder == "state":
         raise ValueError(f"--encoder state needs ground-truth object states, which the PSB/ environments give; "
                          f"{args.env} has none: use --encoder slots or pixels")

@@ -18,7 +18,7 @@ a model on them. Labels are stable within an episode: one object keeps its label
   (HUD objects left out). OCAtari pins ``numpy<2`` and is an optional extra: install it in a separate
   environment (``pip install -e ".[atari-gt]"``).
 - **PSB/** environments carry their own masks (``return_masks=True``) and categories
-  (``info["mask_categories"]``, names in :data:`envs.object_envs.OBJECT_KINDS`).
+  (``info["mask_categories"]``, names in :data:`psb_rl.envs.object_envs.OBJECT_KINDS`).
 
 The wrappers put ``info["masks"]`` (int32 ``(H, W)``) and ``info["mask_categories"]`` (int16
 ``(MAX_LABELS + 1,)``, index = label, ``-1`` padded to a fixed length so vector envs can stack it) into

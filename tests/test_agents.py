@@ -29,7 +29,7 @@ TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_
 
 def _builtin_envs() -> bool:
     try:
-        import envs  # noqa: F401
+        import psb_rl  # noqa: F401  (registers PSB/ ids)
     except ImportError:
         return False
     return "PSB/OddOneOut-v0" in gym.registry

@@ -208,7 +208,7 @@ def test_pipeline_travels_from_collection_through_the_checkpoint_to_the_wrappers
     model = load_checkpoint(summary["checkpoint"])
     assert model.frame_pipeline == recorded and model.config.image_hw == (24, 20)
 
-    import envs  # noqa: F401
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     env = PSBObservationWrapper(gym.make("PSB/RandomObjects-v0"), checkpoint=model)
     venv = VecPSBWrapper(DummyVecEnv([lambda: gym.make("PSB/RandomObjects-v0")]), checkpoint=model)

@@ -195,7 +195,7 @@ def test_ocatari_wrapper_with_a_stand_in_detector():
 def test_with_ground_truth_chooses_the_source():
     env = with_ground_truth(gym.make("MiniGrid-Empty-5x5-v0", render_mode="rgb_array"))
     assert isinstance(env, MiniGridMasks)
-    import envs  # noqa: F401  (registers PSB/)
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     psb = gym.make("PSB/RandomObjects-v0")
     assert with_ground_truth(psb) is psb and mask_category_names(psb) != ()

@@ -422,7 +422,7 @@ def test_render_frames_of_dict_observation_envs_in_parallel(tmp_path: Path) -> N
 
 
 def test_collection_stores_mask_categories(tmp_path: Path) -> None:
-    from envs.object_envs import OBJECT_KINDS
+    from psb_rl.envs.object_envs import OBJECT_KINDS
 
     manifest = collect_rollouts("PSB/ObjectReach-v0", tmp_path / "psb", episodes=2, seed=0, max_episode_steps=5,
                                 progress=False)
