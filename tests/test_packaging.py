@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 from setuptools import find_packages
@@ -16,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_only_psb_rl_is_installed() -> None:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    section = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.packages.find]", 1)[1]
+    include = re.findall(r'"([^"]+)"', re.search(r"include\s*=\s*\[(.*?)\]", section).group(1))
     packages = find_packages(str(ROOT), include=include)
     assert "psb_rl" in packages and "psb_rl.envs" in packages
     assert all(name == "psb_rl" or name.startswith("psb_rl.") for name in packages), packages
@@ -48,3 +47,15 @@ def test_repository_envs_folder_still_re_exports() -> None:
     import psb_rl.envs
 
     assert envs.ENV_IDS == psb_rl.envs.ENV_IDS and envs.OddOneOutEnv is psb_rl.envs.OddOneOutEnv
+
+
+def test_one_environment_holds_the_project_and_atari_ground_truth() -> None:
+    """numpy is pinned where ocatari (the atari-gt extra) needs it, and make install (what CI runs) installs the
+    extra, so the OCAtari tests run there."""
+    text = (ROOT / "pyproject.toml").read_text()
+    numpy = re.search(r'"numpy([^"]*)"', text.split("dependencies = [", 1)[1]).group(1)
+    assert "<2" in numpy, numpy
+    assert re.search(r'atari-gt = \[[^\]]*"ocatari', text)
+    install = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install -e" in line]
+    assert install and all("atari-gt" in line for line in install), install
+    assert "CI=1" in (ROOT / ".ci" / "run").read_text()  # the OCAtari tests fail rather than skip there
