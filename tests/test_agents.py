@@ -487,3 +487,38 @@ def test_continued_run_hides_the_steps_logged_after_the_saved_agent(tmp_path: Pa
                 if event.HasField("session_log") and event.session_log.status == event.session_log.START]
     assert restarts == [6]  # TensorBoard drops the first run's steps >= 6 on this marker
     assert sorted((tmp_path).iterdir()) == [tmp_path / "ppo_slots_1"]  # SB3 continues in that same folder
+
+
+def test_agents_make_the_env_with_the_checkpoints_rendering_options(tmp_path: Path) -> None:
+    """MiniGrid pretrained with highlight=False: the agent's envs (training, evaluation, collection with the agent)
+    are made with it; --env-kwargs overrides it and the run records what the envs were made with."""
+    import warnings
+
+    from agents.evaluate import make_single_env, run_train_args
+    from agents.train_ppo import make_env
+    from psb_rl.agent_io import agent_env_kwargs
+    from psb_rl.frames import FramePipeline
+    from psb_rl.wrappers import RenderingOptionWarning
+
+    pipeline = FramePipeline(source="render", size=(32, 32), input_size=(40, 40), env_kwargs={"highlight": False})
+    checkpoint = _real_env_checkpoint(tmp_path / "psb.ckpt", 32, pipeline)
+    args = _real_env_args(tmp_path, "MiniGrid-DoorKey-5x5-v0", "slots", checkpoint, n_envs=1, total_steps=64,
+                          n_steps=64, max_episode_steps=20, env_kwargs='{"tile_size": 8}')
+    model = load_checkpoint(checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderingOptionWarning)
+        venv = make_env(args, 1, 0, model)
+    assert venv.get_attr("highlight") == [False]
+    venv.close()
+    overridden = dataclasses.replace(args, env_kwargs='{"tile_size": 8, "highlight": true}')
+    with pytest.warns(RenderingOptionWarning, match="highlight=True"):  # explicit, so the wrapper says so
+        venv = make_env(overridden, 1, 0, model)
+    assert venv.get_attr("highlight") == [True]
+    venv.close()
+
+    result = train(args)
+    assert json.loads(Path(result["summary_path"]).read_text())["env_kwargs"] == {"highlight": False, "tile_size": 8}
+    env = make_single_env(run_train_args(EvalArgs(run=result["out_dir"])), torch.device("cpu"))
+    assert env.unwrapped.highlight is False
+    env.close()
+    assert agent_env_kwargs(result["model_path"]) == {"highlight": False, "tile_size": 8}  # collect --policy
