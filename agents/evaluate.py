@@ -21,11 +21,14 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
+from psb_rl import agent_io
+from psb_rl.cli import parse_dataclass, run_main
+from psb_rl.utils import ensure_writable_file, resolve_device
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
 from agents.train_ppo import Args as TrainArgs
 from agents.train_ppo import load_encoder
-from psb_rl import agent_io
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
-from psb_rl.utils import ensure_writable_file, resolve_device
 
 
 @dataclass
@@ -90,24 +93,18 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
 
     :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else ``train.checkpoint``).
     """
-    from agents.train_ppo import frame_pipeline
+    from agents.train_ppo import agent_env_kwargs, frame_pipeline
     from psb_rl.environments import FramePipelineObservation, make_frame_env, make_state_env
 
-    kwargs: dict[str, Any] = {}
-    if train.env.startswith("PSB/"):
-        import envs  # noqa: F401
-
-        kwargs["obs_mode"] = "state" if train.encoder == "state" else "pixels"
-    kwargs.update(parse_env_kwargs(train.env_kwargs))
-    if train.encoder == "state":
-        kwargs.setdefault("render_mode", "rgb_array")
     checkpoint: Any = None
     if train.encoder == "slots":
         if not train.checkpoint:
             raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
         checkpoint = encoder_model if encoder_model is not None else load_encoder(train, device)
     pipeline = frame_pipeline(train, checkpoint) if train.encoder != "state" else None
+    kwargs = agent_env_kwargs(train, pipeline)  # the checkpoint's rendering options, then the run's --env-kwargs
     if train.encoder == "state":
+        kwargs.setdefault("render_mode", "rgb_array")
         env = make_state_env(train.env, kwargs, train.max_episode_steps, train.gym_packages)
     else:
         env = make_frame_env(train.env, pipeline.source, kwargs, train.max_episode_steps, train.gym_packages,

@@ -9,7 +9,9 @@
 Any gymnasium id works (``--gym-packages PKG`` for ids that other packages register). Frames come from the
 observations or from ``env.render()`` (``--pixels``; by default as the checkpoint's frame pipeline
 recorded them) and go through the checkpoint's frame pipeline (:mod:`psb_rl.frames`), so the agent sees
-them exactly as pretraining did; ``--crop`` / ``--resize`` override it. ALE games get the usual Atari
+them exactly as pretraining did; ``--crop`` / ``--resize`` override it. The envs are made with the rendering
+options the checkpoint's frames were recorded with (e.g. MiniGrid's ``highlight=False``); ``--env-kwargs``
+overrides them (``summary.json`` records the arguments the envs were made with). ALE games get the usual Atari
 wrappers in RGB (:func:`psb_rl.environments.atari_wrappers`).
 
 * ``slots``: frames are encoded by the frozen PSB checkpoint inside :class:`psb_rl.VecPSBWrapper`
@@ -60,7 +62,7 @@ class Args:
     """Train PPO on object slots (PSB), raw pixels (NatureCNN) or ground-truth object states."""
 
     env: str = "PSB/OddOneOut-v0"
-    """gymnasium id of the environment (the PSB/ ids are registered by ``import envs``)"""
+    """gymnasium id of the environment (the PSB/ ids are registered by ``import psb_rl``)"""
     encoder: Literal["slots", "pixels", "state"] = "slots"
     """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
     checkpoint: str | None = None
@@ -88,7 +90,8 @@ class Args:
     vec_env: Literal["dummy", "subproc"] = "dummy"
     """dummy (in-process) or subproc (one process per env; torch stays in the main process)"""
     env_kwargs: str = "{}"
-    """extra keyword arguments of gym.make, as JSON (obs_mode is set from --encoder for PSB/ envs)"""
+    """extra keyword arguments of gym.make, as JSON; they override the rendering options recorded in the
+    checkpoint's frame pipeline (obs_mode is set from --encoder for PSB/ envs)"""
     gym_packages: list[str] = dataclasses.field(default_factory=list)
     """extra packages to import that register --env (as RL Zoo's --gym-packages)"""
     pixels: str = "auto"
@@ -243,10 +246,25 @@ def frame_pipeline(args: Args, encoder_model: torch.nn.Module | None = None) -> 
     return dataclasses.replace(base, **changes)
 
 
+def agent_env_kwargs(args: Args, pipeline: Any = None) -> dict[str, Any]:
+    """The ``gym.make`` arguments of the agent's envs: the rendering options the checkpoint's frames were
+    recorded with (``pipeline.env_kwargs``, e.g. MiniGrid's ``highlight=False``), the built-in envs' ``obs_mode``
+    for ``--encoder``, then ``--env-kwargs``, which override both.
+
+    :param args: run arguments. :param pipeline: the agent's frame pipeline (None: state agents).
+    """
+    kwargs: dict[str, Any] = dict(getattr(pipeline, "env_kwargs", None) or {})
+    if args.env.startswith("PSB/"):
+        kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
+    kwargs.update(parse_env_kwargs(args.env_kwargs))
+    return kwargs
+
+
 def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module | None = None) -> VecEnv:
     """The vectorised environment for ``args.encoder``.
 
-    :param args: run arguments (env, encoder, vec_env, env_kwargs, device, frame pipeline options).
+    :param args: run arguments (env, encoder, vec_env, env_kwargs, device, frame pipeline options); the envs are
+        made with :func:`agent_env_kwargs`.
     :param n_envs: number of parallel environments.
     :param seed: seed of the first env (env i gets ``seed + i``).
     :param encoder_model: the frozen PSB model (``--encoder slots``), shared by train and eval envs.
@@ -258,17 +276,13 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
     from psb_rl.frames import FramePipelineError
 
     env_id = args.env
-    env_kwargs: dict[str, Any] = {}
     if env_id.startswith("PSB/"):
-        import envs  # noqa: F401  (registers PSB/ ids in this process)
-
-        env_kwargs["obs_mode"] = "state" if args.encoder == "state" else "pixels"
-        env_id = "envs:" + env_id  # worker processes import the package themselves
-    env_kwargs.update(parse_env_kwargs(args.env_kwargs))
+        env_id = "psb_rl:" + env_id  # worker processes import the package themselves
     if args.vec_env not in ("dummy", "subproc"):
         raise ValueError(f"--vec-env must be dummy or subproc, got {args.vec_env!r}")
     vec_env_cls = SubprocVecEnv if args.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
     pipeline = frame_pipeline(args, encoder_model) if args.encoder != "state" else None
+    env_kwargs = agent_env_kwargs(args, pipeline)
     if args.encoder == "state":
         one_env = functools.partial(make_state_env, env_id, env_kwargs, args.max_episode_steps, tuple(args.gym_packages))
         make_state_env(*one_env.args).close()  # an env without object states fails here, in one line
@@ -591,6 +605,7 @@ def _train(args: Args) -> dict[str, Any]:
     curve_path = save_curve(out / "learning_curve.png", rows, f"PPO ({args.encoder}) on {args.env}")
     summary: dict[str, Any] = {
         "env": args.env,
+        "env_kwargs": agent_env_kwargs(args, frame_pipeline(args, encoder_model) if args.encoder != "state" else None),
         "encoder": args.encoder,
         "seed": args.seed,
         "timesteps": int(model.num_timesteps),

@@ -17,7 +17,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import envs
+from psb_rl import envs
 from psb_rl.cli import parse_dataclass
 from psb_rl.utils import write_json
 

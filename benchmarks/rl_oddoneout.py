@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.train_ppo import Args as TrainArgs
-from agents.train_ppo import train
 from psb_rl.cli import parse_dataclass
 from psb_rl.utils import write_json
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
+from agents.train_ppo import Args as TrainArgs
+from agents.train_ppo import train
 
 
 @dataclass

@@ -66,7 +66,8 @@ class Args:
     max_episode_steps: int | None = None
     """override the env's time limit"""
     env_kwargs: str | None = None
-    """JSON dict of extra gym.make kwargs, e.g. '{"obs_mode": "state"}'"""
+    """JSON dict of extra gym.make kwargs, e.g. '{"obs_mode": "state"}' (default with --policy model.zip: the
+    rendering options of the agent's PSB checkpoint and its run's --env-kwargs)"""
     masks: bool = True
     """store ground-truth masks where they can be had: PSB/ envs, MiniGrid (from the grid), Atari (OCAtari, optional)"""
     compress: bool = False
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, collect, print the manifest summary. Returns the exit code."""
     args = parse_dataclass(Args, argv)
     episodes = args.episodes if args.episodes is not None or args.steps is not None else 100
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
+    if args.env_kwargs is None and args.policy != "random" and not args.repair:
+        from psb_rl.agent_io import agent_env_kwargs
+
+        env_kwargs = agent_env_kwargs(args.policy)  # the env the agent acted in
     set_torch_threads(args.torch_threads)
     if args.repair:
         manifest = repair_rollouts(args.out, num_envs=args.num_envs, progress=args.progress)
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             args.env, args.out, episodes=episodes, steps=args.steps, num_envs=args.num_envs,
             policy=args.policy, pixels=args.pixels, resize=size_from_flag(args.resize), seed=args.seed, resume=args.resume,
             episodes_per_shard=args.episodes_per_shard, max_episode_steps=args.max_episode_steps,
-            env_kwargs=parse_env_kwargs(args.env_kwargs) or None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
+            env_kwargs=env_kwargs or None, masks=args.masks, deterministic_policy=args.deterministic_policy, compress=args.compress,
             progress=args.progress, crop=args.crop, gym_packages=args.gym_packages,
         )
     summary = {k: manifest[k] for k in ("env_id", "frame_shape", "has_masks", "num_shards", "num_episodes",

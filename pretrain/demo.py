@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
+
 TASK = "PSB/ObjectReach-v0"
 #: Expected minutes per stage on an idle 2-core CPU (full demo, then --quick).
 EXPECTED_MINUTES = {"pretraining": (5.0, 0.5), "ppo_slots": (1.8, 0.3), "ppo_pixels": (1.2, 0.2)}
@@ -57,7 +60,7 @@ def random_action_success(env_kwargs: dict, episodes: int, seed: int) -> float:
     """Success rate of uniformly random actions on the reach task (its chance level)."""
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers PSB/ ids)
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     env = gym.make(TASK, obs_mode="state", **env_kwargs)
     rng = np.random.default_rng(seed)

@@ -8,8 +8,14 @@ trains the CPU-sized default, evaluates on held-out episodes and writes runs/psb
     python pretrain/train_psb.py --out runs/psb --resume        # continue an interrupted run
     python pretrain/train_psb.py --out runs/psb --overwrite     # replace the run in runs/psb
     python pretrain/train_psb.py --data data/pong --image-size 80 64 --torch-threads 2   # non-square frames
-    python pretrain/train_psb.py --preset atari --data data/pong --out runs/pong   # a recipe per env kind
+    python pretrain/train_psb.py --preset minigrid              # a recipe per env kind: collects, then trains
+    python pretrain/train_psb.py --preset minigrid --env MiniGrid-Unlock-v0   # 48 x 88 frames, a token per cell
+    python pretrain/train_psb.py --preset atari --env ALE/Boxing-v5 --crop 0 0 0 0 --resize 64
     torchrun --nproc_per_node=2 pretrain/train_psb.py ...       # DistributedDataParallel
+
+A preset (``psb_rl.presets``) sets the env, the model, the loss, the time budget and how the rollouts are
+collected when ``--data`` holds none (frame source, crop, size, env kwargs, episodes and their cap); ``--data``
+and ``--out`` then default to ``data/<env>`` and ``runs/<env>``. Flags given explicitly override it.
 """
 
 from __future__ import annotations
@@ -39,9 +45,13 @@ def next_step_hint(args: TrainArgs, checkpoint: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_dataclass(TrainArgs, argv, description=__doc__)
     if args.preset is not None:
-        from psb_rl.presets import apply_preset, explicit_flags, get_preset
+        from psb_rl.presets import apply_preset, explicit_flags, fit_to_env, get_preset
 
-        args = apply_preset(args, get_preset(args.preset), explicit_flags(sys.argv[1:] if argv is None else argv))
+        preset, explicit = get_preset(args.preset), explicit_flags(sys.argv[1:] if argv is None else argv)
+        args = fit_to_env(apply_preset(args, preset, explicit), preset, explicit)
+        size = "x".join(str(v) for v in (args.resize * 2 if args.resize and len(args.resize) == 1 else args.resize or []))
+        print(f"preset {args.preset} on {args.env}: frames {args.pixels} {size or 'as given'}, model "
+              f"{args.image_size}, stride {args.feature_stride}, data {args.data}, run {args.out}")
     try:
         summary = train(args)
     except TrainingDivergedError as error:

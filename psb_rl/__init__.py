@@ -2,7 +2,8 @@
 
 Pretrain PSB (Parallelized Spatiotemporal Binding) on environment videos, then stream it as a
 causal encoder inside the agent's loop. Public names are imported lazily so that ``import psb_rl``
-stays cheap (e.g. in forked environment workers) and optional pieces (SB3) load only when used.
+stays cheap (e.g. in forked environment workers) and optional pieces (SB3) load only when used; the
+built-in environments (:mod:`psb_rl.envs`) register their ``PSB/`` ids with gymnasium on import.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from psb_rl.envs import register_envs
+
 __version__ = "0.1.0"
+
+register_envs()
 
 _EXPORTS = {
     "PSBConfig": "psb_rl.config",

@@ -352,6 +352,25 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
     return AgentPolicy(agent, args.encoder, psb_model, deterministic, args.slot_geometry)
 
 
+def agent_env_kwargs(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The ``gym.make`` arguments an agent of ``agents/train_ppo.py`` acted in: the rendering options its PSB
+    checkpoint's frames were recorded with (e.g. MiniGrid's ``highlight=False``), then the run's ``--env-kwargs``.
+
+    :param model_path: the agent's ``model.zip`` (its run's ``args.json`` beside it).
+    :return: the arguments (empty for a zip without a run record).
+    """
+    from psb_rl.checkpoint import read_checkpoint
+    from psb_rl.frames import pipeline_for_model
+
+    record = read_run_record(Path(model_path).parent) or {}
+    kwargs: dict[str, Any] = {}
+    if record.get("checkpoint") and Path(record["checkpoint"]).is_file():
+        kwargs.update(pipeline_for_model(read_checkpoint(record["checkpoint"])[1]).env_kwargs or {})
+    explicit = record.get("env_kwargs") or "{}"
+    kwargs.update(json.loads(explicit) if isinstance(explicit, str) else explicit)
+    return kwargs
+
+
 def run_record(args: Any) -> dict[str, Any]:
     """The ``args.json`` content of a run: its arguments plus, for slots, its checkpoint's provenance."""
     record = dataclasses.asdict(args)

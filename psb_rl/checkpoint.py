@@ -45,13 +45,14 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, extra: dict
     :param model: a :class:`psb_rl.PSBAutoencoder` (anything with ``.config: PSBConfig``).
     :param path: destination file (conventionally ``*.ckpt``).
     :param extra: optional JSON-serialisable information stored alongside (e.g. training step). The
-        model's frame pipeline (``model.frame_pipeline``), unless it is the default resize to ``image_size``,
-        is stored as ``extra["frame_pipeline"]`` unless ``extra`` gives one.
+        model's frame pipeline (``model.frame_pipeline``, with the env's rendering options), unless it is the
+        default resize to ``image_size`` with none, is stored as ``extra["frame_pipeline"]`` unless ``extra`` gives one.
     :return: the path written.
     """
     config: PSBConfig = model.config
     pipeline = getattr(model, "frame_pipeline", None)
-    if pipeline is not None and pipeline != FramePipeline(size=config.image_hw):  # the default needs no record
+    # the default needs no record (equality ignores env_kwargs, which are recorded whenever there are some)
+    if pipeline is not None and (pipeline != FramePipeline(size=config.image_hw) or pipeline.env_kwargs):
         extra = {"frame_pipeline": pipeline.to_dict(), **(extra or {})}
     tensors = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
     metadata = {

@@ -1,7 +1,7 @@
 """Environment creation shared by every command line: any gymnasium id, registered on demand.
 
 Ids of well-known namespaces import their package when first used: ``PSB/…`` (this project's
-``envs``), ``ALE/…`` (``ale_py``), ``MiniGrid-…`` / ``BabyAI-…`` (``minigrid``). Any other package that
+``psb_rl``), ``ALE/…`` (``ale_py``), ``MiniGrid-…`` / ``BabyAI-…`` (``minigrid``). Any other package that
 registers ids on import is named with ``gym_packages`` (``--gym-packages`` on the command lines, as
 in RL Zoo), or in the id itself as ``"package:Id-v0"``.
 
@@ -18,7 +18,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 
-KNOWN_NAMESPACES: dict[str, str] = {"PSB/": "envs", "ALE/": "ale_py", "MiniGrid-": "minigrid", "BabyAI-": "minigrid"}
+KNOWN_NAMESPACES: dict[str, str] = {"PSB/": "psb_rl", "ALE/": "ale_py", "MiniGrid-": "minigrid", "BabyAI-": "minigrid"}
 """Id prefix → the package whose import registers those ids."""
 
 

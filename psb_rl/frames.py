@@ -1,7 +1,8 @@
 """One frame pipeline shared by collection, pretraining and the agent: :class:`FramePipeline`.
 
 A pipeline says where frames come from (the observation or ``env.render()``), what is cropped off,
-and the size they are resized to. Collection records it in the rollout manifest, training copies it
+and the size they are resized to, and the environment's keyword arguments that change its frames (e.g.
+MiniGrid's ``highlight``). Collection records it in the rollout manifest, training copies it
 into the checkpoint, and :class:`psb_rl.PSBObservationWrapper`, :class:`psb_rl.VecPSBWrapper` and
 ``agents/train_ppo.py`` apply the checkpoint's pipeline, so an agent sees frames exactly as
 pretraining did.
@@ -19,25 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-Size = int | tuple[int, int]
-"""An image size: ``S`` (square ``S × S``) or ``(H, W)``."""
-
-
-def size_hw(size: Size) -> tuple[int, int]:
-    """``(H, W)`` of an image size given as ``S`` or ``(H, W)``."""
-    if isinstance(size, int | np.integer):
-        return int(size), int(size)
-    height, width = size
-    return int(height), int(width)
-
+from psb_rl.sizes import Size, size_hw
 
 SOURCES = ("observation", "render")
+NOT_FRAME_OPTIONS = frozenset({"render_mode", "return_masks", "max_episode_steps", "obs_mode"})
+"""``gym.make`` arguments a pipeline never records as rendering options: the pipeline's source sets the render
+mode, masks and time limits leave frames as they are, and the agent scripts set the built-in envs' ``obs_mode``."""
 MAX_STACK = 32
 """Largest frame-stack depth :func:`frame_layout` recognises (a leading or trailing axis at most this long)."""
 
@@ -151,12 +145,17 @@ class FramePipeline:
     :param size: ``(H, W)`` after resizing (an int for a square); None keeps the cropped size.
     :param input_size: ``(H, W)`` of the frames the pipeline was recorded on (before cropping); frames
         of another size are rejected rather than silently cropped and resized. None accepts any size.
+    :param env_kwargs: the ``gym.make`` arguments the frames were recorded with (rendering options such as
+        MiniGrid's ``highlight``; see :func:`rendering_options`); the agent scripts make their envs with them.
+        They say how the env draws its frames, not how the pipeline transforms them, so two pipelines that
+        differ only here compare equal. None: none recorded.
     """
 
     source: str = "observation"
     crop: tuple[int, int, int, int] = (0, 0, 0, 0)
     size: tuple[int, int] | None = None
     input_size: tuple[int, int] | None = None
+    env_kwargs: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -167,6 +166,9 @@ class FramePipeline:
         object.__setattr__(self, "crop", crop)
         object.__setattr__(self, "size", _pair(self.size, "size"))
         object.__setattr__(self, "input_size", _pair(self.input_size, "input_size"))
+        if self.env_kwargs is not None and not isinstance(self.env_kwargs, dict):
+            raise FramePipelineError(f"env_kwargs must be a dict of gym.make arguments, got {self.env_kwargs!r}")
+        object.__setattr__(self, "env_kwargs", rendering_options(self.env_kwargs) or None)
         if self.input_size is not None:
             self.output_size(self.input_size)  # the crop must leave pixels
 
@@ -288,12 +290,18 @@ class FramePipeline:
             parts.append(f"crop {self.crop}")
         if self.size is not None:
             parts.append(f"resize {self.size[0]}x{self.size[1]}")
+        if self.env_kwargs:
+            parts.append("env " + ", ".join(f"{k}={v!r}" for k, v in self.env_kwargs.items()))
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (lists for the tuples)."""
-        return {key: (list(value) if isinstance(value, tuple) else value)
+        """Plain JSON-serialisable dict (lists for the tuples; ``env_kwargs`` only when recorded, so pipelines
+        without them read as they always did)."""
+        data = {key: (list(value) if isinstance(value, tuple) else value)
                 for key, value in dataclasses.asdict(self).items()}
+        if data["env_kwargs"] is None:
+            del data["env_kwargs"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FramePipeline:
@@ -337,20 +345,35 @@ def model_frame_pipeline(model: Any) -> FramePipeline:
     :param model: a :class:`psb_rl.PSBAutoencoder`.
     """
     pipeline = getattr(model, "frame_pipeline", None)
-    if pipeline is None or pipeline == FramePipeline(size=size_hw(model.config.image_size)):
+    if pipeline is None:
         return FramePipeline()
+    if pipeline == FramePipeline(size=size_hw(model.config.image_size)):
+        return FramePipeline(env_kwargs=pipeline.env_kwargs)
     return pipeline
 
 
+def rendering_options(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``gym.make`` arguments of ``env_kwargs`` a frame pipeline records: all but
+    :data:`NOT_FRAME_OPTIONS`.
+
+    :param env_kwargs: the arguments an env was made with (e.g. a rollout manifest's ``env_kwargs``).
+    :return: a new dict, sorted by name.
+    """
+    return {key: env_kwargs[key] for key in sorted(env_kwargs or {}) if key not in NOT_FRAME_OPTIONS}
+
+
 def pipeline_of_manifest(manifest: dict[str, Any]) -> FramePipeline:
-    """The frame pipeline a rollout collection applied (``manifest["frame_pipeline"]``).
+    """The frame pipeline a rollout collection applied (``manifest["frame_pipeline"]``), with the env's
+    rendering options from the manifest's ``env_kwargs``.
 
     Collections stored before pipelines were recorded give their source and ``resize``.
     """
+    options = rendering_options(manifest.get("env_kwargs")) or None
     if "frame_pipeline" in manifest:
-        return FramePipeline.from_dict(manifest["frame_pipeline"])
+        recorded = FramePipeline.from_dict(manifest["frame_pipeline"])
+        return recorded if recorded.env_kwargs else dataclasses.replace(recorded, env_kwargs=options)
     return FramePipeline(source="render" if manifest.get("pixels") == "render" else "observation",
-                         size=manifest.get("resize"))
+                         size=manifest.get("resize"), env_kwargs=options)
 
 
 def pipeline_for_model(info: dict[str, Any]) -> FramePipeline:
@@ -378,6 +401,7 @@ __all__ = [
     "newest_rgb",
     "pipeline_for_model",
     "pipeline_of_manifest",
+    "rendering_options",
     "size_from_flag",
     "size_hw",
 ]

@@ -15,10 +15,10 @@ a model on them. Labels are stable within an episode: one object keeps its label
   is one object, not one per tile). Categories: :data:`MINIGRID_CATEGORIES`.
 - **Atari** (:class:`OCAtariMasks`): OCAtari's RAM-extracted object list, each object's bounding box
   filled (later objects drawn over earlier ones), categories = OCAtari's object classes of the game
-  (HUD objects left out). OCAtari pins ``numpy<2`` and is an optional extra: install it in a separate
-  environment (``pip install -e ".[atari-gt]"``).
+  (HUD objects left out). OCAtari is the ``atari-gt`` extra (``pip install -e ".[dev,atari-gt]"``, which
+  ``make install`` runs), installed beside the project: both run on numpy 1.26.
 - **PSB/** environments carry their own masks (``return_masks=True``) and categories
-  (``info["mask_categories"]``, names in :data:`envs.object_envs.OBJECT_KINDS`).
+  (``info["mask_categories"]``, names in :data:`psb_rl.envs.object_envs.OBJECT_KINDS`).
 
 The wrappers put ``info["masks"]`` (int32 ``(H, W)``) and ``info["mask_categories"]`` (int16
 ``(MAX_LABELS + 1,)``, index = label, ``-1`` padded to a fixed length so vector envs can stack it) into

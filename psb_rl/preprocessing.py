@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psb_rl.frames import Size, size_hw
+from psb_rl.sizes import Size, size_hw
 
 ArrayLike = np.ndarray | torch.Tensor
 def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:

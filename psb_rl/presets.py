@@ -3,12 +3,17 @@
 A preset names the environment it was made for, the frame pipeline its frames go through (source, crop,
 resize), how to collect its pretraining data, the overrides of :class:`psb_rl.training.TrainArgs` (model
 and loss fields alike) and the time budget it is meant for. Flags given explicitly on the command line
-override the preset. The numbers behind each recipe are in docs/real_env_binding.md.
+override the preset. With no rollouts at ``--data``, ``train_psb.py`` collects them as the preset says.
+On another env of a grid family (``--preset minigrid --env MiniGrid-Unlock-v0``) the frame size follows the
+env's grid, one token per cell (:func:`fit_to_env`). The numbers behind each recipe are in
+docs/real_env_binding.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +32,9 @@ class Preset:
     :param max_episode_steps: episode cap during collection (None: the env's own).
     :param max_minutes: the wall-clock budget the recipe is meant for (one CPU thread).
     :param train: overrides of :class:`psb_rl.training.TrainArgs` fields.
+    :param cell_pixels: for envs drawn on a grid of cells (MiniGrid): pixels per cell after resizing. The frames
+        of any env of the family are then resized to its grid at this many pixels per cell, and the model
+        gets one token per cell (``feature_stride = cell_pixels``) and a decoder grid of one cell per token.
     """
 
     env: str
@@ -38,6 +46,7 @@ class Preset:
     max_episode_steps: int | None = None
     max_minutes: float = 10.0
     train: dict[str, Any] = field(default_factory=dict)
+    cell_pixels: int | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -57,6 +66,7 @@ PRESETS: dict[str, Preset] = {
     "minigrid": Preset(
         env="MiniGrid-DoorKey-5x5-v0", source="render", crop=(0, 0, 0, 0), resize=40,
         env_kwargs={"highlight": False}, collect_episodes=150, max_episode_steps=100, max_minutes=20.0,
+        cell_pixels=8,
         train={"image_size": 40, "feature_stride": 8, "decoder_grid": 5, "num_slots": 8, "batch_size": 8,
                "clip_len": 4, "warmup_steps": 50, "decoder": "blob", "background_slot": True,
                "difference_input": True, "foreground_weight": 5.0, "background_alignment": 1.0,
@@ -94,8 +104,25 @@ def explicit_flags(argv: Sequence[str]) -> set[str]:
     return names
 
 
+def collection_fields(preset: Preset) -> dict[str, Any]:
+    """The :class:`psb_rl.training.TrainArgs` collection fields of the preset (what ``--data`` is collected with)."""
+    return {"pixels": "render" if preset.source == "render" else "obs", "crop": tuple(preset.crop),
+            "resize": [preset.resize], "env_kwargs": json.dumps(preset.env_kwargs) if preset.env_kwargs else None,
+            "collect_episodes": preset.collect_episodes, "collect_max_episode_steps": preset.max_episode_steps}
+
+
+def env_slug(env_id: str) -> str:
+    """A folder name for an env id: ``"MiniGrid-Unlock-v0"`` → ``"minigrid-unlock-v0"``, ``"ALE/Pong-v5"`` →
+    ``"ale-pong-v5"``."""
+    return re.sub(r"[^a-z0-9.]+", "-", env_id.split(":")[-1].lower()).strip("-")
+
+
 def apply_preset(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> Any:
     """``args`` (a TrainArgs) with the preset's overrides, except the fields in ``explicit``.
+
+    The preset sets the env, the time budget, the model and loss fields, and how ``--data`` is collected
+    (:func:`collection_fields`); ``--data`` and ``--out`` default to ``data/<env>`` and ``runs/<env>``
+    (:func:`env_slug`), so a preset run never reads another env's rollouts.
 
     :param args: parsed arguments.
     :param preset: the recipe.
@@ -107,11 +134,67 @@ def apply_preset(args: Any, preset: Preset, explicit: set[str] = frozenset()) ->
     if unknown:
         raise ValueError(f"preset sets unknown fields {unknown}")
     changes = {k: v for k, v in preset.train.items() if k not in explicit}
+    changes.update({k: v for k, v in collection_fields(preset).items() if k in known and k not in explicit})
     if "env" in known and "env" not in explicit:
         changes["env"] = preset.env
     if "max_minutes" in known and "max_minutes" not in explicit:
         changes["max_minutes"] = preset.max_minutes
+    env_id = args.env if "env" in explicit else preset.env
+    for name, root in (("data", "data"), ("out", "runs")):
+        if name in known and name not in explicit:
+            changes[name] = f"{root}/{env_slug(env_id)}"
     return dataclasses.replace(args, **changes)
 
 
-__all__ = ["PRESETS", "Preset", "apply_preset", "explicit_flags", "get_preset"]
+def grid_cells(env_id: str, env_kwargs: dict[str, Any] | None = None,
+               gym_packages: Sequence[str] = ()) -> tuple[int, int] | None:
+    """``(rows, columns)`` of the cell grid an env is drawn on (MiniGrid's ``height`` and ``width``), or None for
+    envs without one.
+
+    :param env_id: gymnasium id. :param env_kwargs: its ``gym.make`` arguments.
+    :param gym_packages: packages to import that register it.
+    """
+    from psb_rl.environments import make_env
+
+    env = make_env(env_id, env_kwargs, gym_packages=gym_packages)
+    try:
+        base = env.unwrapped
+        if hasattr(base, "grid") and isinstance(getattr(base, "width", None), int) \
+                and isinstance(getattr(base, "height", None), int):
+            return int(base.height), int(base.width)
+        return None
+    finally:
+        env.close()
+
+
+def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> Any:
+    """``args`` (after :func:`apply_preset`) with the frame size the env calls for, except the fields in ``explicit``.
+
+    For a preset with ``cell_pixels`` on an env drawn on a grid (any MiniGrid env), frames are resized to the
+    grid at ``cell_pixels`` per cell, non-square where the grid is (``MiniGrid-Unlock-v0``, 6 x 11 cells at 8 px:
+    48 x 88), with one token per cell and a decoder grid of one cell per token. For presets whose model size is
+    their stored frame size, an explicit ``--resize`` also sets the model's size.
+
+    :param args: a TrainArgs. :param preset: the recipe. :param explicit: field names given on the command line.
+    :return: a new TrainArgs.
+    """
+    from psb_rl.cli import parse_env_kwargs
+
+    changes: dict[str, Any] = {}
+    follows_frames = preset.train.get("image_size") == preset.resize
+    if preset.cell_pixels and "resize" not in explicit:
+        cells = grid_cells(args.env, parse_env_kwargs(args.env_kwargs), args.gym_packages)
+        if cells is not None:
+            rows, columns = cells
+            height, width = rows * preset.cell_pixels, columns * preset.cell_pixels
+            changes["resize"] = [height] if height == width else [height, width]
+            changes.update({k: v for k, v in (("feature_stride", preset.cell_pixels),
+                                              ("decoder_grid", min(rows, columns))) if k not in explicit})
+    resize = changes.get("resize", args.resize)
+    if follows_frames and resize and "image_size" not in explicit:
+        changes["image_size"] = resize[0] if len(resize) == 1 else tuple(resize)
+    return dataclasses.replace(args, **changes)
+
+
+__all__ = ["PRESETS", "Preset", "apply_preset", "collection_fields", "env_slug", "explicit_flags", "fit_to_env",
+           "get_preset", "grid_cells"]

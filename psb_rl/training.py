@@ -59,11 +59,14 @@ class TrainArgs:
     """Arguments of ``pretrain/train_psb.py`` (each field is a ``--kebab-case`` flag)."""
 
     data: str = "data/random_objects"
-    """rollout directory (shards + manifest); collected from --env first if it holds no rollouts"""
+    """rollout directory (shards + manifest); collected from --env first if it holds no rollouts (with
+    --preset: data/<env id>)"""
     out: str = "runs/psb"
-    """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt"""
+    """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt (with --preset:
+    runs/<env id>)"""
     preset: str | None = None
-    """builtin | minigrid | atari: a pretraining recipe (psb_rl.presets; flags given explicitly override it)"""
+    """builtin | minigrid | atari: a pretraining recipe, its collection included (psb_rl.presets; flags given
+    explicitly override it)"""
     env: str = "PSB/RandomObjects-v0"
     """environment to collect the default dataset from when --data is missing"""
     gym_packages: list[str] = dataclasses.field(default_factory=list)
@@ -72,6 +75,17 @@ class TrainArgs:
     """torch CPU threads (None: torch's default, one per core; set 1 when other jobs share the cores)"""
     collect_episodes: int = 300
     """episodes to collect when --data is missing"""
+    collect_max_episode_steps: int | None = None
+    """episode cap when collecting (None: the env's own time limit)"""
+    pixels: Literal["obs", "render"] = "obs"
+    """frame source when collecting: obs (the observations) or render (env.render(), e.g. MiniGrid)"""
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """pixels cut off the top, bottom, left and right of each frame when collecting (e.g. Atari score bars)"""
+    resize: list[int] | None = None
+    """frame size stored when collecting: N (N x N) or H W (None: as the env gives them)"""
+    env_kwargs: str | None = None
+    """JSON dict of extra gym.make arguments when collecting (e.g. '{"highlight": false}'); recorded in the
+    checkpoint's frame pipeline, so the agent's envs are made with them"""
     steps: int = 1000
     """optimizer steps"""
     batch_size: int = 16
@@ -348,7 +362,10 @@ def save_train_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.
 
 
 def ensure_data(args: TrainArgs, info: DistInfo) -> None:
-    """Collect the default dataset from ``args.env`` when ``args.data`` holds no rollouts (rank 0 only)."""
+    """Collect the dataset from ``args.env`` when ``args.data`` holds no rollouts (rank 0 only), with the
+    collection settings of ``args`` (frame source, crop, resize, env kwargs, episodes and their cap)."""
+    from psb_rl.cli import parse_env_kwargs
+    from psb_rl.frames import size_from_flag
     from psb_rl.rollouts import collect_rollouts
 
     manifest = Path(args.data) / "manifest.json"
@@ -358,9 +375,13 @@ def ensure_data(args: TrainArgs, info: DistInfo) -> None:
                 f"no rollouts found at {args.data}: collect some with `python pretrain/collect_rollouts.py "
                 f"--env {args.env} --out {args.data}` (psb_rl.collect_rollouts), or pass --collect-episodes N."
             )
-        print(f"no rollouts at {args.data}: collecting {args.collect_episodes} episodes of {args.env} ...")
+        cap = f" of at most {args.collect_max_episode_steps} steps" if args.collect_max_episode_steps else ""
+        print(f"no rollouts at {args.data}: collecting {args.collect_episodes} episodes{cap} of {args.env} ...")
         collect_rollouts(env_id=args.env, out=args.data, episodes=args.collect_episodes, seed=args.seed,
-                         resume=True, progress=args.progress, gym_packages=args.gym_packages)
+                         resume=True, progress=args.progress, gym_packages=args.gym_packages, pixels=args.pixels,
+                         crop=tuple(args.crop), resize=size_from_flag(args.resize),
+                         env_kwargs=parse_env_kwargs(args.env_kwargs) or None,
+                         max_episode_steps=args.collect_max_episode_steps)
     if info.world_size > 1:
         dist.barrier()
 

@@ -6,11 +6,15 @@
   call (the fast path). Torch stays in the main process, so it works over ``SubprocVecEnv``.
 
 Both hold the frozen encoder (eval mode, ``requires_grad=False``, ``torch.inference_mode``), so
-SB3's ``ortho_init`` and ``policy.set_training_mode`` never touch it.
+SB3's ``ortho_init`` and ``policy.set_training_mode`` never touch it. Both warn, once, when the env was made
+with other values of the rendering options the checkpoint's frames were recorded with (e.g. MiniGrid's
+``highlight``); :class:`PSBObservationWrapper` can set them on the env instead (``env_options="apply"``).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +165,66 @@ def _is_image_space(space: gym.Space) -> bool:
     return True
 
 
+class RenderingOptionWarning(UserWarning):
+    """An env made with other values of a rendering option than the frames a PSB model was pretrained on."""
+
+
+_UNKNOWN = object()
+
+
+def _lookup(get: Callable[[str], Any], name: str) -> Any:
+    """``get(name)``, or :data:`_UNKNOWN` when the env has no such attribute."""
+    try:
+        return get(name)
+    except (AttributeError, KeyError, IndexError):
+        return _UNKNOWN
+
+
+def rendering_option_mismatches(recorded: dict[str, Any] | None,
+                                get: Callable[[str], Any]) -> dict[str, tuple[Any, Any]]:
+    """The recorded rendering options an env was made with other values of.
+
+    An option's value is the env's attribute of that name (as MiniGrid keeps ``highlight``), else the argument
+    its spec was made with (``env.spec.kwargs``); options the env says nothing about are not compared.
+
+    :param recorded: option name → value the frames were recorded with (``FramePipeline.env_kwargs``).
+    :param get: reads one attribute of the (unwrapped) env, e.g. ``env.get_wrapper_attr``; raises
+        ``AttributeError`` for missing ones.
+    :return: option name → ``(the env's value, the recorded value)``.
+    """
+    if not recorded:
+        return {}
+    spec = _lookup(get, "spec")
+    spec_kwargs = getattr(spec, "kwargs", None) or {}
+    differing = {}
+    for name, wanted in recorded.items():
+        value = _lookup(get, name)
+        if value is _UNKNOWN:
+            value = spec_kwargs.get(name, _UNKNOWN)
+        if value is not _UNKNOWN and value != wanted:
+            differing[name] = (value, wanted)
+    return differing
+
+
+def _first_env_attr(venv: VecEnv, name: str) -> Any:
+    """Attribute ``name`` of the first env of ``venv`` (asked first: a subprocess env dies on a missing one)."""
+    if not venv.has_attr(name):
+        raise AttributeError(name)
+    return venv.get_attr(name, 0)[0]
+
+
+def warn_rendering_options(differing: dict[str, tuple[Any, Any]], owner: str, hint: str = "") -> None:
+    """One :class:`RenderingOptionWarning` naming every differing option (nothing when none differ)."""
+    if not differing:
+        return
+    made = ", ".join(f"{name}={value!r}" for name, (value, _) in differing.items())
+    wanted = ", ".join(f"{name}={value!r}" for name, (_, value) in differing.items())
+    warnings.warn(
+        f"{owner}: the env was made with {made}, but this PSB model's frames were recorded with {wanted} (the "
+        f"checkpoint's frame pipeline): the encoder sees frames it was not trained on. Make the env with "
+        f"gym.make(..., {wanted}){hint}.", RenderingOptionWarning, stacklevel=3)
+
+
 def _pipeline_frames(pipeline: FramePipeline, frames: np.ndarray, layout: str) -> np.ndarray:
     """Frames for the streaming encoder: through ``pipeline`` (uint8, as stored for pretraining), or, for the
     identity pipeline on RGB frames, as they are (float frames keep their values and non-finite checks)."""
@@ -191,6 +255,11 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         :class:`psb_rl.frames.FramePipeline` or its dict).
     :param geometry: append to each slot what the decoder says about it (position, size, colour:
         :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(N, D + G)``.
+    :param env_options: when the env was made with other values of the pipeline's rendering options
+        (``FramePipeline.env_kwargs``), ``"warn"`` once (:class:`RenderingOptionWarning`), or ``"apply"``: set
+        them on the env where it keeps them as attributes (MiniGrid's ``highlight``), and for a pipeline recorded
+        from ``env.render()`` give an env made without a render mode ``render_mode="rgb_array"`` (for envs made by
+        others, e.g. RL Zoo's evaluation env); options it cannot set still warn.
     """
 
     def __init__(
@@ -202,15 +271,20 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         nonfinite: str = "raise",
         frame_pipeline: PipelineLike = None,
         geometry: bool = False,
+        env_options: str = "warn",
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
-                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline, geometry=geometry)
+                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline, geometry=geometry,
+                                                 env_options=env_options)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
+        if env_options not in ("warn", "apply"):
+            raise ValueError(f"env_options must be 'warn' or 'apply', got {env_options!r}")
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
         self._render = self.frame_pipeline.source == "render" and not _is_image_space(env.observation_space)
+        self._match_rendering_options(env, env_options)
         if self._render:
             if getattr(env, "render_mode", None) != "rgb_array":
                 raise FramePipelineError(
@@ -229,6 +303,18 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
             self.observation_space = gym.spaces.Dict({"slots": slots, "pixels": env.observation_space})
         else:
             self.observation_space = slots
+
+    def _match_rendering_options(self, env: gym.Env, env_options: str) -> None:
+        """Warn about (or, with ``"apply"``, set) the rendering options ``env`` was made with other values of."""
+        differing = rendering_option_mismatches(self.frame_pipeline.env_kwargs, env.get_wrapper_attr)
+        if env_options == "apply":
+            base = env.unwrapped
+            if self._render and getattr(env, "render_mode", None) is None:
+                base.render_mode = "rgb_array"  # type: ignore[misc]
+            for name in [name for name in differing if hasattr(base, name)]:
+                setattr(base, name, differing.pop(name)[1])
+        warn_rendering_options(differing, "PSBObservationWrapper",
+                               "" if env_options == "apply" else ", or pass env_options='apply' to set them on it")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Reset the environment and the encoder state, then encode the first frame."""
@@ -279,6 +365,9 @@ class VecPSBWrapper(VecEnvWrapper):
         :class:`psb_rl.frames.FramePipeline` or its dict).
     :param geometry: append to each slot what the decoder says about it (position, size, colour:
         :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(B, N, D + G)``.
+
+    It warns once (:class:`RenderingOptionWarning`) when the envs were made with other values of the
+    pipeline's rendering options than pretraining's frames.
     """
 
     def __init__(
@@ -290,6 +379,9 @@ class VecPSBWrapper(VecEnvWrapper):
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
         self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper")
+        warn_rendering_options(
+            rendering_option_mismatches(self.frame_pipeline.env_kwargs, lambda name: _first_env_attr(venv, name)),
+            "VecPSBWrapper")
         _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
                                         nonfinite=nonfinite)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ TINY = {"image_size": 32, "num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_
 
 def _builtin_envs() -> bool:
     try:
-        import envs  # noqa: F401
+        import psb_rl  # noqa: F401  (registers PSB/ ids)
     except ImportError:
         return False
     return "PSB/OddOneOut-v0" in gym.registry
@@ -555,3 +555,38 @@ def test_linear_heads_read_the_extractor_features_directly(tmp_path: Path) -> No
     agent = load_agent(result["model_path"], args, torch.device("cpu"))
     assert agent.policy.action_net.in_features == args.features_dim
     assert not any(isinstance(m, torch.nn.Linear) for m in agent.policy.mlp_extractor.modules())
+
+
+def test_agents_make_the_env_with_the_checkpoints_rendering_options(tmp_path: Path) -> None:
+    """MiniGrid pretrained with highlight=False: the agent's envs (training, evaluation, collection with the agent)
+    are made with it; --env-kwargs overrides it and the run records what the envs were made with."""
+    import warnings
+
+    from agents.evaluate import make_single_env, run_train_args
+    from agents.train_ppo import make_env
+    from psb_rl.agent_io import agent_env_kwargs
+    from psb_rl.frames import FramePipeline
+    from psb_rl.wrappers import RenderingOptionWarning
+
+    pipeline = FramePipeline(source="render", size=(32, 32), input_size=(40, 40), env_kwargs={"highlight": False})
+    checkpoint = _real_env_checkpoint(tmp_path / "psb.ckpt", 32, pipeline)
+    args = _real_env_args(tmp_path, "MiniGrid-DoorKey-5x5-v0", "slots", checkpoint, n_envs=1, total_steps=64,
+                          n_steps=64, max_episode_steps=20, env_kwargs='{"tile_size": 8}')
+    model = load_checkpoint(checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderingOptionWarning)
+        venv = make_env(args, 1, 0, model)
+    assert venv.get_attr("highlight") == [False]
+    venv.close()
+    overridden = dataclasses.replace(args, env_kwargs='{"tile_size": 8, "highlight": true}')
+    with pytest.warns(RenderingOptionWarning, match="highlight=True"):  # explicit, so the wrapper says so
+        venv = make_env(overridden, 1, 0, model)
+    assert venv.get_attr("highlight") == [True]
+    venv.close()
+
+    result = train(args)
+    assert json.loads(Path(result["summary_path"]).read_text())["env_kwargs"] == {"highlight": False, "tile_size": 8}
+    env = make_single_env(run_train_args(EvalArgs(run=result["out_dir"])), torch.device("cpu"))
+    assert env.unwrapped.highlight is False
+    env.close()
+    assert agent_env_kwargs(result["model_path"]) == {"highlight": False, "tile_size": 8}  # collect --policy

@@ -148,3 +148,20 @@ def test_identity_check_names_both_files(saved: tuple[PSBAutoencoder, Path], tmp
     with pytest.raises(CheckpointError, match=rf"other\.ckpt \(sha256 \w+\.\.\.\) is not the PSB checkpoint .*psb\.ckpt, "
                                                rf"sha256 {digest[:12]}"):
         verify_checkpoint_identity(other, digest, str(path))
+
+
+def test_rendering_options_travel_with_the_frame_pipeline(tmp_path: Path) -> None:
+    from psb_rl.frames import FramePipeline
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(tiny_config())
+    size = model.config.image_hw
+    # a pipeline that only resizes to the model's size still records the options
+    model.frame_pipeline = FramePipeline(source="observation", size=size, env_kwargs={"highlight": False})
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "options.ckpt"))
+    assert loaded.frame_pipeline.env_kwargs == {"highlight": False}
+    # checkpoints written without the field keep loading, with no options
+    model.frame_pipeline = FramePipeline(source="render", size=size)
+    path = save_checkpoint(model, tmp_path / "plain.ckpt")
+    assert "env_kwargs" not in read_checkpoint(path)[1]["extra"]["frame_pipeline"]
+    assert load_checkpoint(path).frame_pipeline.env_kwargs is None

@@ -81,7 +81,7 @@ def test_mirror_state_keeps_padding_and_other_features() -> None:
 @pytest.mark.parametrize("mirror", list(MIRRORS))
 def test_oddoneout_is_symmetric_under_each_mirror(mirror: str) -> None:
     """A mirrored twin of an episode, driven by the mirrored actions, stays its exact mirror image."""
-    import envs  # noqa: F401  (registers PSB/ ids)
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     sx, sy = MIRRORS[mirror]
     perm = action_permutation(mirror)
@@ -160,7 +160,7 @@ def test_first_copy_extractor_is_the_plain_extractor_on_copy_zero() -> None:
 
 
 def _state_agent(agent_class: type, seed: int = 0, **kwargs) -> PPO:
-    import envs  # noqa: F401
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     venv = make_vec_env("PSB/OddOneOut-v0", n_envs=2, seed=seed, env_kwargs={"obs_mode": "state"})
     policy_kwargs = {

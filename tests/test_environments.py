@@ -27,7 +27,7 @@ needs_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reaso
 
 
 @pytest.mark.parametrize("env_id", ["PSB/RandomObjects-v0", "MiniGrid-Empty-5x5-v0", "BabyAI-GoToRedBall-v0",
-                                    "CartPole-v1", "envs:PSB/OddOneOut-v0"])
+                                    "CartPole-v1", "psb_rl:PSB/OddOneOut-v0"])
 def test_known_namespaces_register_on_demand(env_id: str) -> None:
     ensure_registered(env_id)
     make_env(env_id).close()

@@ -1,4 +1,4 @@
-"""Tests of the built-in PSB/ environments (envs/)."""
+"""Tests of the built-in PSB/ environments (psb_rl/envs/)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs.object_envs import MAX_OBJECTS, NUM_COLORS, NUM_FEATURES, OBJECT_KINDS, ObjectEnv
-from envs.sprites import NUM_OBJECT_COLORS, PALETTE, SHAPES, draw_sprite, shape_stamp
+from psb_rl import envs
+from psb_rl.envs.object_envs import MAX_OBJECTS, NUM_COLORS, NUM_FEATURES, OBJECT_KINDS, ObjectEnv
+from psb_rl.envs.sprites import NUM_OBJECT_COLORS, PALETTE, SHAPES, draw_sprite, shape_stamp
 
 
 def _rollout(env: gym.Env, seed: int, n: int, actions_seed: int = 0) -> list[np.ndarray]:

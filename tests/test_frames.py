@@ -208,7 +208,7 @@ def test_pipeline_travels_from_collection_through_the_checkpoint_to_the_wrappers
     model = load_checkpoint(summary["checkpoint"])
     assert model.frame_pipeline == recorded and model.config.image_hw == (24, 20)
 
-    import envs  # noqa: F401
+    import psb_rl  # noqa: F401  (registers PSB/ ids)
 
     env = PSBObservationWrapper(gym.make("PSB/RandomObjects-v0"), checkpoint=model)
     venv = VecPSBWrapper(DummyVecEnv([lambda: gym.make("PSB/RandomObjects-v0")]), checkpoint=model)
@@ -224,3 +224,28 @@ def test_pipeline_travels_from_collection_through_the_checkpoint_to_the_wrappers
 
 def test_small_channels_first_frames_are_rgb() -> None:
     assert frame_layout((3, 24, 24)) == "chw" and frame_layout((4, 24, 24)) == "khw"
+
+
+# ------------------------------------------------------------------------------- rendering options (env_kwargs)
+def test_pipeline_records_the_rendering_options_of_the_manifest() -> None:
+    from psb_rl.frames import pipeline_of_manifest
+
+    manifest = {"env_kwargs": {"highlight": False, "return_masks": True, "render_mode": "rgb_array"},
+                "frame_pipeline": {"source": "render", "crop": [0, 0, 0, 0], "size": [40, 40], "input_size": [160, 160]}}
+    pipeline = pipeline_of_manifest(manifest)
+    assert pipeline.env_kwargs == {"highlight": False}  # masks and the render mode do not change frames
+    assert FramePipeline.from_dict(pipeline.to_dict()).env_kwargs == {"highlight": False}
+    # collections stored before pipelines were recorded keep their options too
+    assert pipeline_of_manifest({"pixels": "render", "env_kwargs": {"highlight": False}}).env_kwargs == {"highlight": False}
+    assert pipeline_of_manifest({"env_kwargs": {"return_masks": True}}).env_kwargs is None
+
+
+def test_rendering_options_leave_the_frame_transform_and_old_records_alone() -> None:
+    plain = FramePipeline(source="render", size=(40, 40))
+    with_options = FramePipeline(source="render", size=(40, 40), env_kwargs={"highlight": False})
+    assert with_options == plain  # the same frames from the same raw frames
+    assert "env_kwargs" not in plain.to_dict()  # pipelines without options read as they always did
+    assert FramePipeline.from_dict({"source": "render", "size": [40, 40]}).env_kwargs is None
+    assert "highlight=False" in with_options.describe()
+    with pytest.raises(FramePipelineError, match="env_kwargs"):
+        FramePipeline(env_kwargs=["highlight"])  # type: ignore[arg-type]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,7 +49,7 @@ def test_rl_zoo_trains_and_reload_rebuilds_the_wrapper(tmp_path: Path, monkeypat
     conf = yaml.safe_load((ROOT / "agents" / "rl_zoo_psb.yml").read_text())
     entry = conf[ENV_ID]
     entry["env_wrapper"][0]["psb_rl.PSBObservationWrapper"]["checkpoint"] = str(checkpoint)
-    entry["env_kwargs"]["tile_size"] = 8
+    entry.setdefault("env_kwargs", {})["tile_size"] = 8
     entry.update(n_timesteps=128, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
     (tmp_path / "conf.yml").write_text(yaml.safe_dump({ENV_ID: entry}))
 
@@ -76,3 +80,48 @@ def test_rl_zoo_trains_and_reload_rebuilds_the_wrapper(tmp_path: Path, monkeypat
     action, _ = agent.predict(obs, deterministic=True)
     assert env.action_space.contains(int(action[0]))
     env.close()
+
+
+def readme_rl_zoo_lines() -> list[list[str]]:
+    """The RL Zoo commands of the README, as printed (argv lists)."""
+    text = (ROOT / "README.md").read_text()
+    return [shlex.split(line) for line in re.findall(r"^python -m rl_zoo3\.\w+ .*$", text, flags=re.M)]
+
+
+def _zoo_checkpoints(root: Path) -> None:
+    """Tiny checkpoints at the paths agents/rl_zoo_psb.yml names, as train_psb.py would write them."""
+    from psb_rl import PSBAutoencoder, PSBConfig, save_checkpoint
+    from psb_rl.frames import FramePipeline
+
+    conf = yaml.safe_load((ROOT / "agents" / "rl_zoo_psb.yml").read_text())
+    tiny = {"num_slots": 4, "slot_dim": 32, "num_blocks": 1, "num_heads": 2, "window": 3}
+    torch.manual_seed(0)
+    for env_id, entry in conf.items():
+        path = root / entry["env_wrapper"][0]["psb_rl.PSBObservationWrapper"]["checkpoint"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if env_id.startswith("MiniGrid"):  # the minigrid preset: render() without the highlight, 8 px per cell
+            model = PSBAutoencoder(PSBConfig(image_size=40, feature_stride=8, decoder_grid=5, **tiny))
+            model.frame_pipeline = FramePipeline(source="render", size=(40, 40), input_size=(160, 160),
+                                                 env_kwargs={"highlight": False})
+        else:  # the default run: PSB/RandomObjects-v0 observations
+            model = PSBAutoencoder(PSBConfig(image_size=32, **tiny))
+        save_checkpoint(model, path)
+
+
+def test_readme_rl_zoo_lines_run_as_printed(tmp_path: Path) -> None:
+    """Train and enjoy, for a built-in env and a MiniGrid env, exactly as the README prints them (only -n is
+    appended, to keep the runs tiny), from a folder laid out like the repository."""
+    lines = readme_rl_zoo_lines()
+    modules = {(argv[2], argv[argv.index("--env") + 1]) for argv in lines}
+    assert {("rl_zoo3.train", "PSB/OddOneOut-v0"), ("rl_zoo3.enjoy", "PSB/OddOneOut-v0"),
+            ("rl_zoo3.train", ENV_ID), ("rl_zoo3.enjoy", ENV_ID)} <= modules
+    (tmp_path / "agents").symlink_to(ROOT / "agents")
+    _zoo_checkpoints(tmp_path)
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for argv in lines:
+        assert argv[:2] == ["python", "-m"]
+        command = [sys.executable, *argv[1:], "-n", "16" if argv[2] == "rl_zoo3.enjoy" else "64"]
+        result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{' '.join(argv)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        assert "RenderingOptionWarning" not in result.stderr
+    assert (tmp_path / "logs" / "ppo" / f"{ENV_ID}_1" / f"{ENV_ID}.zip").is_file()

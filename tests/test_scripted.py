@@ -1,4 +1,4 @@
-"""Tests of the scripted reference policies for PSB/OddOneOut-v0 (envs/scripted.py)."""
+"""Tests of the scripted reference policies for PSB/OddOneOut-v0 (psb_rl/envs/scripted.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers PSB/ ids)
-from envs.object_envs import OddOneOutEnv
-from envs.scripted import POLICIES, colour_pair, evaluate_scripted, scripted_action, straight_line_succeeds
-from envs.sprites import COLOR_NAMES
+import psb_rl  # noqa: F401  (registers PSB/ ids)
+from psb_rl.envs.object_envs import OddOneOutEnv
+from psb_rl.envs.scripted import (
+    POLICIES,
+    colour_pair,
+    evaluate_scripted,
+    scripted_action,
+    straight_line_succeeds,
+)
+from psb_rl.envs.sprites import COLOR_NAMES
 
 
 def _placed_env(positions: list[tuple[float, float]]) -> OddOneOutEnv:

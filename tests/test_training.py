@@ -121,6 +121,8 @@ def _flags(args: TrainArgs) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list | tuple):  # nargs flags: one value per argument
+            flags += [flag, *map(str, value)] if value else []
         elif value is not None:
             flags += [flag, str(value)]
     return flags

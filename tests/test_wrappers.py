@@ -177,9 +177,7 @@ def test_vec_wrapper_from_checkpoint_file(model: PSBAutoencoder, tmp_path) -> No
 
 
 def test_builtin_envs_check(model: PSBAutoencoder) -> None:
-    pytest.importorskip("envs")
-    if "PSB/OddOneOut-v0" not in gym.registry:
-        pytest.skip("built-in envs not registered")
+    assert "PSB/OddOneOut-v0" in gym.registry  # registered by import psb_rl
     for env_id in ("PSB/ObjectReach-v0", "PSB/OddOneOut-v0"):
         env = PSBObservationWrapper(gym.make(env_id, obs_mode="pixels").unwrapped, checkpoint=model)
         gym_check_env(env, skip_render_check=True)
@@ -349,3 +347,69 @@ def test_wrappers_append_the_slot_geometry(decoder: str) -> None:
         for i in np.flatnonzero(dones):
             assert infos[i]["terminal_observation"].shape == (4, 32 + extra)
     venv.close()
+
+
+# ------------------------------------------------------------------------------- rendering options
+def _minigrid_model() -> PSBAutoencoder:
+    from psb_rl.frames import FramePipeline
+
+    pytest.importorskip("minigrid")
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY)).eval()
+    model.frame_pipeline = FramePipeline(source="render", size=(32, 32), input_size=(40, 40),
+                                         env_kwargs={"highlight": False})  # DoorKey-5x5 at 8 px per tile
+    return model
+
+
+def test_wrapper_warns_once_when_the_env_renders_otherwise_than_pretraining() -> None:
+    import warnings
+
+    from psb_rl.wrappers import RenderingOptionWarning
+
+    model = _minigrid_model()
+    env = gym.make("MiniGrid-DoorKey-5x5-v0", render_mode="rgb_array", tile_size=8)  # MiniGrid's highlight=True
+    with pytest.warns(RenderingOptionWarning, match=r"highlight=True.*highlight=False") as caught:
+        wrapped = PSBObservationWrapper(env, checkpoint=model)
+    assert len([w for w in caught if issubclass(w.category, RenderingOptionWarning)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderingOptionWarning)
+        wrapped.reset(seed=0)
+        wrapped.step(0)  # once: at construction, never per step
+        same = gym.make("MiniGrid-DoorKey-5x5-v0", render_mode="rgb_array", tile_size=8, highlight=False)
+        PSBObservationWrapper(same, checkpoint=model)  # made as pretraining's env: no warning
+
+
+def test_wrapper_can_apply_the_recorded_options_to_an_env_made_without_them() -> None:
+    import warnings
+
+    from psb_rl.wrappers import RenderingOptionWarning
+
+    model = _minigrid_model()
+    env = gym.make("MiniGrid-DoorKey-5x5-v0", tile_size=8)  # no render mode, MiniGrid's highlight (e.g. RL Zoo's eval env)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderingOptionWarning)
+        wrapped = PSBObservationWrapper(env, checkpoint=model, env_options="apply")
+    assert env.unwrapped.highlight is False and env.unwrapped.render_mode == "rgb_array"
+    obs, _ = wrapped.reset(seed=0)
+    assert obs.shape == (4, 32)
+    expected = gym.make("MiniGrid-DoorKey-5x5-v0", tile_size=8, highlight=False, render_mode="rgb_array")
+    expected.reset(seed=0)
+    np.testing.assert_array_equal(env.render(), expected.render())
+    with pytest.raises(ValueError, match="env_options"):
+        PSBObservationWrapper(env, checkpoint=model, env_options="ignore")
+
+
+def test_vec_wrapper_warns_when_its_envs_render_otherwise() -> None:
+    from gymnasium.wrappers import AddRenderObservation
+
+    from psb_rl.wrappers import RenderingOptionWarning
+
+    model = _minigrid_model()
+
+    def make() -> gym.Env:
+        return AddRenderObservation(gym.make("MiniGrid-DoorKey-5x5-v0", render_mode="rgb_array", tile_size=8),
+                                    render_only=True)
+
+    venv = DummyVecEnv([make])
+    with pytest.warns(RenderingOptionWarning, match="VecPSBWrapper.*highlight=True"):
+        VecPSBWrapper(venv, checkpoint=model)

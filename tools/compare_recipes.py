@@ -28,6 +28,9 @@ from scipy import stats
 
 from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.shards import sha256_file
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
 from psb_rl.utils import write_json
 
 

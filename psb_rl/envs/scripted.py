@@ -23,8 +23,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.object_envs import _ACTION_DELTAS, OddOneOutEnv
-from envs.sprites import COLOR_NAMES
+from psb_rl.envs.object_envs import _ACTION_DELTAS, OddOneOutEnv
+from psb_rl.envs.sprites import COLOR_NAMES
 
 POLICIES: tuple[str, ...] = ("greedy", "avoid", "avoid_random_target")
 
@@ -91,7 +91,7 @@ def evaluate_scripted(policy: str, episodes: int = 1000, seed: int = 0, **env_kw
     :param policy: one of :data:`POLICIES`.
     :param episodes: number of episodes (reset seeds ``seed .. seed + episodes - 1``).
     :param seed: first reset seed; also seeds the random target choice.
-    :param env_kwargs: keyword arguments of :class:`envs.object_envs.OddOneOutEnv`.
+    :param env_kwargs: keyword arguments of :class:`psb_rl.envs.object_envs.OddOneOutEnv`.
     :return: ``success_rate``, ``wrong_object_rate`` (touched another object), ``timeout_rate`` and
         ``mean_length`` (steps per episode).
     """

@@ -14,8 +14,8 @@ Observations (``obs_mode``):
 - ``"pixels"`` (default): uint8 ``(image_size, image_size, 3)``.
 - ``"state"``: float32 ``(MAX_OBJECTS, NUM_FEATURES)``, one row per object, zero-padded. Features:
   ``x, y`` (centre, in [0, 1] of the image), ``vx, vy`` (pixels/step × 8 / image_size),
-  ``size`` (fraction of the image), one-hot colour (:data:`envs.sprites.COLOR_NAMES`), one-hot shape
-  (:data:`envs.sprites.SHAPES`), ``is_agent``, ``present``.
+  ``size`` (fraction of the image), one-hot colour (:data:`psb_rl.envs.sprites.COLOR_NAMES`), one-hot shape
+  (:data:`psb_rl.envs.sprites.SHAPES`), ``is_agent``, ``present``.
 
 With ``return_masks=True`` the reset and every step info carry ``info["masks"]``: int32
 ``(image_size, image_size)``, and ``info["mask_categories"]``: int16 ``(MAX_OBJECTS + 1,)``, the index into
@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.sprites import AGENT_COLOR, GOAL_COLOR, NUM_OBJECT_COLORS, PALETTE, SHAPES, draw_sprite
+from psb_rl.envs.sprites import AGENT_COLOR, GOAL_COLOR, NUM_OBJECT_COLORS, PALETTE, SHAPES, draw_sprite
 
 MAX_OBJECTS: int = 8
 NUM_COLORS: int = len(PALETTE)
