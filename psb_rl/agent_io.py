@@ -276,6 +276,8 @@ class AgentPolicy:
                  deterministic: bool = False, slot_geometry: bool = False) -> None:
         self.agent, self.encoder, self.psb_model, self.deterministic = agent, encoder, psb_model, deterministic
         self.slot_geometry = slot_geometry
+        self.reads_frames = encoder in ("slots", "pixels")
+        """Whether it acts on frames (slots and pixels agents) rather than on the env's observations."""
         self.stream: Any = None
         self.__name__ = f"{encoder} agent"
 
@@ -301,7 +303,8 @@ class AgentPolicy:
 
 
 def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Space, action_space: gym.Space,
-                      deterministic: bool = False, device: torch.device | str = "cpu") -> AgentPolicy:
+                      deterministic: bool = False, device: torch.device | str = "cpu",
+                      frame_space: gym.Space | None = None) -> AgentPolicy:
     """Load an agent of ``agents/train_ppo.py`` (slots, pixels or state) to act on raw env observations.
 
     The run's ``args.json`` beside the zip says how to rebuild it; a slot agent's PSB checkpoint is the one
@@ -312,6 +315,8 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
     :param action_space: one env's action space.
     :param deterministic: greedy actions.
     :param device: torch device of the policy and the encoder.
+    :param frame_space: the space of the frames a slot or pixel agent will be given, when they are not the
+        observations (e.g. ``env.render()`` frames through a frame pipeline, as rollout collection stores them).
     :raises AgentLoadError: for a zip without its run's ``args.json`` (other SB3 zips are never loaded:
         that would unpickle them).
     """
@@ -336,7 +341,7 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
     if args.encoder not in ENCODERS:
         raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME}: unknown encoder {args.encoder!r}")
     psb_model = None
-    space = observation_space
+    space = frame_space if frame_space is not None and args.encoder in ("slots", "pixels") else observation_space
     if args.encoder == "slots":
         if not args.checkpoint:
             raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME} names no PSB checkpoint for its slot agent")

@@ -100,7 +100,7 @@ def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | Non
 
 
 def load_policy(policy: str | Policy, deterministic: bool = False, observation_space: gym.Space | None = None,
-                action_space: gym.Space | None = None) -> Policy | None:
+                action_space: gym.Space | None = None, frame_space: gym.Space | None = None) -> Policy | None:
     """Turn the ``policy`` argument into a batched callable (``None`` = uniform random).
 
     An agent's ``.zip`` is loaded without unpickling (:func:`psb_rl.agent_io.load_agent_policy`): only
@@ -111,6 +111,8 @@ def load_policy(policy: str | Policy, deterministic: bool = False, observation_s
     :param deterministic: use the agent's deterministic action.
     :param observation_space: one env's observation space (needed for a ``.zip``).
     :param action_space: one env's action space (needed for a ``.zip``).
+    :param frame_space: the frames the collection stores (after its frame pipeline), which a slot or pixel
+        agent's ``.zip`` reads instead of the observations (its ``reads_frames`` is then True).
     :return: a callable mapping observations ``(num_envs, ...)`` to actions, or ``None``.
     """
     if callable(policy):
@@ -124,7 +126,7 @@ def load_policy(policy: str | Policy, deterministic: bool = False, observation_s
         raise ValueError("loading an agent's .zip needs the env's observation_space and action_space")
     from psb_rl.agent_io import load_agent_policy
 
-    return load_agent_policy(path, observation_space, action_space, deterministic)
+    return load_agent_policy(path, observation_space, action_space, deterministic, frame_space=frame_space)
 
 
 
@@ -465,8 +467,13 @@ class _Collection:
         self.has_masks = manifest["has_masks"]
         self.venv = _vector_env(plan, manifest)
         venv, num_envs = self.venv, plan.num_envs
+        frame_space = gym.spaces.Box(0, 255, tuple(manifest["frame_shape"]), np.uint8)
         self.act = load_policy(plan.policy, plan.deterministic, venv.single_observation_space,
-                               venv.single_action_space)
+                               venv.single_action_space, frame_space)
+        # a slot or pixel agent acts on the frames as stored (through the collection's pipeline), which for
+        # render-based pipelines are not the observations
+        self.policy_reads_frames = bool(getattr(self.act, "reads_frames", False))
+        self.frames: np.ndarray | None = None
         self.reset_policy = getattr(self.act, "reset", None)  # e.g. a slot agent forgets the envs that start anew
         self.spaces = [venv.single_action_space for _ in range(num_envs)]
         if self.act is None:
@@ -488,6 +495,7 @@ class _Collection:
     def record(self, obs: np.ndarray, infos: dict[str, Any], which: np.ndarray) -> None:
         """Append the frame (and masks) of the envs in ``which`` to their episodes."""
         frames = self.venv.call("render") if self.plan.pixels == "render" else obs
+        self.frames = frames
         for i in np.flatnonzero(which):
             ep = self.current[i]
             if ep is None:
@@ -504,6 +512,8 @@ class _Collection:
         """The policy's actions (the random policy samples each env's seeded action space)."""
         if self.act is None:
             return np.stack([np.asarray(sp.sample()) for sp in self.spaces])
+        if self.policy_reads_frames:
+            obs = self.plan.pipeline.apply(np.stack(self.frames), self.manifest.get("frame_layout", "hwc"))
         return np.asarray(self.act(obs))
 
     def store_steps(self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,

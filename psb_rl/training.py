@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Sampler
 
 from psb_rl.checkpoint import save_checkpoint
 from psb_rl.config import PSBConfig
@@ -61,6 +61,10 @@ class TrainArgs:
     data: str = "data/random_objects"
     """rollout directory (shards + manifest); collected from --env first if it holds no rollouts (with
     --preset: data/<env id>)"""
+    extra_data: list[str] = field(default_factory=list)
+    """more rollout directories whose episodes are added to --data's training clips (e.g. an agent's rollouts,
+    so that the encoder sees what the agent will see: an open door, a carried key); same frame pipeline as
+    --data. The held-out evaluation stays on --data's episodes"""
     out: str = "runs/psb"
     """run directory: psb.ckpt, metrics.json, GIFs, loss curve, TensorBoard, train_state.pt (with --preset:
     runs/<env id>)"""
@@ -579,6 +583,26 @@ def resume_training(args: TrainArgs, model: PSBAutoencoder, optimizer: torch.opt
     return start_step, history, previous_seconds
 
 
+def extra_training_data(args: TrainArgs, manifest: dict[str, Any]) -> list[Any]:
+    """The training clips of every ``--extra-data`` directory (all their episodes).
+
+    :param manifest: the manifest of ``--data``: frames of every extra directory must have its shape and frame
+        pipeline, so that the model is trained on one kind of frame.
+    :raises ValueError: naming the directory whose frames differ.
+    """
+    from psb_rl.data import RolloutDataset
+
+    sets = []
+    for path in args.extra_data:
+        extra = RolloutDataset(path, clip_len=args.clip_len, split="all")
+        for key in ("frame_shape", "frame_pipeline"):
+            if extra.manifest.get(key) != manifest.get(key):
+                raise ValueError(f"--extra-data {path}: its {key} {extra.manifest.get(key)} differs from --data "
+                                 f"{args.data}'s {manifest.get(key)}; collect it with the same frame pipeline")
+        sets.append(extra)
+    return sets
+
+
 def step_loader(train_set: Any, args: TrainArgs, info: DistInfo, start_step: int, device: torch.device) -> DataLoader:
     """Batches of steps ``start_step .. args.steps``, a pure function of ``(seed, step, rank)``.
 
@@ -725,6 +749,9 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     data_record = manifest_record(args.data)
     config = args.model_config()
     train_set = RolloutDataset(args.data, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
+    extra_sets = extra_training_data(args, train_set.manifest)
+    if extra_sets:
+        data_record = {**data_record, "extra": [manifest_record(path) for path in args.extra_data]}
     val_set = RolloutDataset(args.data, clip_len=args.clip_len, split="val", val_fraction=args.val_fraction,
                              verify=False)
     held_out = HeldOut(held_out_episodes(val_set) if info.is_main else [],  # read once, reused by every evaluation
@@ -740,7 +767,8 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     start_step, history, previous_seconds = resume_training(args, model, optimizer, out / TRAIN_STATE_NAME,
                                                             data_record, info)
     ddp_model = _distributed(model, info, device)
-    loader = step_loader(train_set, args, info, start_step, device)
+    loader = step_loader(ConcatDataset([train_set, *extra_sets]) if extra_sets else train_set, args, info,
+                         start_step, device)
 
     log = _training_log(args, out, start_step, info)
     use_amp = args.amp and device.type == "cuda"

@@ -409,3 +409,23 @@ def test_resume_keeps_the_training_time_and_purges_replayed_tensorboard_steps(ro
 
     assert loss_steps(events[: restarts[0]]) == [1, 2, 3, 4, 5]
     assert loss_steps(events[restarts[0]:]) == [4, 5, 6]
+
+
+def test_extra_data_adds_training_clips_and_is_recorded(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.data import RolloutDataset
+    from psb_rl.training import extra_training_data
+
+    extra = tmp_path / "agent_rollouts"
+    collect_rollouts("PSB/RandomObjects-v0", extra, episodes=3, resize=32, max_episode_steps=14, seed=5,
+                     progress=False)
+    args = tiny_args(rollouts, tmp_path / "run", extra_data=[str(extra)])
+    manifest = RolloutDataset(rollouts, clip_len=args.clip_len).manifest
+    (extra_set,) = extra_training_data(args, manifest)
+    assert len(extra_set) == len(RolloutDataset(extra, clip_len=args.clip_len, split="all"))  # all its episodes
+    summary = train(args)
+    record = read_checkpoint(summary["checkpoint"])[1]["extra"]["data"]
+    assert [e["path"] for e in record["extra"]] == [str(extra)] and record["path"] == str(rollouts)
+    other = tmp_path / "other_size"
+    collect_rollouts("PSB/RandomObjects-v0", other, episodes=2, resize=24, max_episode_steps=8, seed=1, progress=False)
+    with pytest.raises(ValueError, match="frame_shape"):
+        extra_training_data(tiny_args(rollouts, tmp_path / "run2", extra_data=[str(other)]), manifest)
