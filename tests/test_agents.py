@@ -590,3 +590,14 @@ def test_agents_make_the_env_with_the_checkpoints_rendering_options(tmp_path: Pa
     assert env.unwrapped.highlight is False
     env.close()
     assert agent_env_kwargs(result["model_path"]) == {"highlight": False, "tile_size": 8}  # collect --policy
+
+
+def test_a_pixel_agent_on_render_frames_collects_rollouts(tmp_path: Path) -> None:
+    from psb_rl.rollouts import collect_rollouts
+
+    args = _real_env_args(tmp_path, "MiniGrid-Empty-5x5-v0", "pixels", None, resize=[40], pixels="render")
+    run = train(args)
+    manifest = collect_rollouts("MiniGrid-Empty-5x5-v0", tmp_path / "agent_rollouts", episodes=2, num_envs=2,
+                                policy=run["model_path"], pixels="render", resize=40, max_episode_steps=10,
+                                progress=False)
+    assert manifest["num_episodes"] == 2 and manifest["frame_shape"] == [40, 40, 3]
