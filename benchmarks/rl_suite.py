@@ -7,10 +7,10 @@
 
 For every task the suite (1) makes the task's own PSB checkpoint with the commands it prints (collection
 of random-policy videos, then ``pretrain/train_psb.py``), or reuses it; (2) trains PPO with
-``agents/train_ppo.py`` on **slots** (the frozen checkpoint, the slot recipe of :data:`SLOT_RECIPES`),
+``agents/train_ppo.py`` on **slots** (the frozen checkpoint, the slot recipe of :data:`RECIPES`),
 **pixels** (NatureCNN on exactly the frames the checkpoint was trained on: same source, crop and size;
 the script's default PPO settings) and an **oracle** (the built-in environments' object states, MiniGrid's
-fully observed symbolic grid); (3) scores each agent on held-out episodes (reset seeds no training or
+fully observed symbolic grid, read with the slot agents' extractor and PPO settings); (3) scores each agent on held-out episodes (reset seeds no training or
 evaluation episode used). Success is the environment's ``is_success``; on MiniGrid an episode that
 terminates with a positive reward.
 
@@ -88,13 +88,21 @@ TASKS: dict[str, Task] = {
 """The suite: MiniGrid tasks at 100k PPO steps (a pixel agent solves DoorKey-5x5 in about 75k), the built-in
 tasks at the budgets where published slot agents reach their plateau."""
 
-SLOT_RECIPES: dict[str, dict[str, Any]] = {
-    "slots": {"slot_geometry": True, "standardize": True},
+OBJECT_AGENT_PPO: dict[str, Any] = {"net_arch": [], "n_epochs": 10, "batch_size": 128}
+"""PPO settings of the agents that read sets of objects (slots and the oracle): the policy and value heads read
+the set extractor's features directly, as SB3's CnnPolicy heads read the CNN's, and each rollout is used for
+10 epochs of minibatches of 128 (``agents/train_ppo.py``: no hidden head layers' default is two tanh layers of
+64; 4 epochs of 256)."""
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "slots": {"slot_geometry": True, **OBJECT_AGENT_PPO},
+    "state": dict(OBJECT_AGENT_PPO),
     "slots_plain": {},
 }
-"""Slot agents of the suite: ``slots`` (the table's main row: the frozen encoder's slots with what the decoder
-says about each, standardised per slot) and ``slots_plain`` (the slot vectors alone, the extractor's
-defaults). Everything else is ``agents/train_ppo.py``'s defaults, as for pixels and the oracle."""
+"""Arguments beyond ``agents/train_ppo.py``'s defaults, per agent: ``slots`` (the table's main row: the frozen
+encoder's slots with what the decoder says about each, and :data:`OBJECT_AGENT_PPO`), ``state`` (the oracle,
+with the same PPO settings) and ``slots_plain`` (the slot vectors alone, every default). ``pixels`` keeps the
+script's defaults."""
 
 ENCODERS = ("slots", "pixels", "state", "slots_plain")
 
@@ -234,9 +242,14 @@ def train_arguments(args: Args, name: str, task: Task, encoder: str, seed: int, 
         arguments += ["--env-kwargs", json.dumps(task.env_kwargs)]
     if encoder != "state":  # pixels see the checkpoint's frames: its source, crop and size
         arguments += ["--checkpoint", str(checkpoint)]
-    for key, value in SLOT_RECIPES.get(encoder, {}).items():
+    for key, value in RECIPES.get(encoder, {}).items():
         flag = "--" + key.replace("_", "-")
-        arguments += [flag] if value is True else [flag, str(value)]
+        if value is True:
+            arguments.append(flag)
+        elif isinstance(value, list):
+            arguments += [flag, *map(str, value)]
+        else:
+            arguments += [flag, str(value)]
     if args.quick:
         arguments += ["--n-steps", "32", "--batch-size", "64", "--features-dim", "32", "--d-model", "32",
                       "--num-layers", "1", "--num-heads", "2"]
@@ -423,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_info(resolve_device(args.device)),
         "final_episodes": args.final_episodes,
-        "slot_recipes": SLOT_RECIPES,
+        "recipes": RECIPES,
         "pretraining": commands,
         "summary": summary,
         "rows": rows,

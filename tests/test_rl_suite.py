@@ -33,15 +33,17 @@ def test_summary_sets_the_threshold_from_the_pixel_agents() -> None:
     assert table["slots"]["seeds_reaching_threshold"] == 0
 
 
-def test_pixels_and_the_oracle_keep_the_scripts_defaults(tmp_path: Path) -> None:
+def test_pixels_keep_the_scripts_defaults_and_the_oracle_the_slot_agents_ppo(tmp_path: Path) -> None:
     args = rl_suite.Args(out=str(tmp_path))
     task = rl_suite.TASKS["doorkey"]
     checkpoint = tmp_path / "psb.ckpt"
     slots = rl_suite.train_arguments(args, "doorkey", task, "slots", 0, checkpoint)
     pixels = rl_suite.train_arguments(args, "doorkey", task, "pixels", 0, checkpoint)
     state = rl_suite.train_arguments(args, "doorkey", task, "state", 0, checkpoint)
-    assert "--slot-geometry" in slots and "--standardize" in slots
-    assert not any(flag in pixels + state for flag in ("--slot-geometry", "--standardize", "--learning-rate"))
+    assert "--slot-geometry" in slots and slots[slots.index("--n-epochs") + 1] == "10"
+    assert slots[slots.index("--net-arch") + 1].startswith("--")  # no hidden head layers
+    assert state[state.index("--n-epochs") + 1] == "10" and "--slot-geometry" not in state  # the same PPO settings
+    assert not any(flag in pixels for flag in ("--slot-geometry", "--net-arch", "--n-epochs", "--batch-size"))
     assert pixels[pixels.index("--checkpoint") + 1] == str(checkpoint)  # the frames the checkpoint saw
     assert "--checkpoint" not in state
     assert all("--no-eval-deterministic" in a for a in (slots, pixels, state))  # every agent evaluated alike
