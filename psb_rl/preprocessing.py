@@ -10,9 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psb_rl.frames import Size, size_hw
+from psb_rl.frames import FrameDtypeError, FramePipelineError, Size, check_frame_values, size_hw
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
 def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:
     """Resize float ``(B, C, H, W)`` frames to ``(B, C, *size)`` (bilinear, antialiased)."""
     hw = size_hw(size)
@@ -27,7 +29,8 @@ def preprocess_frames(
     """Turn frames into model input: float32 ``(..., 3, H, W)`` in ``[0, 1]``, ``(H, W)`` = ``image_size``.
 
     :param frames: either uint8 channels-last ``(..., H, W, 3)`` (as environments emit them), or
-        float channels-first ``(..., 3, H, W)`` already in ``[0, 1]``. Any leading batch/time dims.
+        float channels-first ``(..., 3, H, W)`` already in ``[0, 1]`` (other values, NaN and inf are refused
+        with :class:`psb_rl.frames.FramePipelineError`). Any leading batch/time dims.
     :param image_size: the model's input resolution, ``S`` (square) or ``(H, W)``; other sizes are resized.
     :param device: where the result lives (default: where ``frames`` are).
     :return: float32 tensor ``(..., 3, H, W)``.
@@ -35,20 +38,21 @@ def preprocess_frames(
     tensor = torch.as_tensor(frames, device=device)
     if tensor.dtype == torch.uint8:
         if tensor.ndim < 3 or tensor.shape[-1] != 3:
-            raise ValueError(
+            raise FramePipelineError(
                 f"uint8 frames must be channels-last RGB (..., H, W, 3); got shape {tuple(tensor.shape)}. "
                 "Pass uint8 (H, W, 3) images as environments return them, or float (3, H, W) in [0, 1]."
             )
         tensor = tensor.movedim(-1, -3).float().div_(255.0)
     elif tensor.is_floating_point():
         if tensor.ndim < 3 or tensor.shape[-3] != 3:
-            raise ValueError(
+            raise FramePipelineError(
                 f"float frames must be channels-first (..., 3, H, W) in [0, 1]; got shape {tuple(tensor.shape)}. "
                 "Convert channels-last images with .permute, or pass them as uint8 (..., H, W, 3)."
             )
+        check_frame_values(tensor)  # float frames in 0..255 are refused, never clipped
         tensor = tensor.float()
     else:
-        raise TypeError(
+        raise FrameDtypeError(
             f"frames must be uint8 (..., H, W, 3) or float (..., 3, H, W); got dtype {tensor.dtype}."
         )
     lead = tensor.shape[:-3]

@@ -93,6 +93,8 @@ def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     frames = np.asarray(frames)
     if layout == "chw" and frames.dtype == np.uint8:
         return np.ascontiguousarray(np.moveaxis(frames, -3, -1))
+    if layout == "hwc" and frames.dtype != np.uint8 and frames.ndim >= 3:  # float (H, W, 3): channels first
+        return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
     return frames
 
 
@@ -115,10 +117,14 @@ def resolve_frame_pipeline(frame_pipeline: PipelineLike, model: PSBAutoencoder) 
     raise TypeError(f"frame_pipeline must be a psb_rl.frames.FramePipeline, its dict or None, got {type(frame_pipeline).__name__}")
 
 
-def _pipeline_layout(pipeline: FramePipeline, space: gym.Space, owner: str) -> str:
-    """The layout of observations of ``space`` for ``pipeline``, or a clear error naming ``owner``."""
+def _pipeline_layout(pipeline: FramePipeline, space: gym.Space, owner: str, channel_stack: bool = False) -> str:
+    """The layout of observations of ``space`` for ``pipeline``, or a clear error naming ``owner``.
+
+    :param channel_stack: whether frames may be stacked on the channels (SB3's ``VecFrameStack``); otherwise
+        ``(H, W, 4)`` observations are RGBA and their alpha channel is dropped (:func:`psb_rl.frames.frame_layout`).
+    """
     try:
-        return pipeline.check_space(space, f"{owner} observations")
+        return pipeline.check_space(space, f"{owner} observations", channel_stack=channel_stack)
     except FramePipelineError as error:
         hint = ""
         if pipeline.source == "render":
@@ -137,6 +143,26 @@ def _is_image_space(space: gym.Space) -> bool:
     except FramePipelineError:
         return False
     return True
+
+
+def _check_declared_shape(frames: np.ndarray, space: gym.Space, owner: str) -> None:
+    """Refuse observations whose shape is not the one their space declares (one row per env in ``frames``).
+
+    :raises FramePipelineError: naming both shapes.
+    """
+    if isinstance(space, gym.spaces.Box) and tuple(frames.shape[1:]) != tuple(space.shape):
+        raise FramePipelineError(
+            f"{owner}: the environment returned observations of shape {tuple(frames.shape[1:])} but its observation "
+            f"space declares {tuple(space.shape)}; make the environment return frames of its declared shape (or "
+            "declare the shape it returns)"
+        )
+
+
+def _is_channel_stacked(venv: VecEnv) -> bool:
+    """Whether ``venv`` stacks frames on the channels (SB3's ``VecFrameStack`` anywhere in its wrappers)."""
+    from stable_baselines3.common.vec_env import VecFrameStack, is_vecenv_wrapped
+
+    return is_vecenv_wrapped(venv, VecFrameStack)
 
 
 def _pipeline_frames(pipeline: FramePipeline, frames: np.ndarray, layout: str) -> np.ndarray:
@@ -216,7 +242,12 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
         :return: float32 slots ``(N, D)``.
         """
-        frames = _pipeline_frames(self.frame_pipeline, np.asarray(frame)[None], self._layout)
+        frames = np.asarray(frame)[None]
+        if not self._render:
+            _check_declared_shape(frames, self.env.observation_space, "PSBObservationWrapper")
+        frames = self.encoder.check_finite(frames)  # before the pipeline: nonfinite="reset" acts on this env
+        layout = frame_layout(frames.shape[1:], channel_stack=False) if self._render else self._layout  # RGB(A)
+        frames = _pipeline_frames(self.frame_pipeline, frames, layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames)
         return slots[0].float().cpu().numpy()
@@ -261,7 +292,8 @@ class VecPSBWrapper(VecEnvWrapper):
 
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
-        self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper")
+        self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper",
+                                        channel_stack=_is_channel_stacked(venv))
         _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
                                         nonfinite=nonfinite)  # type: ignore[arg-type]
@@ -270,6 +302,9 @@ class VecPSBWrapper(VecEnvWrapper):
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
         envs advance (None = all). :return: float32 ``(B, N, D)`` (rows outside ``mask`` undefined)."""
+        frames = np.asarray(frames)
+        _check_declared_shape(frames, self.venv.observation_space, "VecPSBWrapper")
+        frames = self.encoder.check_finite(frames, mask)  # before the pipeline: nonfinite="reset" acts per env
         frames = _pipeline_frames(self.frame_pipeline, frames, self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
@@ -282,12 +317,26 @@ class VecPSBWrapper(VecEnvWrapper):
     def reset(self) -> VecEnvObs:
         """Reset all environments and all encoder states. :return: slots ``(B, N, D)`` float32."""
         self.encoder.reset()
-        obs = self.venv.reset()
+        obs = self._from_venv(self.venv.reset)
         return self._step_encoder(obs)
+
+    def _from_venv(self, call: Any) -> Any:
+        """``call()`` (the VecEnv's reset or step_wait), with SB3's "could not broadcast" (an env returned frames
+        of another shape than its space declares) turned into a clear error."""
+        try:
+            return call()
+        except ValueError as error:
+            if "broadcast" not in str(error):
+                raise
+            raise FramePipelineError(
+                f"VecPSBWrapper: an environment returned observations that do not fit its declared observation space "
+                f"{self.venv.observation_space} ({' '.join(str(error).split())}); make the environment return frames "
+                "of its declared shape (or declare the shape it returns)"
+            ) from None
 
     def step_wait(self) -> VecEnvStepReturn:
         """:return: slots ``(B, N, D)`` float32, rewards, dones and infos (terminal observations as slots)."""
-        obs, rewards, dones, infos = self.venv.step_wait()
+        obs, rewards, dones, infos = self._from_venv(self.venv.step_wait)
         done = np.asarray(dones, dtype=bool)
         if not done.any():
             return self._step_encoder(obs), rewards, dones, infos
