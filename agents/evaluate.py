@@ -24,7 +24,7 @@ from stable_baselines3 import PPO
 from agents.train_ppo import Args as TrainArgs
 from agents.train_ppo import load_encoder
 from psb_rl import agent_io
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.cli import bounded, parse_dataclass, parse_env_kwargs, run_main
 from psb_rl.utils import ensure_writable_file, resolve_device
 
 
@@ -46,7 +46,7 @@ class EvalArgs:
     """extra gym.make keyword arguments as JSON (default: the run's)"""
     gym_packages: list[str] | None = None
     """packages to import that register --env (default: the run's)"""
-    episodes: int = 20
+    episodes: int = bounded(20, min=1)
     """number of evaluation episodes"""
     seed: int = 100_000
     """seed of the first episode (episode k uses seed + k)"""
@@ -54,13 +54,13 @@ class EvalArgs:
     """greedy actions"""
     gif: str = "auto"
     """GIF of the first episode: a path, 'auto' (RUN/episode.gif, or next to --model) or 'none' to skip"""
-    gif_max_steps: int = 100
+    gif_max_steps: int = bounded(100, min=1)
     """at most this many steps in the GIF"""
-    fps: float = 8.0
+    fps: float = bounded(8.0, gt=0)
     """GIF frames per second"""
     device: str = "cpu"
     """torch device: auto, cpu or cuda"""
-    torch_threads: int | None = None
+    torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default)"""
 
 
