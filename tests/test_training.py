@@ -407,3 +407,29 @@ def test_resume_keeps_the_training_time_and_purges_replayed_tensorboard_steps(ro
 
     assert loss_steps(events[: restarts[0]]) == [1, 2, 3, 4, 5]
     assert loss_steps(events[restarts[0]:]) == [4, 5, 6]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle", "foreign tensors"])
+def test_a_damaged_train_state_is_one_error_line(rollouts: Path, tmp_path: Path, damage: str) -> None:
+    import pickle
+
+    from psb_rl.utils import RunDirError
+
+    out = tmp_path / "run"
+    train(tiny_args(rollouts, out, steps=2, checkpoint_every=2))
+    state = out / "train_state.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif damage == "pickle":
+        torch.save({"step": 1, "payload": pickle.dumps(object)}, state)
+        state.write_bytes(pickle.dumps({"step": 1, "model": object()}))  # a raw pickle, not tensors
+    else:
+        torch.save({key: torch.zeros(2) for key in ("step", "model", "optimizer", "torch_rng", "cuda_rng")}
+                   | {"args": "{}", "history": "[]"}, state)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(RunDirError, match=r"train_state\.pt is damaged or not a training state.*--overwrite"):
+        train(tiny_args(rollouts, out, steps=4, checkpoint_every=2, resume=True))
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py",
+                                      *_flags(tiny_args(rollouts, out, steps=4, checkpoint_every=2, resume=True))))
+    assert "weights_only" not in line and "train_state.pt" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
