@@ -487,3 +487,25 @@ def test_continued_run_hides_the_steps_logged_after_the_saved_agent(tmp_path: Pa
                 if event.HasField("session_log") and event.session_log.status == event.session_log.START]
     assert restarts == [6]  # TensorBoard drops the first run's steps >= 6 on this marker
     assert sorted((tmp_path).iterdir()) == [tmp_path / "ppo_slots_1"]  # SB3 continues in that same folder
+
+
+@needs_envs
+def test_a_raw_pickle_in_the_agent_zip_is_one_line_without_torch_warnings(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    from psb_rl.agent_io import build_agent, run_record
+    from psb_rl.utils import write_json
+
+    args = _tiny_args(tmp_path, "state", None)
+    run = Path(args.out)
+    run.mkdir(parents=True)
+    env = gym.make("PSB/OddOneOut-v0", obs_mode="state")
+    build_agent(args, (env.observation_space, env.action_space), "cpu").save(run / "clean.zip")
+    write_json(run / "args.json", run_record(args))
+    with zipfile.ZipFile(run / "clean.zip") as source, zipfile.ZipFile(run / "model.zip", "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            target.writestr(item, pickle.dumps({"policy": 1}) if item.filename == "policy.pth" else data)
+    line = _one_error_line(_run_cli("agents/evaluate.py", "--run", str(run), "--episodes", "1", "--gif", "none"))
+    assert "not plain tensors" in line and "weights_only" not in line
