@@ -99,7 +99,7 @@ class PSBConfig:
         if self.decoder_grid < 1 or self.decoder_grid > min(self.image_hw):
             problems.append(f"decoder_grid must be between 1 and the image's smaller side, got {self.decoder_grid} "
                             f"for image_size={size!r}")
-        if self.slot_dim % self.num_heads:
+        if self.num_heads >= 1 and self.slot_dim % self.num_heads:
             problems.append(f"slot_dim={self.slot_dim} must be divisible by num_heads={self.num_heads}")
         for name in ("window", "time_window"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

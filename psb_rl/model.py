@@ -686,9 +686,13 @@ class PSBAutoencoder(nn.Module):
         height, width = self.config.image_hw
         if torch.is_tensor(video) and video.is_floating_point() and video.ndim == 5 and video.shape[2:] == (3, height, width):
             check_frame_values(video)  # float frames in 0..255 are refused, never read as bright frames
-            return video
-        frames = video.detach().cpu() if torch.is_tensor(video) else torch.as_tensor(np.asarray(video))
-        if frames.ndim != 5:
+            dtype = next(self.parameters()).dtype
+            return video if video.dtype == dtype else video.to(dtype)
+        try:
+            frames = video.detach().cpu() if torch.is_tensor(video) else torch.as_tensor(np.asarray(video))
+        except (TypeError, ValueError, RuntimeError):
+            frames = None
+        if frames is None or frames.ndim != 5:
             self.check_video(video)  # raises: no (B, T, ...) video
         if frames.is_floating_point():
             if frames.shape[2] != 3:

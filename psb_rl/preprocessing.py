@@ -23,6 +23,10 @@ def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:
     return F.interpolate(frames, size=hw, mode="bilinear", antialias=True, align_corners=False)
 
 
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def preprocess_frames(
     frames: ArrayLike, image_size: Size, device: torch.device | str | None = None
 ) -> torch.Tensor:
@@ -35,7 +39,11 @@ def preprocess_frames(
     :param device: where the result lives (default: where ``frames`` are).
     :return: float32 tensor ``(..., 3, H, W)``.
     """
-    tensor = torch.as_tensor(frames, device=device)
+    try:
+        tensor = torch.as_tensor(frames, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise FramePipelineError(f"frames must be an array of uint8 (..., H, W, 3) or float (..., 3, H, W) frames, got "
+                                 f"a {type(frames).__name__} that is not one ({_first_line(error)})") from None
     if tensor.dtype == torch.uint8:
         if tensor.ndim < 3 or tensor.shape[-1] != 3:
             raise FramePipelineError(
@@ -55,6 +63,8 @@ def preprocess_frames(
         raise FrameDtypeError(
             f"frames must be uint8 (..., H, W, 3) or float (..., 3, H, W); got dtype {tensor.dtype}."
         )
+    if 0 in tensor.shape[-2:]:
+        raise FramePipelineError(f"frames of shape {tuple(tensor.shape)} have no pixels")
     lead = tensor.shape[:-3]
     flat = tensor.reshape(-1, *tensor.shape[-3:])
     height, width = size_hw(image_size)

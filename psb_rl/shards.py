@@ -185,6 +185,12 @@ def check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
             raise bad(f"shard entry {i} has episode lengths that are not positive counts")
         if not all(isinstance(n, int) and not isinstance(n, bool) for n in entry["episode_indices"]):
             raise bad(f"shard entry {i} has episode indices that are not integers")
+        if not len(entry["episode_lengths"]) == len(entry["episode_indices"]) == entry["num_episodes"] >= 1:
+            raise bad(f"shard entry {i} has {entry['num_episodes']} episodes, {len(entry['episode_lengths'])} "
+                      f"lengths and {len(entry['episode_indices'])} indices")
+        if "num_frames" in entry and entry["num_frames"] != sum(entry["episode_lengths"]):
+            raise bad(f"shard entry {i} has num_frames {entry['num_frames']}, its episode lengths sum to "
+                      f"{sum(entry['episode_lengths'])}")
     frame_shape = manifest.get("frame_shape")
     if not (isinstance(frame_shape, list) and len(frame_shape) == 3 and frame_shape[-1] == 3
             and all(isinstance(n, int) and n >= 1 for n in frame_shape)):
@@ -323,10 +329,12 @@ def repair_hint(root: str | Path) -> str:
             "damaged shards again, exactly: psb_rl.rollouts.repair_rollouts)")
 
 
-def free_shard_index(manifest: dict[str, Any]) -> int:
-    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back)."""
+def free_shard_index(manifest: dict[str, Any], root: Path | None = None) -> int:
+    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back), and, given
+    ``root``, whose file does not exist there (a shard file the collection did not list is never overwritten)."""
     used = {int(m.group(1)) for e in manifest["shards"] if (m := _SHARD_RE.match(e["file"]))}
-    return next(i for i in itertools.count() if i not in used)
+    return next(i for i in itertools.count()
+                if i not in used and (root is None or not (root / shard_name(i)).exists()))
 
 
 SHARD_ARRAYS = ("frames", "episode_lengths", "episode_indices", "actions", "rewards", "terminated", "truncated")
@@ -356,6 +364,21 @@ def check_shard_arrays(name: str, data: dict[str, np.ndarray]) -> None:
     for key in ("masks", "mask_categories"):
         if key in data and len(data[key]) != total:
             raise RolloutError(f"shard {name}: {key} has {len(data[key])} frames, episode_lengths say {total}")
+
+
+def check_shard_matches(name: str, data: dict[str, np.ndarray], entry: dict[str, Any], root: str | Path) -> None:
+    """Refuse a shard whose arrays disagree with each other or with its manifest entry (its episode lengths and
+    indices), so a reader never slices episodes at the wrong frames. Reads only shapes and the small arrays.
+
+    :raises RolloutError: naming the shard and the repair command.
+    """
+    try:
+        check_shard_arrays(name, data)
+        if data["episode_lengths"].tolist() != entry["episode_lengths"] \
+                or data["episode_indices"].tolist() != entry["episode_indices"]:
+            raise RolloutError(f"shard {name}: its episodes disagree with its manifest entry")
+    except RolloutError as error:
+        raise RolloutError(f"{error}; {repair_hint(root)}") from None
 
 
 def rebuild_manifest(root: Path) -> tuple[dict[str, Any], list[str]]:
@@ -444,7 +467,7 @@ def append_shard(root: Path, manifest: dict[str, Any], arrays: dict[str, np.ndar
     :param arrays: the shard's arrays (see the module docstring).
     :param compress: deflate the members.
     """
-    name = shard_name(free_shard_index(manifest))
+    name = shard_name(free_shard_index(manifest, root))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
             save_npz(f, arrays, compress)
@@ -469,16 +492,18 @@ def append_shard(root: Path, manifest: dict[str, Any], arrays: dict[str, np.ndar
 
 
 def remove_leftovers(root: Path, manifest: dict[str, Any]) -> None:
-    """Delete what an interrupted run left in ``root``: partial temporary files and shards the manifest does not list.
+    """Delete what an interrupted run left in ``root``: partial temporary files, and the shard it stored but could
+    not list (a run stopped between writing a shard and its manifest leaves it under the next free shard name:
+    it is collected again, identically). Other shard files the manifest does not list are left alone.
 
     :param root: rollout directory.
     :param manifest: its manifest.
     """
-    listed = {e["file"] for e in manifest["shards"]}
+    unlisted = root / shard_name(free_shard_index(manifest))
     for p in root.iterdir():
-        if (p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp")) or (
-                _SHARD_RE.match(p.name) and p.name not in listed):
+        if p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp"):
             p.unlink()
+    unlisted.unlink(missing_ok=True)
 
 
 __all__ = [

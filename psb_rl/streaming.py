@@ -109,6 +109,8 @@ class StreamingEncoder:
             raise FramePipelineError(
                 f"{expected}; got a batch of {shape[0]} frames for an encoder of num_envs={self.num_envs}"
             )
+        if 0 in shape[1:]:
+            raise FramePipelineError(f"{expected}; got shape {shape}: frames without pixels")
         channels = shape[3] if is_uint8 else shape[1]
         if channels != 3:
             raise FramePipelineError(f"{expected}; got shape {shape} with {channels} channels (RGB needed; drop the alpha "

@@ -573,6 +573,10 @@ def load_train_state(path: Path) -> dict[str, Any]:
         raise _damaged_state(path, "its args or history are not valid JSON") from None
     if not (isinstance(saved_args, dict) and isinstance(history, list) and isinstance(data, dict)):
         raise _damaged_state(path, "its args, history or data record are not what train_psb.py writes")
+    columns = ("step", "loss", "mse", "mask_change", "grad_norm", "lr")  # what every step_record holds
+    if not all(isinstance(row, dict) and all(isinstance(row.get(key), int | float) for key in columns)
+               for row in history):
+        raise _damaged_state(path, "its history rows are not those of train_psb.py")
     return state
 
 

@@ -148,3 +148,40 @@ def test_identity_check_names_both_files(saved: tuple[PSBAutoencoder, Path], tmp
     with pytest.raises(CheckpointError, match=rf"other\.ckpt \(sha256 \w+\.\.\.\) is not the PSB checkpoint .*psb\.ckpt, "
                                                rf"sha256 {digest[:12]}"):
         verify_checkpoint_identity(other, digest, str(path))
+
+
+def _rewrite(path: Path, edit) -> None:
+    from psb_rl.checkpoint import _weights_digest
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    edit(metadata, tensors)
+    metadata["weights_sha256"] = _weights_digest(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", ["float64 tensor", "extra not an object", "config not an object", "heads 0",
+                                    "version not a number", "pipeline damaged"])
+def test_well_formed_files_with_wrong_content_are_refused(saved: tuple[PSBAutoencoder, Path], damage: str) -> None:
+    _, path = saved
+
+    def edit(metadata: dict, tensors: dict) -> None:
+        config = json.loads(metadata["config"])
+        if damage == "float64 tensor":  # load_state_dict would cast it silently
+            name = sorted(tensors)[0]
+            tensors[name] = tensors[name].double()
+        elif damage == "extra not an object":
+            metadata["extra"] = "[1]"
+        elif damage == "config not an object":
+            metadata["config"] = '"text"'
+        elif damage == "heads 0":
+            metadata["config"] = json.dumps({**config, "num_heads": 0})
+        elif damage == "version not a number":
+            metadata["format_version"] = "x"
+        else:
+            metadata["extra"] = json.dumps({"frame_pipeline": {"size": -3}})
+
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_checkpoint(path)

@@ -495,3 +495,14 @@ def test_shards_without_a_manifest_are_never_collected_over(tmp_path: Path) -> N
     assert all(_digests(out)[name] == digest for name, digest in shards.items())
     with pytest.raises(RolloutError, match="settings differ"):  # its settings are unknown: no collection adds to it
         collect_rollouts("PSB/RandomObjects-v0", out, episodes=6, resume=True, progress=False)
+
+
+def test_resume_leaves_shard_files_the_manifest_does_not_list(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    settings = dict(episodes_per_shard=1, resize=16, seed=2, max_episode_steps=4, progress=False)
+    collect_rollouts("PSB/RandomObjects-v0", out, episodes=1, **settings)
+    (out / "shard-00002.npz").write_bytes(b"someone else's")
+    manifest = collect_rollouts("PSB/RandomObjects-v0", out, episodes=3, resume=True, **settings)
+    assert (out / "shard-00002.npz").read_bytes() == b"someone else's"  # neither deleted nor overwritten
+    assert [e["file"] for e in manifest["shards"]] == ["shard-00000.npz", "shard-00001.npz", "shard-00003.npz"]
+    verify_rollouts(out)
