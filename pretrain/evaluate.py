@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed, category_names=dataset.manifest.get("mask_categories") or None)
     if not results:  # never overwrite an earlier --out with empty results
-        raise ValueError(f"no {args.split} episode of {args.data} holds a clip of --clip-len {args.clip_len} frames; "
-                         f"nothing to evaluate, {out} is left as it was. Pass a shorter --clip-len or another --split")
+        raise ValueError(f"no {args.split} episode of {args.data} holds a clip of --clip-len {args.clip_len} x "
+                         f"--multipliers {' '.join(map(str, args.multipliers))} frames; nothing to evaluate, {out} is "
+                         "left as it was. Pass a shorter --clip-len, smaller --multipliers or another --split")
     keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "miou_standard", "mbo_standard", "mse", "psnr")
     print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():

@@ -128,8 +128,8 @@ def bound_problem(value: Any, metadata: Any) -> str | None:
     """What is wrong with ``value`` under the bounds of a field's ``metadata``, or None when it is within them."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if value != value:  # NaN lies within no bounds
-        return f"must be a number, got {value}"
+    if value != value or value in (float("inf"), float("-inf")):  # NaN and inf lie within no bounds
+        return f"must be a finite number, got {value}"
     checks = (("min", lambda b: value >= b, ">="), ("max", lambda b: value <= b, "<="),
               ("gt", lambda b: value > b, ">"), ("lt", lambda b: value < b, "<"))
     for key, ok, sign in checks:

@@ -27,15 +27,24 @@ from psb_rl.utils import resolve_device
 CheckpointLike = str | Path | PSBAutoencoder
 
 
-def load_frozen_encoder(checkpoint: CheckpointLike, device: torch.device | str | None = None) -> PSBAutoencoder:
+def load_frozen_encoder(checkpoint: CheckpointLike, device: torch.device | str | None = None,
+                        checkpoint_sha256: str | None = None) -> PSBAutoencoder:
     """Load (or take) a PSB model and freeze it: eval mode and ``requires_grad=False``.
 
     :param checkpoint: a checkpoint path written by :func:`psb_rl.save_checkpoint`, or a
         :class:`psb_rl.PSBAutoencoder` (used as is, moved to ``device`` if one is given).
     :param device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``); ``None`` keeps a given model where it is (CPU for a path).
+    :param checkpoint_sha256: the SHA-256 the checkpoint file must have (e.g. recorded in an RL Zoo config next to
+        its path): another file at that path is refused with :class:`psb_rl.checkpoint.CheckpointError`.
     :return: the frozen model.
     """
     resolved = resolve_device(device) if device is not None else None
+    if checkpoint_sha256 is not None:
+        if not isinstance(checkpoint, str | Path):
+            raise TypeError("checkpoint_sha256 checks a checkpoint file: pass the checkpoint as a path")
+        from psb_rl.checkpoint import verify_checkpoint_identity
+
+        verify_checkpoint_identity(checkpoint, checkpoint_sha256, str(checkpoint), owner="this wrapper's configuration")
     if isinstance(checkpoint, PSBAutoencoder):
         model = checkpoint if resolved is None else checkpoint.to(resolved)
     elif isinstance(checkpoint, str | Path):
@@ -193,6 +202,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
+    :param checkpoint_sha256: the SHA-256 of the checkpoint file; another file at ``checkpoint`` is refused. Give it
+        in an RL Zoo config, whose ``config.yml`` keeps it, so ``rl_zoo3.enjoy`` refuses a swapped checkpoint.
     """
 
     def __init__(
@@ -203,13 +214,15 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         keep_pixels: bool = False,
         nonfinite: str = "raise",
         frame_pipeline: PipelineLike = None,
+        checkpoint_sha256: str | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
-                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline)
+                                                 nonfinite=nonfinite, frame_pipeline=frame_pipeline,
+                                                 checkpoint_sha256=checkpoint_sha256)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
-        self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.psb_model = load_frozen_encoder(checkpoint, device, checkpoint_sha256)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
         self._render = self.frame_pipeline.source == "render" and not _is_image_space(env.observation_space)
         if self._render:

@@ -153,3 +153,14 @@ def test_a_failed_start_leaves_no_run_directory_and_no_lone_args_json(tmp_path,
     assert run_main(_script("pretrain/train_psb.py").main,
                     ["--data", str(tmp_path / "no-data"), "--collect-episodes", "0", "--out", str(psb)]) == 2
     assert "no rollouts found" in capsys.readouterr().err and not psb.exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400"])
+def test_bounded_floats_must_be_finite(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    from psb_rl.cli import parse_dataclass
+    from psb_rl.training import TrainArgs
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_dataclass(TrainArgs, ["--lr", value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--lr: must be a finite number" in err and err.count("\n") == 1

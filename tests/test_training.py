@@ -433,3 +433,15 @@ def test_a_damaged_train_state_is_one_error_line(rollouts: Path, tmp_path: Path,
                                       *_flags(tiny_args(rollouts, out, steps=4, checkpoint_every=2, resume=True))))
     assert "weights_only" not in line and "train_state.pt" in line
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_evaluation_without_results_keeps_an_earlier_metrics_file(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(PSBAutoencoder(tiny_args(rollouts, tmp_path).model_config()), tmp_path / "psb.ckpt")
+    earlier = tmp_path / "metrics_eval.json"
+    earlier.write_text('{"results": "earlier"}')
+    line = _one_error_line(run_script(sys.executable, "pretrain/evaluate.py", "--checkpoint", str(checkpoint),
+                                      "--data", str(rollouts), "--clip-len", "6", "--multipliers", "4", "--clips", "1",
+                                      "--device", "cpu"))  # no held-out episode holds 24 frames
+    assert "--clip-len 6" in line and earlier.read_text() == '{"results": "earlier"}'

@@ -452,3 +452,17 @@ def test_identity_pipeline_reads_float_channels_last_frames(model: PSBAutoencode
     frame = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
     expected = StreamingEncoder(model, num_envs=1).step(frame.transpose(2, 0, 1)[None])[0].numpy()
     np.testing.assert_allclose(slots, expected, atol=1e-5)
+
+
+def test_a_recorded_checkpoint_digest_refuses_a_swapped_file(tmp_path, model: PSBAutoencoder) -> None:
+    from psb_rl import save_checkpoint
+    from psb_rl.checkpoint import CheckpointError, file_sha256
+
+    path = save_checkpoint(model, tmp_path / "psb.ckpt")
+    digest = file_sha256(path)
+    env = PSBObservationWrapper(ToyImageEnv(), checkpoint=str(path), checkpoint_sha256=digest)
+    assert env.reset(seed=0)[0].shape == (4, 32)
+    torch.manual_seed(5)
+    save_checkpoint(PSBAutoencoder(PSBConfig(**TINY)), path)  # another model at the same path
+    with pytest.raises(CheckpointError, match=r"psb\.ckpt .*is not the PSB checkpoint this wrapper's configuration"):
+        PSBObservationWrapper(ToyImageEnv(), checkpoint=str(path), checkpoint_sha256=digest)
