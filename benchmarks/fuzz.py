@@ -944,6 +944,11 @@ CLI_BASE: dict[str, list[str]] = {
 }
 
 
+def _name(script: str) -> str:
+    """``agents/evaluate.py`` -> ``agents.evaluate``: the entry point's name."""
+    return script[:-3].replace("/", ".")
+
+
 def case_cli(rng: np.random.Generator, fixtures: Fixtures, script: str) -> Case:
     folder = fixtures.scratch()
     (folder / "a-file").write_text("not what was asked for")
@@ -978,7 +983,7 @@ def case_cli(rng: np.random.Generator, fixtures: Fixtures, script: str) -> Case:
     argv += words
     argv = [places.get(word, word.replace("@OUT", places["@OUT"])) for word in argv]
     inputs = [folder / "a-file", rollouts, fixtures.agent_run, fixtures.checkpoint, fixtures.rollouts]
-    return Case(f"cli.{Path(script).stem}", " ".join(words) or "(base arguments)", lambda: _run_cli(script, argv),
+    return Case(f"cli.{_name(script)}", " ".join(words) or "(base arguments)", lambda: _run_cli(script, argv),
                 expect, inputs=inputs, cli=True)
 
 
@@ -1032,7 +1037,7 @@ def case_run_dir(rng: np.random.Generator, fixtures: Fixtures, script: str) -> C
     # replaced by --overwrite and continued by --resume; args.json alone is not a run (a start's first file)
     may_change = {"psb.ckpt", "train_state.pt", "model.zip", "args.json", "metrics.json"} \
         if "--overwrite" in flags or "--resume" in flags or "--resume-from" in flags else {"args.json"}
-    return Case(f"rundir.{Path(script).stem}", f"{state} {' '.join(flags)}", lambda: _run_cli(script, argv), expect,
+    return Case(f"rundir.{_name(script)}", f"{state} {' '.join(flags)}", lambda: _run_cli(script, argv), expect,
                 inputs=[folder, fixtures.rollouts], may_change=may_change, cli=True)
 
 
@@ -1049,9 +1054,9 @@ ENTRY_POINTS: dict[str, tuple[EntryPoint, float]] = {
     "resume.train_state": (case_train_state, 6),
     "rollouts.read": (case_rollouts_read, 8),
     "rollouts.collect": (case_rollouts_collect, 3),
-    **{f"cli.{Path(script).stem}": ((lambda s: lambda rng, fx: case_cli(rng, fx, s))(script), 3)
+    **{f"cli.{_name(script)}": ((lambda s: lambda rng, fx: case_cli(rng, fx, s))(script), 3)
        for script in CLI_BASE},
-    **{f"rundir.{Path(script).stem}": ((lambda s: lambda rng, fx: case_run_dir(rng, fx, s))(script), 1)
+    **{f"rundir.{_name(script)}": ((lambda s: lambda rng, fx: case_run_dir(rng, fx, s))(script), 1)
        for script in ("pretrain/train_psb.py", "agents/train_ppo.py")},
 }
 """Every entry point with its weight (its share of the cases; slow ones get less)."""

@@ -18,14 +18,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto"``/None to CUDA when available, else CPU; validate explicit requests.
 
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device`` or None.
+    :raises ValueError: for a name that is no device, or CUDA where there is none.
     """
     import torch
 
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {str(device)!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():  # a user mistake on this machine: one line
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
     return resolved
 
 

@@ -185,3 +185,14 @@ def test_well_formed_files_with_wrong_content_are_refused(saved: tuple[PSBAutoen
     _rewrite(path, edit)
     with pytest.raises(CheckpointError, match=str(path.name)):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("field", "value"), [("window", 1.5), ("num_slots", "4"), ("colour_values", 1),
+                                              ("image_size", [32.5, 32])])
+def test_a_stored_config_of_the_wrong_types_is_refused(saved: tuple[PSBAutoencoder, Path], field: str,
+                                                       value) -> None:
+    _, path = saved
+    _rewrite(path, lambda metadata, tensors: metadata.update(
+        config=json.dumps({**json.loads(metadata["config"]), field: value})))
+    with pytest.raises(CheckpointError, match=rf"{field} must be"):
+        load_checkpoint(path)

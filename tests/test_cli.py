@@ -164,3 +164,11 @@ def test_bounded_floats_must_be_finite(capsys: pytest.CaptureFixture[str], value
         parse_dataclass(TrainArgs, ["--lr", value])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--lr: must be a finite number" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("device", ["none", "gpu9", "cuda:x"])
+def test_a_device_that_is_no_device_is_one_line(capsys: pytest.CaptureFixture[str], device: str) -> None:
+    from psb_rl.utils import resolve_device
+
+    with pytest.raises(ValueError, match=rf"device '{device}' is not a torch device; use auto, cpu, cuda"):
+        resolve_device(device)
