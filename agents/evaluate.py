@@ -48,7 +48,7 @@ class EvalArgs:
     """packages to import that register --env (default: the run's)"""
     episodes: int = bounded(20, min=1)
     """number of evaluation episodes"""
-    seed: int = 100_000
+    seed: int = bounded(100_000, min=0)
     """seed of the first episode (episode k uses seed + k)"""
     deterministic: bool = True
     """greedy actions"""

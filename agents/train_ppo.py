@@ -69,7 +69,7 @@ class Args:
     """number of parallel environments"""
     total_steps: int = bounded(200_000, min=1)
     """total environment steps of training (all envs together)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of the environments, the policy and torch"""
     out: str = "runs/ppo"
     """output folder (model.zip, eval.csv, learning_curve.png, summary.json, tb/)"""

@@ -54,7 +54,7 @@ class Args:
     """extra packages to import that register the --env id (as RL Zoo's --gym-packages)"""
     torch_threads: int | None = bounded(1, min=1)
     """torch CPU threads for resizing (None: torch's default)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """collection seed: episode i is reset with psb_rl.rollouts.episode_seed(seed, i)"""
     resume: bool = False
     """continue the collection in --out until the requested amount is stored"""

@@ -42,7 +42,7 @@ class EvalArgs:
     """auto | cpu | cuda"""
     out: str | None = None
     """JSON output path (default: metrics_eval.json beside the checkpoint)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of the clip sampling"""
     torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default)"""

@@ -104,7 +104,7 @@ class TrainArgs:
     started before step 500 it kept slots from binding (see docs/pretraining.md)"""
     contrast_temperature: float = bounded(0.1, gt=0)
     """temperature of --slot-contrast"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of weights, batches and collection"""
     device: str = "auto"
     """auto | cpu | cuda"""
