@@ -22,7 +22,7 @@ import torch
 from stable_baselines3 import PPO
 
 from psb_rl import agent_io
-from psb_rl.cli import parse_dataclass, run_main
+from psb_rl.cli import bounded, parse_dataclass, run_main
 from psb_rl.utils import ensure_writable_file, resolve_device
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
@@ -49,21 +49,21 @@ class EvalArgs:
     """extra gym.make keyword arguments as JSON (default: the run's)"""
     gym_packages: list[str] | None = None
     """packages to import that register --env (default: the run's)"""
-    episodes: int = 20
+    episodes: int = bounded(20, min=1)
     """number of evaluation episodes"""
-    seed: int = 100_000
+    seed: int = bounded(100_000, min=0)
     """seed of the first episode (episode k uses seed + k)"""
     deterministic: bool = True
     """greedy actions"""
     gif: str = "auto"
     """GIF of the first episode: a path, 'auto' (RUN/episode.gif, or next to --model) or 'none' to skip"""
-    gif_max_steps: int = 100
+    gif_max_steps: int = bounded(100, min=1)
     """at most this many steps in the GIF"""
-    fps: float = 8.0
+    fps: float = bounded(8.0, gt=0)
     """GIF frames per second"""
     device: str = "cpu"
     """torch device: auto, cpu or cuda"""
-    torch_threads: int | None = None
+    torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default)"""
 
 

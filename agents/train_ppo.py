@@ -49,8 +49,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from psb_rl import agent_io
 from psb_rl.agent_io import ENCODERS, build_agent, mirror_kwargs, policy_for, saved_num_timesteps  # noqa: F401
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
-from psb_rl.utils import atomic_path, claim_run_dir, ensure_writable_dir, resolve_device, run_lock, write_json
+from psb_rl.cli import bounded, check_bounds, parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.utils import atomic_path, owned_run_dir, resolve_device, write_json
 
 RUN_FILES = ("model.zip", "eval.csv", "evaluations.npz", "learning_curve.png", "summary.json", "tb")
 """What a run writes to --out: their presence means a (finished or partial) run is there (args.json, written
@@ -67,24 +67,24 @@ class Args:
     """observation pipeline: slots (frozen PSB + slot transformer), pixels (NatureCNN) or state (oracle objects)"""
     checkpoint: str | None = None
     """PSB checkpoint (``psb_rl.save_checkpoint``); required for --encoder slots"""
-    n_envs: int = 8
+    n_envs: int = bounded(8, min=1)
     """number of parallel environments"""
-    total_steps: int = 200_000
+    total_steps: int = bounded(200_000, min=1)
     """total environment steps of training (all envs together)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of the environments, the policy and torch"""
     out: str = "runs/ppo"
     """output folder (model.zip, eval.csv, learning_curve.png, summary.json, tb/)"""
     device: str = "auto"
     """torch device of the policy and the encoder: auto, cpu or cuda"""
-    eval_freq: int = 20_000
+    eval_freq: int = bounded(20_000, min=0)
     """evaluate every this many environment steps (0 = only at the end)"""
-    eval_episodes: int = 20
+    eval_episodes: int = bounded(20, min=1)
     """episodes per evaluation"""
     eval_deterministic: bool = True
     """evaluate the greedy policy (--no-eval-deterministic: sample actions, as PPO does while training; a
     policy that has not yet sharpened can loop forever when greedy, e.g. in MiniGrid)"""
-    save_freq: int = 100_000
+    save_freq: int = bounded(100_000, min=0)
     """save the agent to OUT/model.zip (atomically) every this many environment steps, so a run that is
     stopped keeps its latest agent (continue it with --resume-from); 0 = only at the end"""
     vec_env: Literal["dummy", "subproc"] = "dummy"
@@ -97,50 +97,50 @@ class Args:
     pixels: str = "auto"
     """frame source: obs (the observations), render (env.render() frames) or auto (the checkpoint's
     recorded source; for --encoder pixels, render when the observations are not images)"""
-    crop: tuple[int, int, int, int] | None = None
+    crop: tuple[int, int, int, int] | None = bounded(None, min=0)
     """override the frame pipeline's crop: pixels cut off the top, bottom, left, right (default: the
     checkpoint's; none for pixels agents without a checkpoint)"""
-    resize: list[int] | None = None
+    resize: list[int] | None = bounded(None, min=1)
     """override the frame pipeline's size: N (N x N) or H W (default: the checkpoint's)"""
     atari_wrappers: bool = True
     """ALE games: no-op starts, FIRE on reset, end of episode on a life loss, rewards clipped to their sign
     (frames stay RGB and unresized)"""
-    max_episode_steps: int | None = None
+    max_episode_steps: int | None = bounded(None, min=1)
     """override the environment's time limit"""
-    n_steps: int = 128
+    n_steps: int = bounded(128, min=1)
     """PPO: steps per env per rollout"""
-    batch_size: int = 256
+    batch_size: int = bounded(256, min=2)
     """PPO: minibatch size"""
-    n_epochs: int = 4
+    n_epochs: int = bounded(4, min=1)
     """PPO: optimisation epochs per rollout"""
-    learning_rate: float = 3e-4
+    learning_rate: float = bounded(3e-4, gt=0)
     """PPO: Adam learning rate"""
     anneal_lr: bool = False
     """PPO: decay the learning rate linearly from --learning-rate to 0 over --total-steps (CleanRL's
     default)"""
-    gamma: float = 0.99
+    gamma: float = bounded(0.99, min=0, max=1)
     """PPO: discount factor"""
-    gae_lambda: float = 0.95
+    gae_lambda: float = bounded(0.95, min=0, max=1)
     """PPO: GAE lambda"""
-    clip_range: float = 0.2
+    clip_range: float = bounded(0.2, gt=0)
     """PPO: clipping of the policy ratio"""
-    ent_coef: float = 0.01
+    ent_coef: float = bounded(0.01, min=0)
     """PPO: entropy bonus"""
-    vf_coef: float = 0.5
+    vf_coef: float = bounded(0.5, min=0)
     """PPO: value-loss weight"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = bounded(0.5, gt=0)
     """PPO: gradient clipping"""
-    features_dim: int = 128
+    features_dim: int = bounded(128, min=1)
     """slot extractor: output features"""
     pooling: Literal["transformer", "deepsets", "flatten"] = "transformer"
     """slot extractor: transformer, deepsets or flatten"""
-    d_model: int = 64
+    d_model: int = bounded(64, min=1)
     """slot extractor: width of the transformer"""
-    num_layers: int = 2
+    num_layers: int = bounded(2, min=1)
     """slot extractor: transformer layers"""
-    num_heads: int = 4
+    num_heads: int = bounded(4, min=1)
     """slot extractor: attention heads"""
-    embed_layers: int = 1
+    embed_layers: int = bounded(1, min=1, max=2)
     """slot extractor: per-slot embedding, 1 (linear) or 2 (two-layer MLP)"""
     relation: bool = False
     """slot extractor: add pairwise relation features (each slot compared with every other) before pooling"""
@@ -156,9 +156,9 @@ class Args:
     standardize: bool = False
     """slot extractor: standardise each feature of each slot index by the running mean and std of the first
     --standardize-samples observations (then fixed; saved with the agent)"""
-    standardize_samples: int = 100_000
+    standardize_samples: int = bounded(100_000, min=1)
     """slot extractor: observations that --standardize estimates its statistics from"""
-    mirror_from: int | None = None
+    mirror_from: int | None = bounded(None, min=0)
     """from this many environment steps on, also train on the left-right, up-down and 180-degree mirror
     images of every rollout (psb_rl.contrib.mirror; None: never). Built-in PSB/ envs only (their arena is
     symmetric); costs about 4x the PPO update and, for slots, the encoder (mirrors are encoded from the
@@ -173,14 +173,22 @@ class Args:
     --resume-from continues it)"""
     mask_feature_index: int | None = -1
     """state encoder: index of the ``present`` feature used to mask padded objects (None: no mask)"""
-    torch_threads: int | None = None
+    torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default)"""
     tensorboard: bool = True
     """write TensorBoard logs to OUT/tb"""
     progress_bar: bool = True
     """show a progress bar"""
-    verbose: int = 0
+    verbose: int = bounded(0, min=0, max=2)
     """SB3 verbosity (0, 1, 2)"""
+
+    def validate(self) -> None:
+        """Refuse combinations of values no run can use (the parser calls this after the per-option bounds).
+
+        :raises ValueError: naming the options.
+        """
+        if self.n_steps * self.n_envs < 2:
+            raise ValueError(f"--n-steps {self.n_steps} x --n-envs {self.n_envs} must be >= 2 (PPO's rollout buffer)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -501,6 +509,8 @@ def train(args: Args) -> dict[str, Any]:
         raise ValueError(f"--encoder must be one of {ENCODERS}, got {args.encoder!r}")
     if args.encoder == "slots" and not args.checkpoint:
         raise ValueError("--encoder slots needs --checkpoint PATH (a PSB checkpoint from pretrain/train_psb.py)")
+    check_bounds(args)  # for arguments made in Python (the parser checks them on the command line)
+    args.validate()
     from psb_rl.environments import ensure_registered
 
     ensure_registered(args.env, args.gym_packages)  # an unknown id fails here, naming the fix
@@ -512,10 +522,8 @@ def train(args: Args) -> dict[str, Any]:
             raise ValueError(f"cannot continue {args.resume_from}: {'; '.join(differing)}. Pass the arguments of the "
                              "run that saved it (its args.json).")
         agent_io.verify_run_checkpoint(record, args.checkpoint, str(source))
-    out = ensure_writable_dir(args.out)
-    with run_lock(out):
-        claim_run_dir(out, RUN_FILES, resume=bool(args.resume_from), overwrite=args.overwrite,
-                      resume_flag="--resume-from OUT/model.zip")
+    with owned_run_dir(args.out, RUN_FILES, resume=bool(args.resume_from), overwrite=args.overwrite,
+                       resume_flag="--resume-from OUT/model.zip", start_files=("args.json",)):
         return _train(args)
 
 

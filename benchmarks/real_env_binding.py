@@ -124,7 +124,8 @@ def colour_correlation(model: torch.nn.Module, data: Path, clips: int, clip_len:
     """
     from psb_rl.data import RolloutDataset
     from psb_rl.evaluation import sample_eval_clips
-    from psb_rl.preprocessing import preprocess_frames, resize_masks
+    from psb_rl.preprocessing import preprocess_frames
+    from psb_rl.sizes import resize_masks
     from psb_rl.training import held_out_episodes
 
     val = RolloutDataset(data, clip_len=1, split="val", verify=False)

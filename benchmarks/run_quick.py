@@ -17,6 +17,8 @@ QUICK = [
     ["benchmarks/streaming_speed.py", "--quick"],
     ["benchmarks/train_speed.py", "--quick"],
     ["benchmarks/vec_wrapper_speed.py", "--repeats", "3"],
+    ["benchmarks/long_episode.py", "--quick"],
+    ["benchmarks/fuzz.py", "--cases", "500", "--out", "benchmarks/results/fuzz_quick.json"],
     ["benchmarks/quality.py", "--minutes", "2", "--variants", "psb", "savi", "--out", "runs/quality_quick",
      "--results", "benchmarks/results/quality_quick.json"],
 ]

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-from psb_rl.cli import parse_dataclass, parse_env_kwargs, run_main
+from psb_rl.cli import bounded, parse_dataclass, parse_env_kwargs, run_main
 from psb_rl.frames import size_from_flag
 from psb_rl.rollouts import collect_rollouts, repair_rollouts
 from psb_rl.utils import set_torch_threads
@@ -33,11 +33,11 @@ class Args:
     out: str = field(metadata={"help": "output directory (manifest.json + shard-*.npz)"})
     env: str = "PSB/RandomObjects-v0"
     """gymnasium id; PSB/, ALE/, MiniGrid-/BabyAI- ids are registered automatically (else --gym-packages)"""
-    episodes: int | None = None
+    episodes: int | None = bounded(None, min=1)
     """number of whole episodes to collect (default 100 when --steps is not given)"""
-    steps: int | None = None
+    steps: int | None = bounded(None, min=1)
     """collect whole episodes until at least this many steps are stored"""
-    num_envs: int = 1
+    num_envs: int = bounded(1, min=1)
     """parallel environments (AsyncVectorEnv workers when > 1)"""
     policy: str = "random"
     """'random' or the model.zip of an agents/train_ppo.py run (slots, pixels or state; rebuilt from its
@@ -46,24 +46,24 @@ class Args:
     """act deterministically with an SB3 policy"""
     pixels: Literal["obs", "render"] = "obs"
     """'obs': frames are the image observations; 'render': frames are env.render() (non-image envs)"""
-    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    crop: tuple[int, int, int, int] = bounded((0, 0, 0, 0), min=0)
     """pixels cut off the top, bottom, left and right of each frame before resizing (e.g. Atari score bars)"""
-    resize: list[int] | None = None
+    resize: list[int] | None = bounded(None, min=1)
     """store frames resized to N x N (one value) or H x W (two values), same filter as training"""
     gym_packages: list[str] = field(default_factory=list)
     """extra packages to import that register the --env id (as RL Zoo's --gym-packages)"""
-    torch_threads: int | None = 1
+    torch_threads: int | None = bounded(1, min=1)
     """torch CPU threads for resizing (None: torch's default)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """collection seed: episode i is reset with psb_rl.rollouts.episode_seed(seed, i)"""
     resume: bool = False
     """continue the collection in --out until the requested amount is stored"""
     repair: bool = False
     """drop the missing or corrupted shards of the collection in --out and collect them again, exactly, with
     the settings stored in its manifest (only --out, --num-envs and --progress are read)"""
-    episodes_per_shard: int = 100
+    episodes_per_shard: int = bounded(100, min=1)
     """episodes per shard file"""
-    max_episode_steps: int | None = None
+    max_episode_steps: int | None = bounded(None, min=1)
     """override the env's time limit"""
     env_kwargs: str | None = None
     """JSON dict of extra gym.make kwargs, e.g. '{"obs_mode": "state"}' (default with --policy model.zip: the
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=args.progress, crop=args.crop, gym_packages=args.gym_packages,
         )
     summary = {k: manifest[k] for k in ("env_id", "frame_shape", "has_masks", "num_shards", "num_episodes",
-                                        "num_steps", "num_frames", "frame_pipeline") if k in manifest}
+                                        "num_steps", "num_frames", "frame_pipeline", "rebuilt_from_shards",
+                                        "left_out_shards") if k in manifest}
     print(json.dumps({"out": args.out, **summary}))
     return 0
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from psb_rl.cli import bounded
+
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: agents/ is a folder of the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repository root, not an installed module
 
@@ -42,17 +44,17 @@ class DemoArgs:
     """rollout directory for pretraining (collected when missing)"""
     quick: bool = False
     """a few-minute smoke version: tiny pretraining and PPO budgets (not the quality recipe)"""
-    ppo_steps: int = 30_000
+    ppo_steps: int = bounded(30_000, min=1)
     """PPO environment steps of each agent on the reach task"""
-    reach_steps: int = 20
+    reach_steps: int = bounded(20, min=1)
     """episode limit of the reach task: random actions touch the target within it about 10% of the time"""
-    progress_reward: float = 1.0
+    progress_reward: float = bounded(1.0, min=0)
     """reward per image width the agent closes towards the target (0: only the sparse +1 on touching it)"""
-    eval_episodes: int = 200
+    eval_episodes: int = bounded(200, min=1)
     """episodes of each final evaluation (and of the random-action chance level)"""
     device: str = "auto"
     """auto | cpu | cuda"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of every stage"""
 
 

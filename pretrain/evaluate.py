@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from psb_rl.checkpoint import load_checkpoint
-from psb_rl.cli import parse_dataclass, run_main
+from psb_rl.cli import bounded, parse_dataclass, run_main
 from psb_rl.evaluation import LENGTH_MULTIPLIERS, evaluate_episodes
 from psb_rl.health import collapse_warning, format_health
 from psb_rl.training import held_out_episodes
@@ -28,23 +28,23 @@ class EvalArgs:
     """rollout directory (ground-truth masks are optional: without them only MSE, PSNR and health)"""
     split: Literal["val", "train", "all"] = "val"
     """episodes to evaluate: val (held out by train_psb.py) | train | all"""
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, min=0, lt=1)
     """must match the training run's --val-fraction"""
-    clip_len: int = 6
+    clip_len: int = bounded(6, min=1)
     """base clip length (the training --clip-len)"""
-    multipliers: tuple[int, ...] = LENGTH_MULTIPLIERS
+    multipliers: tuple[int, ...] = bounded(LENGTH_MULTIPLIERS, min=1)
     """evaluate clips of clip_len × each multiplier (lengths no held-out episode reaches are skipped)"""
-    clips: int = 64
+    clips: int = bounded(64, min=1)
     """clips per length"""
-    batch_size: int = 8
+    batch_size: int = bounded(8, min=1)
     """clips per forward pass at 1×"""
     device: str = "auto"
     """auto | cpu | cuda"""
     out: str | None = None
     """JSON output path (default: metrics_eval.json beside the checkpoint)"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of the clip sampling"""
-    torch_threads: int | None = None
+    torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default)"""
 
 
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = RolloutDataset(args.data, clip_len=args.clip_len, split=args.split, val_fraction=args.val_fraction)
     results = evaluate_episodes(model, held_out_episodes(dataset, limit=10**9), args.clip_len, args.multipliers, args.clips,
                                 args.batch_size, args.seed, category_names=dataset.manifest.get("mask_categories") or None)
+    if not results:  # never overwrite an earlier --out with empty results
+        raise ValueError(f"no {args.split} episode of {args.data} holds a clip of --clip-len {args.clip_len} x "
+                         f"--multipliers {' '.join(map(str, args.multipliers))} frames; nothing to evaluate, {out} is "
+                         "left as it was. Pass a shorter --clip-len, smaller --multipliers or another --split")
     keys = ("fg_ari", "fg_ari_frame", "switch_rate", "miou", "mbo", "miou_standard", "mbo_standard", "mse", "psnr")
     print(f"{'length':>8} {'frames':>6} {'clips':>5} " + " ".join(f"{k:>12}" for k in keys))
     for length, metrics in results.items():

@@ -187,11 +187,15 @@ def load_agent(model_path: str | os.PathLike, args: Any, device: torch.device | 
         warnings.filterwarnings("ignore", message=".*mini-batch size.*")
         agent = build_agent(args, env, device, tensorboard_log)
     try:
-        agent.set_parameters(str(model_path), exact_match=True, device=device)
+        with warnings.catch_warnings():
+            # torch's weights-only reader warns about a foreign pickle protocol before refusing the file
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            agent.set_parameters(str(model_path), exact_match=True, device=device)
     except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, EOFError) as err:
+        # torch's own message would suggest weights_only=False, i.e. running the code the file holds: not shown
         raise ValueError(
-            f"{model_path} holds parts that are not plain tensors, which are never unpickled ({type(err).__name__}: "
-            f"{' '.join(str(err).split())[:200]}); use an agent saved by agents/train_ppo.py"
+            f"{model_path} holds parts that are not plain tensors, which are never unpickled ({type(err).__name__}); "
+            "use an agent saved by agents/train_ppo.py"
         ) from None
     except (RuntimeError, ValueError) as err:
         detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:300])

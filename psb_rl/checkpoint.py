@@ -97,7 +97,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"psb_rl.save_checkpoint; it may be truncated, corrupted, or another format such as a "
             f"pickled torch file, which is never loaded for safety): {error}"
         ) from error
-    version = int(metadata.get("format_version", "0"))
+    try:
+        version = int(metadata.get("format_version", "0"))
+    except ValueError:
+        raise CheckpointError(f"{path} is damaged: its format version {metadata.get('format_version')!r} is not "
+                              "a number.") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, newer than this psb-rl supports "
@@ -105,12 +109,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         )
     if _weights_digest(tensors) != metadata.get("weights_sha256"):
         raise CheckpointError(f"{path} is corrupted: its weights do not match the checksum stored in its header.")
-    info = {
-        "format_version": version,
-        "config": json.loads(metadata["config"]),
-        "preprocessing": json.loads(metadata.get("preprocessing", "{}")),
-        "extra": json.loads(metadata.get("extra", "{}")),
-    }
+    info: dict[str, Any] = {"format_version": version}
+    for key, default in (("config", None), ("preprocessing", "{}"), ("extra", "{}")):
+        try:
+            info[key] = json.loads(metadata[key] if default is None else metadata.get(key, default))
+        except (KeyError, ValueError):
+            info[key] = None
+        if not isinstance(info[key], dict):
+            raise CheckpointError(f"{path} is damaged: its {key!r} record is missing or not a JSON object; the file "
+                                  "was modified or was not written by psb_rl.save_checkpoint.")
     return tensors, info
 
 
@@ -130,7 +137,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         model = PSBAutoencoder(PSBConfig.from_dict(config))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
-    except (RuntimeError, ValueError, TypeError) as error:
+    except (RuntimeError, ValueError, TypeError, ArithmeticError, AttributeError, KeyError) as error:
         raise CheckpointError(
             f"{path}: its stored config does not describe its weights ({_first_line(error)}); the file was "
             "modified or written by an incompatible psb-rl version."
@@ -140,9 +147,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             f"{path} does not match the model its config describes (missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}); it was probably written by an incompatible psb-rl version."
         )
-    from psb_rl.frames import pipeline_for_model
+    expected = model.state_dict()
+    retyped = [name for name, tensor in tensors.items() if tensor.dtype != expected[name].dtype]
+    if retyped:  # load_state_dict would cast them silently
+        raise CheckpointError(f"{path}: tensors {retyped[:3]} are {tensors[retyped[0]].dtype}, the model's "
+                              f"{expected[retyped[0]].dtype}; the file was modified or written by another program.")
+    from psb_rl.frames import FramePipelineError, pipeline_for_model
 
-    model.frame_pipeline = pipeline_for_model(info)  # how raw frames become the frames it was trained on
+    try:
+        model.frame_pipeline = pipeline_for_model(info)  # how raw frames become the frames it was trained on
+    except (FramePipelineError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its recorded frame pipeline is damaged ({_first_line(error)}); the file "
+                              "was modified or written by an incompatible psb-rl version.") from None
     return model.to(resolve_device(device)).eval()
 
 

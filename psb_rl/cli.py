@@ -20,6 +20,10 @@ Rules:
 - ``X | None`` / ``Optional[X]`` accept a value of type ``X`` (or the word ``none``);
 - ``Literal["a", "b"]`` gives ``choices``; ``list[X]`` / ``tuple[X, ...]`` take several values;
 - fields without a default are required;
+- ``min`` / ``max`` (inclusive) and ``gt`` / ``lt`` (exclusive) in the metadata bound a number (each value of a
+  list), e.g. ``steps: int = bounded(1000, min=1)``: ``--steps 0`` is refused by the parser, one
+  ``error:`` line and exit code 2, before any work; :func:`check_bounds` checks an instance made in Python;
+- a ``validate()`` method of the dataclass, if any, refuses combinations of values the same way;
 - the help text is ``metadata["help"]`` when given, else the string literal written just below the
   field (its "docstring"), else the field comment on the same line.
 """
@@ -97,6 +101,74 @@ def _optional_converter(inner: Any) -> Any:
     return convert
 
 
+BOUNDS = ("min", "max", "gt", "lt")
+"""The metadata keys that bound a numeric field: ``min`` / ``max`` inclusive, ``gt`` / ``lt`` exclusive."""
+
+
+def bounded(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
+            gt: float | None = None, lt: float | None = None, **metadata: Any) -> Any:
+    """A dataclass field whose numeric value (or each value of a list or tuple) must lie within bounds,
+    e.g. ``steps: int = bounded(1000, min=1)``.
+
+    :param default: the default value (None is always allowed for ``X | None`` fields).
+    :param min: smallest allowed value.
+    :param max: largest allowed value.
+    :param gt: values must be greater.
+    :param lt: values must be smaller.
+    :param metadata: more field metadata (``help``, ``aliases``).
+    :return: a :func:`dataclasses.field`.
+    """
+    bounds = {key: value for key, value in {"min": min, "max": max, "gt": gt, "lt": lt}.items() if value is not None}
+    if isinstance(default, list | dict | set):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={**metadata, **bounds})
+    return dataclasses.field(default=default, metadata={**metadata, **bounds})
+
+
+def bound_problem(value: Any, metadata: Any) -> str | None:
+    """What is wrong with ``value`` under the bounds of a field's ``metadata``, or None when it is within them."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):  # NaN and inf lie within no bounds
+        return f"must be a finite number, got {value}"
+    checks = (("min", lambda b: value >= b, ">="), ("max", lambda b: value <= b, "<="),
+              ("gt", lambda b: value > b, ">"), ("lt", lambda b: value < b, "<"))
+    for key, ok, sign in checks:
+        if key in metadata and not ok(metadata[key]):
+            return f"must be {sign} {metadata[key]}, got {value}"
+    return None
+
+
+def check_bounds(instance: Any) -> None:
+    """Check every bounded field of a dataclass instance (see :func:`bounded`), e.g. arguments built in Python.
+
+    :raises ValueError: ``--flag must be >= 1, got 0`` for the first field out of bounds.
+    """
+    for f in dataclasses.fields(instance):
+        if not any(key in f.metadata for key in BOUNDS):
+            continue
+        value = getattr(instance, f.name)
+        for item in value if isinstance(value, list | tuple) else (value,):
+            problem = bound_problem(item, f.metadata)
+            if problem:
+                raise ValueError(f"--{f.name.replace('_', '-')} {problem}")
+
+
+def _bounded_converter(convert: Any, metadata: Any) -> Any:
+    """``convert``, then a check against the field's bounds (an ``ArgumentTypeError``: one ``error:`` line)."""
+    if not any(key in metadata for key in BOUNDS):
+        return convert
+
+    def checked(text: str) -> Any:
+        value = convert(text)
+        problem = bound_problem(value, metadata)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    checked.__name__ = getattr(convert, "__name__", "value")
+    return checked
+
+
 def _str_to_bool(text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "y", "on"):
@@ -159,6 +231,8 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
             kwargs["type"] = inner
         else:
             kwargs["type"] = _optional_converter(tp) if optional else tp
+        if "type" in kwargs:
+            kwargs["type"] = _bounded_converter(kwargs["type"], f.metadata)
         parser.add_argument(*flags, **kwargs)
     return parser
 
@@ -178,7 +252,15 @@ def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description
         tp, _ = _unwrap_optional(hints[name])
         if (typing.get_origin(tp) is tuple or tp is tuple) and isinstance(value, list):
             values[name] = tuple(value)
-    return cls(**values)
+    instance = cls(**values)
+    try:
+        check_bounds(instance)  # defaults too
+        validate = getattr(instance, "validate", None)
+        if callable(validate):  # combinations of values no run can use
+            validate()
+    except ValueError as error:
+        parser.error(error_line(error))
+    return instance
 
 
 def parse_env_kwargs(text: str | None, flag: str = "--env-kwargs") -> dict[str, Any]:

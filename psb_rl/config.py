@@ -87,8 +87,43 @@ class PSBConfig:
     """The frame encoder also sees each frame minus a stored reference background image (the training
     frames' per-pixel median): a per-frame, causal prior on where objects are, at no streaming cost."""
 
+    def _type_problems(self) -> list[str]:
+        """Fields whose value is not of the field's type (a hand-edited or damaged stored config)."""
+        import numbers
+        import typing
+
+        def integral(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        problems = []
+        for name, hint in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            allowed = typing.get_args(hint) or (hint,)
+            if value is None and type(None) in allowed:
+                continue
+            if name == "image_size" and isinstance(value, tuple):
+                ok = all(integral(v) for v in value)
+            elif bool in allowed:
+                ok = isinstance(value, bool)
+            elif int in allowed:
+                ok = integral(value)
+            elif float in allowed:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, tuple(t for t in allowed if isinstance(t, type)))
+            if not ok:
+                problems.append(f"{name} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+        return problems
+
     def __post_init__(self) -> None:
         if isinstance(self.image_size, list | tuple):  # JSON gives lists; (S, S) stays a tuple
+            if len(self.image_size) != 2:
+                raise ValueError(f"invalid PSBConfig: image_size must be a positive int or (H, W), got {self.image_size!r}")
+            self.image_size = tuple(self.image_size)
+        problems = self._type_problems()
+        if problems:
+            raise ValueError("invalid PSBConfig: " + "; ".join(problems))
+        if isinstance(self.image_size, tuple):
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         problems = []
         size = self.image_size
@@ -99,7 +134,7 @@ class PSBConfig:
         if self.decoder_grid < 1 or self.decoder_grid > min(self.image_hw):
             problems.append(f"decoder_grid must be between 1 and the image's smaller side, got {self.decoder_grid} "
                             f"for image_size={size!r}")
-        if self.slot_dim % self.num_heads:
+        if self.num_heads >= 1 and self.slot_dim % self.num_heads:
             problems.append(f"slot_dim={self.slot_dim} must be divisible by num_heads={self.num_heads}")
         for name in ("window", "time_window"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -32,7 +32,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from psb_rl.shards import RolloutError, load_manifest, no_rollouts_message, verify_shard
+from psb_rl.shards import (
+    RolloutError,
+    ShardChecksumError,
+    check_shard_matches,
+    load_manifest,
+    no_rollouts_message,
+    repair_hint,
+    verify_shard,
+)
 
 SPLITS = ("train", "val", "all")
 
@@ -182,14 +190,25 @@ class RolloutDataset(Dataset):
         if s in self._cache:
             self._cache.move_to_end(s)
             return self._cache[s]
-        arrays = open_npz(self.root / self.shard_files[s], mmap=self.mmap)
+        path = self.root / self.shard_files[s]
+        if not path.is_file():
+            raise ShardChecksumError(f"shard {path} listed in the manifest is missing; {repair_hint(self.root)}")
+        try:
+            arrays = open_npz(path, mmap=self.mmap)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ShardChecksumError(f"shard {path} cannot be read ({type(error).__name__}: "
+                                     f"{' '.join(str(error).split())[:120]}); {repair_hint(self.root)}") from None
+        check_shard_matches(self.shard_files[s], arrays, self.manifest["shards"][s], self.root)
+        if self.has_masks and "masks" not in arrays:
+            raise RolloutError(f"shard {path} has no masks though the manifest says it has; {repair_hint(self.root)}")
         self._cache[s] = arrays
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
         return arrays
 
     def _read(self, row: int, start: int, length: int) -> dict[str, torch.Tensor]:
-        from psb_rl.preprocessing import resize_masks, resize_uint8_frames
+        from psb_rl.preprocessing import resize_uint8_frames
+        from psb_rl.sizes import resize_masks
 
         s, offset, _, _ = (int(v) for v in self._episodes[row])
         arrays = self._shard(s)

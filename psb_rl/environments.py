@@ -91,7 +91,13 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_
         kwargs["render_mode"] = "rgb_array"
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except TypeError as error:
+        if "environment creator" not in str(error):  # gymnasium's wording for arguments the env does not take
+            raise
+        raise ValueError(f"{env_id} does not take these arguments ({' '.join(str(error).split())}); check "
+                         "--env-kwargs") from None
 
 
 def is_atari(env: gym.Env) -> bool:
@@ -255,7 +261,7 @@ class FramePipelineObservation(gym.ObservationWrapper):
         import numpy as np
 
         self.pipeline = pipeline
-        self._layout = pipeline.check_space(env.observation_space)
+        self._layout = pipeline.check_space(env.observation_space, channel_stack=False)  # RGBA: alpha dropped
         probe = pipeline.apply(np.zeros(env.observation_space.shape, env.observation_space.dtype), self._layout)
         self.observation_space = gym.spaces.Box(0, 255, probe.shape, np.uint8)
 

@@ -11,7 +11,8 @@ import torch
 
 from psb_rl.health import health_per_clip, summarize_health
 from psb_rl.metrics import fg_ari, mbo, miou, object_recall_counts, slot_switches
-from psb_rl.preprocessing import preprocess_frames, resize_masks
+from psb_rl.preprocessing import preprocess_frames
+from psb_rl.sizes import resize_masks
 
 LENGTH_MULTIPLIERS = (1, 2, 4, 8, 16)
 """Default evaluated lengths, in training clips: up to 16× (96 frames for 6-frame clips)."""

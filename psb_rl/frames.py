@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from psb_rl.sizes import Size, size_hw
+from psb_rl.sizes import Size, resize_masks, size_hw
 
 SOURCES = ("observation", "render")
 NOT_FRAME_OPTIONS = frozenset({"render_mode", "return_masks", "max_episode_steps", "obs_mode"})
@@ -41,27 +41,39 @@ LAYOUTS = {
     "hw-stack": "(H, W, k) k greyscale frames stacked on the channels (make_atari_env: k = 1; "
                 "VecFrameStack: newest last)",
     "hwc-stack": "(H, W, 3k) k RGB frames stacked on the channels (VecFrameStack, newest last)",
+    "hwc-rgba": "(H, W, 4) RGBA (the alpha channel is dropped)",
     "chw": "(3, H, W) channels-first RGB (VecTransposeImage)",
     "khwc": "(k, H, W, 3) k RGB frames (FrameStackObservation, newest last)",
     "khw": "(k, H, W) k greyscale frames (FrameStackObservation, newest last)",
     "khw1": "(k, H, W, 1) k greyscale frames (FrameStackObservation, newest last)",
 }
 """The observation layouts a pipeline reads, by name; each gives one RGB frame (the newest)."""
-_LAYOUT_NDIM = {"hwc": 3, "hw": 2, "hw-stack": 3, "hwc-stack": 3, "chw": 3, "khwc": 4, "khw": 3, "khw1": 4}
+_LAYOUT_NDIM = {"hwc": 3, "hw": 2, "hw-stack": 3, "hwc-stack": 3, "hwc-rgba": 3, "chw": 3, "khwc": 4, "khw": 3,
+                "khw1": 4}
 
 
 class FramePipelineError(ValueError):
     """Frames (or an observation space) that a frame pipeline cannot read."""
 
 
-def frame_layout(shape: tuple[int, ...]) -> str:
+class FrameDtypeError(FramePipelineError, TypeError):
+    """Frames of a dtype no frame path reads (neither uint8 nor float)."""
+
+
+def frame_layout(shape: tuple[int, ...], channel_stack: bool = True) -> str:
     """Name the layout (a key of :data:`LAYOUTS`) of one observation of shape ``shape``.
 
     A trailing axis of 3 is RGB; ``3k`` channels are read as ``k`` RGB frames, other small channel
     counts as greyscale frames. A leading axis of 3 is channels-first RGB, another small leading axis a
     ``FrameStackObservation`` stack. So a stack of exactly 3 greyscale frames reads as RGB: stack 4, as usual.
 
+    A trailing axis of 4 is either 4 stacked greyscale frames (SB3's ``VecFrameStack`` over Atari's
+    ``(H, W, 1)``) or RGBA; the shape cannot tell. ``channel_stack=False`` says that the observations are not
+    stacked on their channels (gymnasium envs stack on a new leading axis), so ``(H, W, 4)`` is RGBA and its
+    alpha channel is dropped.
+
     :param shape: the shape of one observation (no batch axis).
+    :param channel_stack: whether frames may be stacked on the channels (SB3's ``VecFrameStack``).
     :return: the layout name.
     :raises FramePipelineError: for shapes that are not images.
     """
@@ -72,6 +84,8 @@ def frame_layout(shape: tuple[int, ...]) -> str:
         first, last = shape[0], shape[-1]
         if last == 3:
             return "hwc"
+        if last == 4 and not channel_stack and min(shape[:2]) > MAX_STACK // 4:
+            return "hwc-rgba"
         if first == 3:
             return "chw"
         if last <= MAX_STACK and last < min(shape[:2]):
@@ -105,6 +119,8 @@ def newest_rgb(frames: np.ndarray, layout: str) -> np.ndarray:
         return frames
     if layout == "hwc-stack":
         return frames[..., -3:]
+    if layout == "hwc-rgba":
+        return frames[..., :3]
     if layout == "chw":
         return np.moveaxis(frames, -3, -1)
     if layout == "khwc":
@@ -114,14 +130,53 @@ def newest_rgb(frames: np.ndarray, layout: str) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
+FRAME_VALUES = "frames must be uint8 0..255 or float in [0, 1]"
+"""The rule every frame path states when it refuses frames for their dtype or values."""
+_RANGE_TOLERANCE = 1e-6
+
+
+def check_frame_values(frames: Any) -> None:
+    """Refuse frames whose dtype or values are not those of frames: uint8 (any value), or float in [0, 1]
+    with no NaN or inf. The one check behind :meth:`FramePipeline.apply`, :func:`psb_rl.preprocess_frames`,
+    :meth:`psb_rl.PSBAutoencoder.prepare_video` and :class:`psb_rl.StreamingEncoder`, so float frames in
+    0..255 are refused on every path rather than clipped to white.
+
+    :param frames: a numpy array or torch tensor of frames (any shape).
+    :raises FramePipelineError: naming the dtype or the range found and how to fix it.
+    """
+    import torch  # imported on use: psb_rl.rollouts stays free of torch unless frames are checked
+
+    if isinstance(frames, np.ndarray):
+        if frames.dtype == np.uint8:
+            return
+        if not np.issubdtype(frames.dtype, np.floating):
+            raise FrameDtypeError(f"{FRAME_VALUES}; got dtype {frames.dtype}")
+        values = torch.from_numpy(np.ascontiguousarray(frames))
+    elif torch.is_tensor(frames):
+        if frames.dtype == torch.uint8:
+            return
+        if not frames.is_floating_point():
+            raise FrameDtypeError(f"{FRAME_VALUES}; got dtype {frames.dtype}")
+        values = frames.detach()
+    else:
+        raise FrameDtypeError(f"{FRAME_VALUES}; got a {type(frames).__name__}")
+    if values.numel() == 0:
+        return
+    if not bool(torch.isfinite(values).all()):
+        raise FramePipelineError(f"{FRAME_VALUES}; got NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -_RANGE_TOLERANCE or high > 1.0 + _RANGE_TOLERANCE:
+        raise FramePipelineError(
+            f"{FRAME_VALUES}; got float values in [{low:g}, {high:g}]. Divide 0..255 frames by 255 (or pass "
+            "uint8 frames)"
+        )
+
+
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    check_frame_values(frames)
     if frames.dtype == np.uint8:
         return frames
-    if np.issubdtype(frames.dtype, np.floating):  # float frames are in [0, 1]
-        if not np.isfinite(frames).all():
-            raise FramePipelineError("frames contain NaN or infinite values; a frame pipeline needs finite frames")
-        return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    raise FramePipelineError(f"frames must be uint8 (0-255) or float (0-1), got dtype {frames.dtype}")
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)  # clips only rounding error
 
 
 def _pair(value: Any, name: str) -> tuple[int, int] | None:
@@ -206,11 +261,13 @@ class FramePipeline:
             )
         self.cropped_size(frame_size)
 
-    def check_space(self, space: gym.Space, what: str = "observations") -> str:
+    def check_space(self, space: gym.Space, what: str = "observations", channel_stack: bool = True) -> str:
         """Check that observations of ``space`` can feed this pipeline and name their layout.
 
         :param space: an observation space (``source="observation"``).
         :param what: how to name the observations in the message.
+        :param channel_stack: whether frames may be stacked on the channels (see :func:`frame_layout`);
+            False reads ``(H, W, 4)`` as RGBA.
         :return: the layout (a key of :data:`LAYOUTS`) to pass to :meth:`apply`.
         :raises FramePipelineError: for non-image spaces or images of another size than recorded.
         """
@@ -219,7 +276,7 @@ class FramePipeline:
         if not (isinstance(space, gym.spaces.Box) and (space.dtype == np.uint8 or np.issubdtype(space.dtype, np.floating))):
             raise FramePipelineError(f"{what} are {space}, not images (a uint8 or float Box). {hint}")
         try:
-            layout = frame_layout(space.shape)
+            layout = frame_layout(space.shape, channel_stack)
         except FramePipelineError:
             raise FramePipelineError(f"{what} are {space}, not images. {hint}") from None
         rgb_shape = newest_rgb(np.zeros(space.shape, np.uint8), layout).shape
@@ -232,18 +289,20 @@ class FramePipeline:
 
         :param frames: observations ``(..., *observation_shape)`` (uint8, or float in [0, 1]).
         :param layout: the observations' layout (a key of :data:`LAYOUTS`, as :meth:`check_space`
-            returns); None reads ``(..., H, W, 3)`` RGB or ``(..., H, W, 1)`` greyscale.
+            returns); None reads ``(..., H, W, 3)`` RGB, ``(..., H, W, 4)`` RGBA (alpha dropped) or
+            ``(..., H, W, 1)`` greyscale.
         :return: uint8 ``(..., H', W', 3)``. Resizing is the antialiased bilinear filter of
             :mod:`psb_rl.preprocessing`.
         """
         frames = np.asarray(frames)
         if layout is None:
-            if frames.ndim < 3 or frames.shape[-1] not in (1, 3):
+            if frames.ndim < 3 or frames.shape[-1] not in (1, 3, 4):
                 raise FramePipelineError(
-                    f"frames of shape {frames.shape} are not (..., H, W, 3) RGB or (..., H, W, 1) greyscale; pass "
-                    "layout=pipeline.check_space(observation_space) for other layouts (stacks, channels-first)"
+                    f"frames of shape {frames.shape} are not (..., H, W, 3) RGB, (..., H, W, 4) RGBA or (..., H, W, 1) "
+                    "greyscale; pass layout=pipeline.check_space(observation_space) for other layouts (stacks, "
+                    "channels-first)"
                 )
-            layout = "hwc" if frames.shape[-1] == 3 else "hw-stack"
+            layout = {3: "hwc", 4: "hwc-rgba", 1: "hw-stack"}[frames.shape[-1]]
         rgb = _to_uint8(newest_rgb(frames, layout))
         self.check_frame_size(rgb.shape[-3:-1])
         top, bottom, left, right = self.crop
@@ -278,8 +337,6 @@ class FramePipeline:
         masks = masks[..., top:height - bottom, left:width - right]
         if self.size is None:
             return np.ascontiguousarray(masks)
-        from psb_rl.preprocessing import resize_masks
-
         return resize_masks(np.ascontiguousarray(masks), self.size)
 
     # ----------------------------------------------------------------------------- records
@@ -393,9 +450,12 @@ def pipeline_for_model(info: dict[str, Any]) -> FramePipeline:
 
 
 __all__ = [
+    "FRAME_VALUES",
     "LAYOUTS",
+    "FrameDtypeError",
     "FramePipeline",
     "FramePipelineError",
+    "check_frame_values",
     "frame_layout",
     "model_frame_pipeline",
     "newest_rgb",

@@ -675,7 +675,8 @@ class PSBAutoencoder(nn.Module):
     def prepare_video(self, video: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Model input from frames of any size, exactly as the observation wrappers prepare them.
 
-        Float ``(B, T, 3, H, W)`` at the model's size is returned as is. Other frames, float ``(B, T, 3, H, W)``
+        Float ``(B, T, 3, H, W)`` at the model's size is returned as is (after checking that its values are in
+        [0, 1]: float frames in 0..255, NaN and inf raise :class:`psb_rl.frames.FramePipelineError`). Other frames, float ``(B, T, 3, H, W)``
         in [0, 1] or uint8 ``(B, T, H, W, 3)`` as environments emit them, go through the checkpoint's recorded
         :attr:`frame_pipeline` (crop and resize, as uint8; :func:`psb_rl.frames.model_frame_pipeline`) and
         then :func:`psb_rl.preprocess_frames` (which resizes to ``image_size``). Frames at the size the pipeline
@@ -683,13 +684,19 @@ class PSBAutoencoder(nn.Module):
 
         :return: float ``(B, T, 3, H', W')`` on the model's device, ``(H', W')`` = ``config.image_hw``.
         """
+        from psb_rl.frames import check_frame_values
         from psb_rl.preprocessing import preprocess_frames
 
         height, width = self.config.image_hw
         if torch.is_tensor(video) and video.is_floating_point() and video.ndim == 5 and video.shape[2:] == (3, height, width):
-            return video
-        frames = video.detach().cpu() if torch.is_tensor(video) else torch.as_tensor(np.asarray(video))
-        if frames.ndim != 5:
+            check_frame_values(video)  # float frames in 0..255 are refused, never read as bright frames
+            dtype = next(self.parameters()).dtype
+            return video if video.dtype == dtype else video.to(dtype)
+        try:
+            frames = video.detach().cpu() if torch.is_tensor(video) else torch.as_tensor(np.asarray(video))
+        except (TypeError, ValueError, RuntimeError):
+            frames = None
+        if frames is None or frames.ndim != 5:
             self.check_video(video)  # raises: no (B, T, ...) video
         if frames.is_floating_point():
             if frames.shape[2] != 3:

@@ -10,9 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from psb_rl.frames import FrameDtypeError, FramePipelineError, check_frame_values
 from psb_rl.sizes import Size, size_hw
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
 def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:
     """Resize float ``(B, C, H, W)`` frames to ``(B, C, *size)`` (bilinear, antialiased)."""
     hw = size_hw(size)
@@ -21,36 +24,48 @@ def _resize(frames: torch.Tensor, size: Size) -> torch.Tensor:
     return F.interpolate(frames, size=hw, mode="bilinear", antialias=True, align_corners=False)
 
 
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def preprocess_frames(
     frames: ArrayLike, image_size: Size, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Turn frames into model input: float32 ``(..., 3, H, W)`` in ``[0, 1]``, ``(H, W)`` = ``image_size``.
 
     :param frames: either uint8 channels-last ``(..., H, W, 3)`` (as environments emit them), or
-        float channels-first ``(..., 3, H, W)`` already in ``[0, 1]``. Any leading batch/time dims.
+        float channels-first ``(..., 3, H, W)`` already in ``[0, 1]`` (other values, NaN and inf are refused
+        with :class:`psb_rl.frames.FramePipelineError`). Any leading batch/time dims.
     :param image_size: the model's input resolution, ``S`` (square) or ``(H, W)``; other sizes are resized.
     :param device: where the result lives (default: where ``frames`` are).
     :return: float32 tensor ``(..., 3, H, W)``.
     """
-    tensor = torch.as_tensor(frames, device=device)
+    try:
+        tensor = torch.as_tensor(frames, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise FramePipelineError(f"frames must be an array of uint8 (..., H, W, 3) or float (..., 3, H, W) frames, got "
+                                 f"a {type(frames).__name__} that is not one ({_first_line(error)})") from None
     if tensor.dtype == torch.uint8:
         if tensor.ndim < 3 or tensor.shape[-1] != 3:
-            raise ValueError(
+            raise FramePipelineError(
                 f"uint8 frames must be channels-last RGB (..., H, W, 3); got shape {tuple(tensor.shape)}. "
                 "Pass uint8 (H, W, 3) images as environments return them, or float (3, H, W) in [0, 1]."
             )
         tensor = tensor.movedim(-1, -3).float().div_(255.0)
     elif tensor.is_floating_point():
         if tensor.ndim < 3 or tensor.shape[-3] != 3:
-            raise ValueError(
+            raise FramePipelineError(
                 f"float frames must be channels-first (..., 3, H, W) in [0, 1]; got shape {tuple(tensor.shape)}. "
                 "Convert channels-last images with .permute, or pass them as uint8 (..., H, W, 3)."
             )
+        check_frame_values(tensor)  # float frames in 0..255 are refused, never clipped
         tensor = tensor.float()
     else:
-        raise TypeError(
+        raise FrameDtypeError(
             f"frames must be uint8 (..., H, W, 3) or float (..., 3, H, W); got dtype {tensor.dtype}."
         )
+    if 0 in tensor.shape[-2:]:
+        raise FramePipelineError(f"frames of shape {tuple(tensor.shape)} have no pixels")
     lead = tensor.shape[:-3]
     flat = tensor.reshape(-1, *tensor.shape[-3:])
     height, width = size_hw(image_size)
@@ -69,20 +84,3 @@ def resize_uint8_frames(frames: np.ndarray, image_size: Size) -> np.ndarray:
         return frames
     resized = preprocess_frames(frames, image_size)
     return (resized.movedim(-3, -1) * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
-
-
-def resize_masks(masks: np.ndarray, image_size: Size) -> np.ndarray:
-    """Resize integer segmentation masks ``(..., H, W)`` by nearest neighbour (labels must not blend).
-
-    :param masks: integer masks, 0 = background.
-    :param image_size: target size ``S`` or ``(H, W)``.
-    :return: masks ``(..., H, W)`` with the input dtype.
-    """
-    hw = size_hw(image_size)
-    if tuple(masks.shape[-2:]) == hw:
-        return masks
-    tensor = torch.as_tensor(masks.astype(np.int64)).float()
-    lead = tensor.shape[:-2]
-    flat = tensor.reshape(-1, 1, *tensor.shape[-2:])
-    out = F.interpolate(flat, size=hw, mode="nearest-exact")
-    return out.reshape(*lead, *hw).long().numpy().astype(masks.dtype)

@@ -30,6 +30,7 @@ from psb_rl.shards import (
     RolloutError,
     ShardChecksumError,
     append_shard,
+    check_no_orphan_shards,
     discard_failed_start,
     drop_damaged_shards,
     episode_seed,
@@ -40,6 +41,8 @@ from psb_rl.shards import (
     manifest_record,
     new_manifest,
     no_rollouts_message,
+    orphan_shards,
+    rebuild_manifest,
     remove_leftovers,
     repair_hint,
     sha256_file,
@@ -75,7 +78,7 @@ def _probe(env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | Non
     try:
         if pixels == "obs":
             try:
-                layout = pipeline.check_space(env.observation_space, f"{env_id} observations")
+                layout = pipeline.check_space(env.observation_space, f"{env_id} observations", channel_stack=False)
             except FramePipelineError as error:
                 raise RolloutError(f"{error} (--pixels render records env.render() frames)") from None
         obs, info = env.reset(seed=seed)
@@ -210,6 +213,7 @@ def _write_shard(root: Path, manifest: dict[str, Any], episodes: list[_Episode],
 def _open_or_create(root: Path, resume: bool, config: dict[str, Any], make_new: Callable[[], dict[str, Any]],
                     repair: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
+    check_no_orphan_shards(root)  # shards whose manifest was lost are never collected over
     if (root / MANIFEST_NAME).is_file() and is_empty_start(root):
         (root / MANIFEST_NAME).unlink()  # left by a collection that failed before its first shard
     resume = resume or repair
@@ -267,9 +271,28 @@ def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -
     :param num_envs: parallel environments.
     :param progress: show a progress bar.
     :return: the final manifest.
+    A directory whose ``manifest.json`` was lost gets one rebuilt from its intact shards (see
+    :func:`psb_rl.shards.rebuild_manifest`: the collection settings are then unknown, so shards that are
+    missing later cannot be collected again); no shard is deleted or rewritten.
+
     :raises RolloutError: when the directory holds no rollouts (nothing to repair from).
     """
+    if orphan_shards(out):
+        return _rebuild_manifest(Path(out))
     manifest = load_manifest(out)
+    if manifest.get("settings_unknown"):
+        damaged = []
+        for entry in manifest["shards"]:
+            try:
+                verify_shard(out, entry)
+            except ShardChecksumError:
+                damaged.append(entry["file"])
+        if damaged:
+            raise RolloutError(
+                f"{out}: shard(s) {', '.join(damaged)} are missing or corrupted, and this manifest was rebuilt from "
+                "shards, so the settings to collect them again are unknown. Restore those files, or move "
+                f"{MANIFEST_NAME} away and run --repair again to rebuild it from the intact shards")
+        return manifest
     target = manifest.get("target") or {"episodes": manifest["num_episodes"]}
     policy = manifest["policy"]
     return collect_rollouts(
@@ -280,6 +303,19 @@ def repair_rollouts(out: str | Path, num_envs: int = 1, progress: bool = True) -
         progress=progress, repair=True, crop=manifest.get("crop", (0, 0, 0, 0)),
         gym_packages=manifest.get("gym_packages", ()),
     )
+
+
+def _rebuild_manifest(root: Path) -> dict[str, Any]:
+    """Write a manifest rebuilt from the shards of ``root`` (which lost its own), with ``root`` locked."""
+    ensure_writable_dir(root, "--out")
+    with run_lock(root):
+        if not orphan_shards(root):  # another run wrote a manifest meanwhile
+            return load_manifest(root)
+        manifest, skipped = rebuild_manifest(root)
+        if skipped:
+            manifest["left_out_shards"] = skipped
+        write_manifest(root, manifest)
+        return manifest
 
 
 def _check_request(episodes: int | None, steps: int | None, pixels: str, num_envs: int,
@@ -356,6 +392,7 @@ def collect_rollouts(
     """
     _check_request(episodes, steps, pixels, num_envs, episodes_per_shard)
     root = Path(out)
+    check_no_orphan_shards(root)  # before probing the env: shards whose manifest was lost are never collected over
     env_kwargs = dict(env_kwargs or {})
     if env_id.startswith("PSB/") and masks:
         env_kwargs.setdefault("return_masks", True)

@@ -105,6 +105,31 @@ def no_rollouts_message(root: str | Path) -> str:
     return f"no rollouts found at {root}: run python pretrain/collect_rollouts.py --out {root} first"
 
 
+def orphan_shards(root: str | Path) -> list[str]:
+    """The shard files of ``root`` when it has no ``manifest.json`` (its manifest was lost), sorted; else ``[]``."""
+    root = Path(root)
+    if not root.is_dir() or (root / MANIFEST_NAME).exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if _SHARD_RE.match(p.name))
+
+
+def orphan_shards_message(root: str | Path, names: list[str]) -> str:
+    """The error text for shards without a manifest: nothing collects over them; what to do."""
+    return (f"{root} holds {len(names)} shard file(s) ({names[0]}{', ...' if len(names) > 1 else ''}) but no "
+            f"{MANIFEST_NAME}; they are left untouched. Rebuild the manifest from the intact shards with "
+            f"`python pretrain/collect_rollouts.py --out {root} --repair`, or choose another --out / --data directory")
+
+
+def check_no_orphan_shards(root: str | Path) -> None:
+    """Refuse to collect into (or read from) a directory whose shards lost their manifest.
+
+    :raises RolloutError: naming the shards and the repair command.
+    """
+    names = orphan_shards(root)
+    if names:
+        raise RolloutError(orphan_shards_message(root, names))
+
+
 def load_manifest(root: str | Path) -> dict[str, Any]:
     """Read and sanity-check ``<root>/manifest.json``.
 
@@ -114,15 +139,62 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
+        check_no_orphan_shards(root)
         raise RolloutError(no_rollouts_message(root))
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RolloutError(f"{path} is not valid JSON ({e}); the rollout directory is corrupted") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RolloutError(f"{path} is not valid JSON ({e}); the rollout directory is corrupted") from None
+    if not isinstance(manifest, dict):
+        raise RolloutError(f"{path} does not hold a JSON object; the rollout directory is corrupted")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise RolloutError(f"{path} has format_version {version!r}; this psb_rl reads version {FORMAT_VERSION}")
+    check_manifest_fields(path, manifest)
     return manifest
+
+
+_ENTRY_FIELDS = {"file": str, "sha256": str, "num_episodes": int, "episode_lengths": list, "episode_indices": list}
+_TOTAL_FIELDS = ("num_shards", "num_episodes", "num_steps", "num_frames")
+
+
+def check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest whose fields are missing or of the wrong type (a hand-edited or damaged file).
+
+    :raises RolloutError: naming the field.
+    """
+    def bad(what: str) -> RolloutError:
+        return RolloutError(f"{path} is damaged: {what}; restore it, or rebuild it from the intact shards (move it "
+                            f"away, then `python pretrain/collect_rollouts.py --out {path.parent} --repair`)")
+
+    if not isinstance(manifest.get("shards"), list):
+        raise bad("'shards' is missing or not a list")
+    for name in _TOTAL_FIELDS:
+        value = manifest.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(f"{name!r} is missing or not a count")
+    for i, entry in enumerate(manifest["shards"]):
+        if not isinstance(entry, dict):
+            raise bad(f"shard entry {i} is not an object")
+        for name, kind in _ENTRY_FIELDS.items():
+            if not isinstance(entry.get(name), kind) or isinstance(entry.get(name), bool):
+                raise bad(f"shard entry {i} has no valid {name!r}")
+        if not _SHARD_RE.match(entry["file"]):
+            raise bad(f"shard entry {i} names {entry['file']!r}, not a shard file (shard-NNNNN.npz)")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in entry["episode_lengths"]):
+            raise bad(f"shard entry {i} has episode lengths that are not positive counts")
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in entry["episode_indices"]):
+            raise bad(f"shard entry {i} has episode indices that are not integers")
+        if not len(entry["episode_lengths"]) == len(entry["episode_indices"]) == entry["num_episodes"] >= 1:
+            raise bad(f"shard entry {i} has {entry['num_episodes']} episodes, {len(entry['episode_lengths'])} "
+                      f"lengths and {len(entry['episode_indices'])} indices")
+        if "num_frames" in entry and entry["num_frames"] != sum(entry["episode_lengths"]):
+            raise bad(f"shard entry {i} has num_frames {entry['num_frames']}, its episode lengths sum to "
+                      f"{sum(entry['episode_lengths'])}")
+    frame_shape = manifest.get("frame_shape")
+    if not (isinstance(frame_shape, list) and len(frame_shape) == 3 and frame_shape[-1] == 3
+            and all(isinstance(n, int) and n >= 1 for n in frame_shape)):
+        raise bad("'frame_shape' is not [H, W, 3]")
 
 
 def manifest_record(root: str | Path) -> dict[str, Any]:
@@ -257,10 +329,94 @@ def repair_hint(root: str | Path) -> str:
             "damaged shards again, exactly: psb_rl.rollouts.repair_rollouts)")
 
 
-def free_shard_index(manifest: dict[str, Any]) -> int:
-    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back)."""
+def free_shard_index(manifest: dict[str, Any], root: Path | None = None) -> int:
+    """The lowest shard number not listed in the manifest (a repaired shard takes its old name back), and, given
+    ``root``, whose file does not exist there (a shard file the collection did not list is never overwritten)."""
     used = {int(m.group(1)) for e in manifest["shards"] if (m := _SHARD_RE.match(e["file"]))}
-    return next(i for i in itertools.count() if i not in used)
+    return next(i for i in itertools.count()
+                if i not in used and (root is None or not (root / shard_name(i)).exists()))
+
+
+SHARD_ARRAYS = ("frames", "episode_lengths", "episode_indices", "actions", "rewards", "terminated", "truncated")
+"""The arrays every shard holds (see the module docstring)."""
+
+
+def check_shard_arrays(name: str, data: dict[str, np.ndarray]) -> None:
+    """Refuse a shard whose arrays are missing or disagree with each other (lengths, shapes, dtypes).
+
+    :raises RolloutError: naming the shard and the first problem found.
+    """
+    missing = [key for key in SHARD_ARRAYS if key not in data]
+    if missing:
+        raise RolloutError(f"shard {name} has no {', '.join(missing)}")
+    frames, lengths = data["frames"], data["episode_lengths"]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise RolloutError(f"shard {name}: frames are {frames.dtype} {frames.shape}, not uint8 (F, H, W, 3)")
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or (lengths < 1).any():
+        raise RolloutError(f"shard {name}: episode_lengths are not positive counts")
+    total, episodes = int(lengths.sum()), len(lengths)
+    if frames.shape[0] != total or data["episode_indices"].shape != (episodes,):
+        raise RolloutError(f"shard {name}: {frames.shape[0]} frames and {len(data['episode_indices'])} episode "
+                           f"indices disagree with episode_lengths ({episodes} episodes, {total} frames)")
+    for key in ("actions", "rewards", "terminated", "truncated"):
+        if len(data[key]) != total - episodes:
+            raise RolloutError(f"shard {name}: {key} has {len(data[key])} steps, episode_lengths say {total - episodes}")
+    for key in ("masks", "mask_categories"):
+        if key in data and len(data[key]) != total:
+            raise RolloutError(f"shard {name}: {key} has {len(data[key])} frames, episode_lengths say {total}")
+
+
+def check_shard_matches(name: str, data: dict[str, np.ndarray], entry: dict[str, Any], root: str | Path) -> None:
+    """Refuse a shard whose arrays disagree with each other or with its manifest entry (its episode lengths and
+    indices), so a reader never slices episodes at the wrong frames. Reads only shapes and the small arrays.
+
+    :raises RolloutError: naming the shard and the repair command.
+    """
+    try:
+        check_shard_arrays(name, data)
+        if data["episode_lengths"].tolist() != entry["episode_lengths"] \
+                or data["episode_indices"].tolist() != entry["episode_indices"]:
+            raise RolloutError(f"shard {name}: its episodes disagree with its manifest entry")
+    except RolloutError as error:
+        raise RolloutError(f"{error}; {repair_hint(root)}") from None
+
+
+def rebuild_manifest(root: Path) -> tuple[dict[str, Any], list[str]]:
+    """A manifest for shards whose ``manifest.json`` was lost, from the shards that load and whose arrays agree.
+
+    The collection settings (env, seed, pipeline...) are not in the shards: the rebuilt manifest records them as
+    unknown (``settings_unknown``), so its shards can be trained on but not collected again. No file is deleted.
+
+    :param root: rollout directory without a manifest.
+    :return: the manifest (not yet written) and the names of the shards left out (unreadable or inconsistent).
+    :raises RolloutError: when no shard is intact.
+    """
+    entries, skipped, frame_shape, has_masks = [], [], None, True
+    for name in orphan_shards(root):
+        try:
+            data = load_shard(root / name)
+            check_shard_arrays(name, data)
+            shape = list(data["frames"].shape[1:])
+            if frame_shape is not None and shape != frame_shape:
+                raise RolloutError(f"shard {name} holds {shape} frames, other shards {frame_shape}")
+        except Exception:
+            skipped.append(name)
+            continue
+        frame_shape = shape
+        has_masks = has_masks and "masks" in data
+        lengths = data["episode_lengths"].tolist()
+        entries.append({"file": name, "sha256": sha256_file(root / name), "num_episodes": len(lengths),
+                        "episode_lengths": lengths, "episode_indices": data["episode_indices"].tolist(),
+                        "num_frames": int(sum(lengths))})
+    if not entries:
+        raise RolloutError(f"cannot rebuild the manifest of {root}: none of its shards is intact "
+                           f"({', '.join(skipped) or 'no shard files'})")
+    lengths = [n for e in entries for n in e["episode_lengths"]]
+    manifest = new_manifest({"env_id": None, "settings_unknown": True}, tuple(frame_shape), has_masks,
+                            max(e["num_episodes"] for e in entries))
+    manifest.update(shards=entries, num_shards=len(entries), num_episodes=len(lengths), num_frames=sum(lengths),
+                    num_steps=sum(lengths) - len(lengths), complete=True, rebuilt_from_shards=True)
+    return manifest, skipped
 
 
 def drop_damaged_shards(root: Path, manifest: dict[str, Any]) -> list[str]:
@@ -311,7 +467,7 @@ def append_shard(root: Path, manifest: dict[str, Any], arrays: dict[str, np.ndar
     :param arrays: the shard's arrays (see the module docstring).
     :param compress: deflate the members.
     """
-    name = shard_name(free_shard_index(manifest))
+    name = shard_name(free_shard_index(manifest, root))
     with atomic_path(root / name) as tmp:  # .shard-00000.npz.<random>.tmp until complete
         with open(tmp, "wb") as f:
             save_npz(f, arrays, compress)
@@ -336,20 +492,40 @@ def append_shard(root: Path, manifest: dict[str, Any], arrays: dict[str, np.ndar
 
 
 def remove_leftovers(root: Path, manifest: dict[str, Any]) -> None:
-    """Delete what an interrupted run left in ``root``: partial temporary files and shards the manifest does not list.
+    """Delete what an interrupted run left in ``root``: partial temporary files, and the shard it stored but could
+    not list (a run stopped between writing a shard and its manifest leaves it under the next free shard name:
+    it is collected again, identically). Other shard files the manifest does not list are left alone.
 
     :param root: rollout directory.
     :param manifest: its manifest.
     """
-    listed = {e["file"] for e in manifest["shards"]}
+    unlisted = root / shard_name(free_shard_index(manifest))
     for p in root.iterdir():
-        if (p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp")) or (
-                _SHARD_RE.match(p.name) and p.name not in listed):
+        if p.name.startswith((".shard-", f".{MANIFEST_NAME}.")) and p.name.endswith(".tmp"):
             p.unlink()
+    unlisted.unlink(missing_ok=True)
 
 
 __all__ = [
-    "FORMAT_VERSION", "MANIFEST_NAME", "RolloutError", "ShardChecksumError", "append_shard", "episode_seed",
-    "load_manifest", "load_shard", "load_shard_episodes", "manifest_record", "new_manifest", "no_rollouts_message",
-    "repair_hint", "sha256_file", "shard_name", "verify_rollouts", "verify_shard", "write_manifest",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "RolloutError",
+    "ShardChecksumError",
+    "append_shard",
+    "check_no_orphan_shards",
+    "episode_seed",
+    "load_manifest",
+    "load_shard",
+    "load_shard_episodes",
+    "manifest_record",
+    "new_manifest",
+    "no_rollouts_message",
+    "orphan_shards",
+    "rebuild_manifest",
+    "repair_hint",
+    "sha256_file",
+    "shard_name",
+    "verify_rollouts",
+    "verify_shard",
+    "write_manifest",
 ]

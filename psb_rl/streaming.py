@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from psb_rl.frames import FrameDtypeError, FramePipelineError, check_frame_values
 from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import resolve_device
 
@@ -89,7 +90,7 @@ class StreamingEncoder:
             try:  # a list of frames, one per environment
                 frames = np.asarray(frames)
             except ValueError as err:
-                raise ValueError(f"frames must be an array (B={self.num_envs}, H, W, 3); got a "
+                raise FramePipelineError(f"frames must be an array (B={self.num_envs}, H, W, 3); got a "
                                  f"{type(frames).__name__} that is not one ({err})") from None
         shape = tuple(frames.shape)
         dtype = frames.dtype
@@ -101,44 +102,66 @@ class StreamingEncoder:
             f"expected uint8 frames (B={self.num_envs}, H, W, 3) or float frames (B={self.num_envs}, 3, H, W) in [0, 1]"
         )
         if not (is_uint8 or is_float):
-            raise TypeError(f"{expected}; got dtype {dtype}")
+            raise FrameDtypeError(f"{expected}; got dtype {dtype}")
         if len(shape) != 4:
-            raise ValueError(f"{expected}; got shape {shape}. Stack one frame per environment.")
+            raise FramePipelineError(f"{expected}; got shape {shape}. Stack one frame per environment.")
         if shape[0] != self.num_envs:
-            raise ValueError(
+            raise FramePipelineError(
                 f"{expected}; got a batch of {shape[0]} frames for an encoder of num_envs={self.num_envs}"
             )
+        if 0 in shape[1:]:
+            raise FramePipelineError(f"{expected}; got shape {shape}: frames without pixels")
         channels = shape[3] if is_uint8 else shape[1]
         if channels != 3:
-            raise ValueError(f"{expected}; got shape {shape} with {channels} channels (RGB needed)")
+            raise FramePipelineError(f"{expected}; got shape {shape} with {channels} channels (RGB needed; drop the alpha "
+                             "channel of RGBA frames)")
         if is_uint8:
             return frames
+        frames = self.check_finite(frames, mask)
         values = torch.as_tensor(frames)
-        finite = torch.isfinite(values).flatten(1).all(dim=1).cpu().numpy()
         if mask is not None:  # envs that do not advance are not read
-            finite |= ~np.asarray(torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).cpu())
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            if self.nonfinite == "raise":
-                raise ValueError(
-                    f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf); fix the "
-                    "environment, or build the encoder with nonfinite='reset' to reset that env's state instead"
-                )
-            warnings.warn(f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf): its "
-                          "encoder state is reset and those values are read as 0", RuntimeWarning, stacklevel=3)
-            self.reset(torch.as_tensor(~finite, device=self.device))
-            frames = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) if torch.is_tensor(frames) \
-                else np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
-            values = torch.as_tensor(frames)
-        finite_values = values[torch.as_tensor(finite)] if not finite.all() else values
-        if finite_values.numel():
-            low, high = float(finite_values.min()), float(finite_values.max())
-            if low < -1e-6 or high > 1.0 + 1e-6:
-                raise ValueError(
-                    f"float frames must be in [0, 1]; got values in [{low:g}, {high:g}]. Divide 0..255 frames by "
-                    "255 (or pass uint8 frames (B, H, W, 3))"
-                )
+            values = values[torch.as_tensor(self._mask_array(mask), device=values.device)]
+        check_frame_values(values)
         return frames
+
+    def _mask_array(self, mask: Any) -> np.ndarray:
+        return np.asarray(torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).cpu()).astype(bool)
+
+    def check_finite(self, frames: Any, mask: Any = None) -> Any:
+        """Find the environments whose frame has NaN or inf values, in a batch ``(B, ...)`` of any layout (raw
+        observations, before a frame pipeline, or the encoder's input), and act as ``nonfinite`` says.
+
+        With ``nonfinite="raise"`` a :class:`ValueError` names the envs; with ``"reset"`` their encoder state is
+        reset, a ``RuntimeWarning`` names them and the frames come back with those values set to 0. The
+        wrappers call this on the raw observations, so the choice holds whatever the frame pipeline does.
+
+        :param frames: float or uint8 frames with one row per environment (uint8 ones are returned as they are).
+        :param mask: optional bool ``(B,)``: only these environments are read.
+        :return: the frames (with non-finite values zeroed in the reset envs).
+        """
+        if not (isinstance(frames, np.ndarray) or torch.is_tensor(frames)):
+            frames = np.asarray(frames)
+        is_float = frames.is_floating_point() if torch.is_tensor(frames) else np.issubdtype(frames.dtype, np.floating)
+        if not is_float or frames.ndim < 1 or frames.shape[0] != self.num_envs:
+            return frames  # uint8 frames are finite; a wrong batch is refused by the shape checks
+        values = torch.as_tensor(frames)
+        finite = torch.isfinite(values).reshape(self.num_envs, -1).all(dim=1).cpu().numpy()
+        if mask is not None:  # envs that do not advance are not read
+            finite |= ~self._mask_array(mask)
+        if finite.all():
+            return frames
+        bad = np.flatnonzero(~finite)
+        if self.nonfinite == "raise":
+            raise FramePipelineError(
+                f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf); fix the "
+                "environment, or build the encoder with nonfinite='reset' to reset that env's state instead"
+            )
+        warnings.warn(f"frame of env {', '.join(map(str, bad))} has non-finite values (NaN or inf): its "
+                      "encoder state is reset and those values are read as 0", RuntimeWarning, stacklevel=3)
+        self.reset(torch.as_tensor(~finite, device=self.device))
+        if torch.is_tensor(frames):
+            return torch.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
 
     def step(self, frames: np.ndarray | torch.Tensor, mask: Any = None) -> torch.Tensor:
         """Encode one new frame per environment.

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Sampler
 
 from psb_rl.checkpoint import save_checkpoint
+from psb_rl.cli import bounded
 from psb_rl.config import PSBConfig
 from psb_rl.evaluation import evaluate_episodes, scalar_metrics
 from psb_rl.frames import pipeline_of_manifest
@@ -34,10 +35,9 @@ from psb_rl.preprocessing import preprocess_frames
 from psb_rl.utils import (
     RunDirError,
     atomic_path,
-    claim_run_dir,
     ensure_writable_dir,
+    owned_run_dir,
     resolve_device,
-    run_lock,
     set_torch_threads,
     write_json,
 )
@@ -75,9 +75,9 @@ class TrainArgs:
     """environment to collect the default dataset from when --data is missing"""
     gym_packages: list[str] = dataclasses.field(default_factory=list)
     """extra packages to import that register --env (as RL Zoo's --gym-packages)"""
-    torch_threads: int | None = None
+    torch_threads: int | None = bounded(None, min=1)
     """torch CPU threads (None: torch's default, one per core; set 1 when other jobs share the cores)"""
-    collect_episodes: int = 300
+    collect_episodes: int = bounded(300, min=0)
     """episodes to collect when --data is missing"""
     collect_max_episode_steps: int | None = None
     """episode cap when collecting (None: the env's own time limit)"""
@@ -90,39 +90,39 @@ class TrainArgs:
     env_kwargs: str | None = None
     """JSON dict of extra gym.make arguments when collecting (e.g. '{"highlight": false}'); recorded in the
     checkpoint's frame pipeline, so the agent's envs are made with them"""
-    steps: int = 1000
+    steps: int = bounded(1000, min=1)
     """optimizer steps"""
-    batch_size: int = 16
+    batch_size: int = bounded(16, min=1)
     """clips per step (global: split across torchrun ranks)"""
-    clip_len: int = 6
+    clip_len: int = bounded(6, min=1)
     """frames per training clip (longer than --window so the model sees the band)"""
-    lr: float = 1e-3
+    lr: float = bounded(1e-3, gt=0)
     """peak AdamW learning rate"""
-    warmup_steps: int = 250
+    warmup_steps: int = bounded(250, min=0)
     """linear warm-up steps, followed by cosine decay to 10% of --lr"""
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, min=0)
     """AdamW weight decay"""
-    grad_clip: float = 1.0
+    grad_clip: float = bounded(1.0, gt=0)
     """clip the global gradient norm to this value"""
-    mask_consistency: float = 0.0
+    mask_consistency: float = bounded(0.0, min=0)
     """weight of the temporal mask-consistency term (the fraction of pixels that change slot between
     consecutive frames where the image stays still, see mask_change) added to the pixel MSE: reconstruction
     alone does not care which slot holds an object, so slots swap objects over time. Off by default: with
     --colour-values, 0.1 raised video FG-ARI in the runs that bound objects, but it cannot rescue a run
     heading for one slot per several objects (no slot ever changes there); see docs/pretraining.md"""
-    mask_consistency_start: int = 500
+    mask_consistency_start: int = bounded(500, min=0)
     """step at which the temporal terms (--mask-consistency, --slot-contrast) start; each
     weight then grows linearly to its value over as many steps again (from step 0 the mask term favours
     the one-slot-takes-all plateau that slots must first leave on reconstruction alone)"""
-    slot_contrast: float = 0.0
+    slot_contrast: float = bounded(0.0, min=0)
     """weight of the slot-contrast term (see slot_contrast) added to the pixel MSE: each slot must pick
     itself one frame later out of every slot of the (per-rank) batch at that frame (InfoNCE), so a slot
     that trades its object costs. Off by default: 0.01 for 4,000 steps gave 0.73-0.84 video FG-ARI over
     four seeds on a GPU but 0.72 and 0.76 over two on this CPU, no better than the default recipe, and
     started before step 500 it kept slots from binding (see docs/pretraining.md)"""
-    contrast_temperature: float = 0.1
+    contrast_temperature: float = bounded(0.1, gt=0)
     """temperature of --slot-contrast"""
-    seed: int = 0
+    seed: int = bounded(0, min=0)
     """seed of weights, batches and collection"""
     device: str = "auto"
     """auto | cpu | cuda"""
@@ -130,51 +130,51 @@ class TrainArgs:
     """continue from <out>/train_state.pt"""
     overwrite: bool = False
     """replace the run already in --out (without it or --resume, an --out holding a run is refused)"""
-    checkpoint_every: int = 250
+    checkpoint_every: int = bounded(250, min=1)
     """steps between atomic training checkpoints (train_state.pt and psb.ckpt)"""
-    eval_every: int = 250
+    eval_every: int = bounded(250, min=0)
     """steps between evaluations on held-out episodes (0: only at the end)"""
-    eval_clips: int = 64
+    eval_clips: int = bounded(64, min=1)
     """held-out clips per evaluated length"""
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, min=0, lt=1)
     """fraction of episodes held out for evaluation"""
-    num_workers: int = 0
+    num_workers: int = bounded(0, min=0)
     """DataLoader worker processes"""
     amp: bool = True
     """bfloat16 autocast on CUDA (ignored on CPU)"""
-    max_minutes: float | None = None
+    max_minutes: float | None = bounded(None, gt=0)
     """stop after this many minutes of training (still evaluates and saves); the learning-rate schedule then
     follows whichever of steps and time is further along (resume is exact only without this budget)"""
     progress: bool = True
     """show a progress bar"""
-    num_gifs: int = 2
+    num_gifs: int = bounded(2, min=0)
     """slot-mask GIFs of held-out clips written at the end"""
-    image_size: tuple[int, ...] = (_MODEL.image_size,)
+    image_size: tuple[int, ...] = bounded((_MODEL.image_size,), min=1)
     """model input resolution: N (N x N) or H W, any size (e.g. 84, or 80 64); frames of other sizes are resized.
     In Python an int also works"""
-    decoder_grid: int = _MODEL.decoder_grid
+    decoder_grid: int = bounded(_MODEL.decoder_grid, min=1)
     """smallest side of the decoder's broadcast grid (see PSBConfig.decoder_grid)"""
-    num_slots: int = _MODEL.num_slots
+    num_slots: int = bounded(_MODEL.num_slots, min=1)
     """slots per frame (objects + background)"""
-    slot_dim: int = _MODEL.slot_dim
+    slot_dim: int = bounded(_MODEL.slot_dim, min=1)
     """slot width D"""
-    num_blocks: int = _MODEL.num_blocks
+    num_blocks: int = bounded(_MODEL.num_blocks, min=1)
     """PSB blocks M"""
-    num_heads: int = _MODEL.num_heads
+    num_heads: int = bounded(_MODEL.num_heads, min=1)
     """attention heads"""
-    window: int | None = _MODEL.window
+    window: int | None = bounded(_MODEL.window, min=1)
     """bottom-up attention window W (none: unbounded)"""
-    time_window: int | None = _MODEL.time_window
+    time_window: int | None = bounded(_MODEL.time_window, min=1)
     """time-axis attention window Wt (none: unbounded); offsets beyond --clip-len - 1 share its time bias"""
     encoder: Literal["psb", "savi"] = _MODEL.encoder
     """psb | savi"""
     slot_init: Literal["learned", "random"] = _MODEL.slot_init
     """learned | random"""
-    encoder_channels: int = _MODEL.encoder_channels
+    encoder_channels: int = bounded(_MODEL.encoder_channels, min=1)
     """CNN frame-encoder channels"""
-    feature_stride: int = _MODEL.feature_stride
+    feature_stride: int = bounded(_MODEL.feature_stride, min=1)
     """frame-encoder downsampling (tokens per frame = (image_size/stride)^2)"""
-    decoder_channels: int = _MODEL.decoder_channels
+    decoder_channels: int = bounded(_MODEL.decoder_channels, min=1)
     """decoder channels"""
     inverted_attention: bool = _MODEL.inverted_attention
     """ablation: --no-inverted-attention uses a plain softmax over keys"""
@@ -188,22 +188,22 @@ class TrainArgs:
     """slot 0 draws a learned background image initialised to the training frames' median (see PSBConfig)"""
     difference_input: bool = _MODEL.difference_input
     """the frame encoder also sees frame minus the training frames' median (see PSBConfig)"""
-    foreground_weight: float = 1.0
+    foreground_weight: float = bounded(1.0, gt=0)
     """weight of the pixel MSE on foreground pixels (those differing from the training frames' median by
     more than --foreground-threshold); 1 is the plain MSE"""
     foreground_reference: str = "median"
     """what foreground pixels differ from: median (the training frames' per-pixel median: what moves or
     changes between episodes) | colour (their most common colour: everything drawn over the floor,
     static objects included)"""
-    foreground_threshold: float = 0.1
+    foreground_threshold: float = bounded(0.1, min=0)
     """per-channel difference from the median above which a pixel is foreground"""
-    background_alignment: float = 0.0
+    background_alignment: float = bounded(0.0, min=0)
     """weight of the term pulling slot 0's mask onto the background and off the foreground (needs
     --background-slot; see psb_rl.background.background_alignment)"""
-    component_alignment: float = 0.0
+    component_alignment: float = bounded(0.0, min=0)
     """weight of the term matching slots to the one-colour connected regions of the foreground and pulling
     each matched slot's mask onto its region (see psb_rl.background.component_alignment)"""
-    colour_alignment: float = 0.0
+    colour_alignment: float = bounded(0.0, min=0)
     """weight of the term pulling the colour each slot decodes onto the mean input colour of the pixels it
     owns (see psb_rl.background.colour_alignment)"""
 
@@ -371,9 +371,11 @@ def ensure_data(args: TrainArgs, info: DistInfo) -> None:
     from psb_rl.cli import parse_env_kwargs
     from psb_rl.frames import size_from_flag
     from psb_rl.rollouts import collect_rollouts
+    from psb_rl.shards import check_no_orphan_shards
 
     manifest = Path(args.data) / "manifest.json"
     if info.is_main and not manifest.exists():
+        check_no_orphan_shards(args.data)  # shards whose manifest was lost: never collected over
         if args.collect_episodes <= 0:
             raise ValueError(
                 f"no rollouts found at {args.data}: collect some with `python pretrain/collect_rollouts.py "
@@ -469,11 +471,10 @@ def train(args: TrainArgs) -> dict[str, Any]:
         ``resume`` asks for other settings or other data than the run's.
     """
     validate_args(args)
-    out = ensure_writable_dir(args.out, "--out")
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns the directory
+        ensure_writable_dir(args.out, "--out")
         return _train(args)
-    with run_lock(out):
-        claim_run_dir(out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+    with owned_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite):
         return _train(args)
 
 
@@ -482,6 +483,9 @@ def validate_args(args: TrainArgs) -> None:
 
     :raises ValueError: naming the option.
     """
+    from psb_rl.cli import check_bounds
+
+    check_bounds(args)  # the ranges of TrainArgs' fields, for arguments made in Python
     for name in ("mask_consistency", "slot_contrast"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (a weight), got {getattr(args, name)}")
@@ -554,6 +558,53 @@ def _setup_device(args: TrainArgs) -> tuple[torch.device, DistInfo]:
     return device, info
 
 
+def _damaged_state(path: Path, reason: str) -> RunDirError:
+    return RunDirError(
+        f"cannot resume {path.parent}: {path} is damaged or not a training state written by train_psb.py "
+        f"({reason}); restore it from a copy, or start over with --overwrite instead of --resume"
+    )
+
+
+STATE_KEYS = ("step", "model", "optimizer", "torch_rng", "cuda_rng", "args", "history")
+"""What a ``train_state.pt`` holds (see :func:`save_train_state`)."""
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """Read a ``train_state.pt`` with ``torch.load(weights_only=True)`` (tensors and plain values only).
+
+    :raises RunDirError: in one line, for a truncated, corrupted or foreign file (never a traceback, and
+        never the advice to load it with ``weights_only=False``, which would run the code a pickle holds).
+    """
+    import pickle
+    import warnings
+    import zipfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
+            AttributeError, TypeError, IndexError) as err:
+        kind = "it holds objects other than tensors" if isinstance(err, pickle.UnpicklingError) else type(err).__name__
+        raise _damaged_state(path, kind) from None
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise _damaged_state(path, "its entries are not those of a training state")
+    if not all(isinstance(state[key], str) for key in ("args", "history")):
+        raise _damaged_state(path, "its args and history are not JSON text")
+    try:
+        saved_args, history, data = (json.loads(state["args"]), json.loads(state["history"]),
+                                     json.loads(state.get("data", "{}")))
+    except (TypeError, ValueError):
+        raise _damaged_state(path, "its args or history are not valid JSON") from None
+    if not (isinstance(saved_args, dict) and isinstance(history, list) and isinstance(data, dict)):
+        raise _damaged_state(path, "its args, history or data record are not what train_psb.py writes")
+    columns = ("step", "loss", "mse", "mask_change", "grad_norm", "lr")  # what every step_record holds
+    if not all(isinstance(row, dict) and all(isinstance(row.get(key), int | float) for key in columns)
+               for row in history):
+        raise _damaged_state(path, "its history rows are not those of train_psb.py")
+    return state
+
+
 def resume_training(args: TrainArgs, model: PSBAutoencoder, optimizer: torch.optim.Optimizer, state_path: Path,
                     data_record: dict[str, Any], info: DistInfo) -> tuple[int, list[dict[str, float]], float]:
     """Load ``state_path`` into ``model``, ``optimizer`` and the RNGs when ``args.resume`` asks for it.
@@ -569,15 +620,18 @@ def resume_training(args: TrainArgs, model: PSBAutoencoder, optimizer: torch.opt
         return 0, [], 0.0
     # Loaded onto the CPU: RNG states must be CPU byte tensors (CUDA's too), and the model and the
     # optimizer copy their tensors to the parameters' device themselves.
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = load_train_state(state_path)
     check_resumable(args, state, data_record, state_path)
-    previous_seconds = float(state.get("train_seconds", 0.0))
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    start_step, history = int(state["step"]), json.loads(state["history"])
+    try:
+        previous_seconds = float(state.get("train_seconds", 0.0))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start_step, history = int(state["step"]), json.loads(state["history"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # the right keys, the wrong tensors
+        raise _damaged_state(state_path, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
     if info.is_main:
         print(f"resuming from step {start_step} ({state_path})")
     return start_step, history, previous_seconds

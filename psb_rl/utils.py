@@ -18,14 +18,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto"``/None to CUDA when available, else CPU; validate explicit requests.
 
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device`` or None.
+    :raises ValueError: for a name that is no device, or CUDA where there is none.
     """
     import torch
 
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {str(device)!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():  # a user mistake on this machine: one line
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
     return resolved
 
 
@@ -228,6 +232,64 @@ def claim_run_dir(directory: str | os.PathLike, run_files: tuple[str, ...], resu
             else:
                 target.unlink(missing_ok=True)
     return found
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+@contextlib.contextmanager
+def owned_run_dir(directory: str | os.PathLike, run_files: tuple[str, ...], resume: bool = False,
+                  overwrite: bool = False, flag: str = "--out", resume_flag: str = "--resume",
+                  start_files: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Own a run directory for the length of a run: check it can be written (:func:`ensure_writable_dir`), lock
+    it (:func:`run_lock`) and refuse an earlier run in it (:func:`claim_run_dir`).
+
+    A run that fails before writing any of ``run_files`` leaves the directory as it found it: the
+    ``start_files`` it wrote first (e.g. ``args.json``) and empty ``run_files`` folders it created are removed,
+    and so is the directory when the run created it and nothing else is in it. Nothing that was there before
+    is touched, and a run that wrote a run file keeps everything it wrote.
+
+    :param directory: the run directory (created).
+    :param run_files: names whose presence means a run was (partly) written there.
+    :param resume: the run continues the one in the directory.
+    :param overwrite: the earlier run is replaced.
+    :param flag: the option that named the directory, for messages.
+    :param resume_flag: the option that continues a run, for messages.
+    :param start_files: names a run writes before its work starts (removed if it fails before any run file).
+    :return: the directory.
+    """
+    root = Path(directory)
+    created = not root.exists()
+    ensure_writable_dir(root, flag)
+    before: set[str] | None = None
+    try:
+        with run_lock(root, flag):
+            claim_run_dir(root, run_files, resume=resume, overwrite=overwrite, resume_flag=resume_flag)
+            before = {p.name for p in root.iterdir()}
+            yield root
+    except BaseException:
+        _discard_failed_run_start(root, created, before, run_files, start_files)
+        raise
+
+
+def _discard_failed_run_start(root: Path, created: bool, before: set[str] | None, run_files: tuple[str, ...],
+                              start_files: tuple[str, ...]) -> None:
+    """What :func:`owned_run_dir` removes after a run failed before writing its outputs."""
+    if not root.is_dir():
+        return
+    new = {p.name for p in root.iterdir()} - (before or set()) - {LOCK_NAME}
+    if any(name in run_files and not _is_empty_dir(root / name) for name in new):
+        return  # the run got as far as its outputs: keep everything it wrote
+    for name in new:
+        path = root / name
+        if name in start_files and path.is_file():
+            path.unlink(missing_ok=True)
+        elif name in run_files and _is_empty_dir(path):
+            path.rmdir()
+    if created and not any(root.iterdir()):  # the lock is released by now
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def set_torch_threads(threads: int | None) -> None:

@@ -31,15 +31,24 @@ from psb_rl.utils import resolve_device
 CheckpointLike = str | Path | PSBAutoencoder
 
 
-def load_frozen_encoder(checkpoint: CheckpointLike, device: torch.device | str | None = None) -> PSBAutoencoder:
+def load_frozen_encoder(checkpoint: CheckpointLike, device: torch.device | str | None = None,
+                        checkpoint_sha256: str | None = None) -> PSBAutoencoder:
     """Load (or take) a PSB model and freeze it: eval mode and ``requires_grad=False``.
 
     :param checkpoint: a checkpoint path written by :func:`psb_rl.save_checkpoint`, or a
         :class:`psb_rl.PSBAutoencoder` (used as is, moved to ``device`` if one is given).
     :param device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``); ``None`` keeps a given model where it is (CPU for a path).
+    :param checkpoint_sha256: the SHA-256 the checkpoint file must have (e.g. recorded in an RL Zoo config next to
+        its path): another file at that path is refused with :class:`psb_rl.checkpoint.CheckpointError`.
     :return: the frozen model.
     """
     resolved = resolve_device(device) if device is not None else None
+    if checkpoint_sha256 is not None:
+        if not isinstance(checkpoint, str | Path):
+            raise TypeError("checkpoint_sha256 checks a checkpoint file: pass the checkpoint as a path")
+        from psb_rl.checkpoint import verify_checkpoint_identity
+
+        verify_checkpoint_identity(checkpoint, checkpoint_sha256, str(checkpoint), owner="this wrapper's configuration")
     if isinstance(checkpoint, PSBAutoencoder):
         model = checkpoint if resolved is None else checkpoint.to(resolved)
     elif isinstance(checkpoint, str | Path):
@@ -97,6 +106,8 @@ def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     frames = np.asarray(frames)
     if layout == "chw" and frames.dtype == np.uint8:
         return np.ascontiguousarray(np.moveaxis(frames, -3, -1))
+    if layout == "hwc" and frames.dtype != np.uint8 and frames.ndim >= 3:  # float (H, W, 3): channels first
+        return np.ascontiguousarray(np.moveaxis(frames, -1, -3))
     return frames
 
 
@@ -141,10 +152,14 @@ def resolve_frame_pipeline(frame_pipeline: PipelineLike, model: PSBAutoencoder) 
     raise TypeError(f"frame_pipeline must be a psb_rl.frames.FramePipeline, its dict or None, got {type(frame_pipeline).__name__}")
 
 
-def _pipeline_layout(pipeline: FramePipeline, space: gym.Space, owner: str) -> str:
-    """The layout of observations of ``space`` for ``pipeline``, or a clear error naming ``owner``."""
+def _pipeline_layout(pipeline: FramePipeline, space: gym.Space, owner: str, channel_stack: bool = False) -> str:
+    """The layout of observations of ``space`` for ``pipeline``, or a clear error naming ``owner``.
+
+    :param channel_stack: whether frames may be stacked on the channels (SB3's ``VecFrameStack``); otherwise
+        ``(H, W, 4)`` observations are RGBA and their alpha channel is dropped (:func:`psb_rl.frames.frame_layout`).
+    """
     try:
-        return pipeline.check_space(space, f"{owner} observations")
+        return pipeline.check_space(space, f"{owner} observations", channel_stack=channel_stack)
     except FramePipelineError as error:
         hint = ""
         if pipeline.source == "render":
@@ -225,6 +240,26 @@ def warn_rendering_options(differing: dict[str, tuple[Any, Any]], owner: str, hi
         f"gym.make(..., {wanted}){hint}.", RenderingOptionWarning, stacklevel=3)
 
 
+def _check_declared_shape(frames: np.ndarray, space: gym.Space, owner: str) -> None:
+    """Refuse observations whose shape is not the one their space declares (one row per env in ``frames``).
+
+    :raises FramePipelineError: naming both shapes.
+    """
+    if isinstance(space, gym.spaces.Box) and tuple(frames.shape[1:]) != tuple(space.shape):
+        raise FramePipelineError(
+            f"{owner}: the environment returned observations of shape {tuple(frames.shape[1:])} but its observation "
+            f"space declares {tuple(space.shape)}; make the environment return frames of its declared shape (or "
+            "declare the shape it returns)"
+        )
+
+
+def _is_channel_stacked(venv: VecEnv) -> bool:
+    """Whether ``venv`` stacks frames on the channels (SB3's ``VecFrameStack`` anywhere in its wrappers)."""
+    from stable_baselines3.common.vec_env import VecFrameStack, is_vecenv_wrapped
+
+    return is_vecenv_wrapped(venv, VecFrameStack)
+
+
 def _pipeline_frames(pipeline: FramePipeline, frames: np.ndarray, layout: str) -> np.ndarray:
     """Frames for the streaming encoder: through ``pipeline`` (uint8, as stored for pretraining), or, for the
     identity pipeline on RGB frames, as they are (float frames keep their values and non-finite checks)."""
@@ -260,6 +295,8 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         them on the env where it keeps them as attributes (MiniGrid's ``highlight``), and for a pipeline recorded
         from ``env.render()`` give an env made without a render mode ``render_mode="rgb_array"`` (for envs made by
         others, e.g. RL Zoo's evaluation env); options it cannot set still warn.
+    :param checkpoint_sha256: the SHA-256 of the checkpoint file; another file at ``checkpoint`` is refused. Give it
+        in an RL Zoo config, whose ``config.yml`` keeps it, so ``rl_zoo3.enjoy`` refuses a swapped checkpoint.
     """
 
     def __init__(
@@ -272,16 +309,17 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         frame_pipeline: PipelineLike = None,
         geometry: bool = False,
         env_options: str = "warn",
+        checkpoint_sha256: str | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, checkpoint=checkpoint, device=device, keep_pixels=keep_pixels,
                                                  nonfinite=nonfinite, frame_pipeline=frame_pipeline, geometry=geometry,
-                                                 env_options=env_options)
+                                                 env_options=env_options, checkpoint_sha256=checkpoint_sha256)
         gym.ObservationWrapper.__init__(self, env)
         from psb_rl.streaming import StreamingEncoder
 
         if env_options not in ("warn", "apply"):
             raise ValueError(f"env_options must be 'warn' or 'apply', got {env_options!r}")
-        self.psb_model = load_frozen_encoder(checkpoint, device)
+        self.psb_model = load_frozen_encoder(checkpoint, device, checkpoint_sha256)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
         self._render = self.frame_pipeline.source == "render" and not _is_image_space(env.observation_space)
         self._match_rendering_options(env, env_options)
@@ -328,7 +366,12 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
         :return: float32 slots ``(N, D)`` (``(N, D + G)`` with ``geometry``).
         """
-        frames = _pipeline_frames(self.frame_pipeline, np.asarray(frame)[None], self._layout)
+        frames = np.asarray(frame)[None]
+        if not self._render:
+            _check_declared_shape(frames, self.env.observation_space, "PSBObservationWrapper")
+        frames = self.encoder.check_finite(frames)  # before the pipeline: nonfinite="reset" acts on this env
+        layout = frame_layout(frames.shape[1:], channel_stack=False) if self._render else self._layout  # RGB(A)
+        frames = _pipeline_frames(self.frame_pipeline, frames, layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames)
         return slot_observations(self.psb_model, slots, self.geometry)[0]
@@ -378,7 +421,8 @@ class VecPSBWrapper(VecEnvWrapper):
 
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
-        self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper")
+        self._layout = _pipeline_layout(self.frame_pipeline, venv.observation_space, "VecPSBWrapper",
+                                        channel_stack=_is_channel_stacked(venv))
         warn_rendering_options(
             rendering_option_mismatches(self.frame_pipeline.env_kwargs, lambda name: _first_env_attr(venv, name)),
             "VecPSBWrapper")
@@ -392,6 +436,9 @@ class VecPSBWrapper(VecEnvWrapper):
         """One encoder step. :param frames: ``(B, ...)`` frames. :param mask: bool ``(B,)``: only these
         envs advance (None = all). :return: float32 ``(B, N, D)`` or ``(B, N, D + G)`` (rows outside ``mask``
         undefined)."""
+        frames = np.asarray(frames)
+        _check_declared_shape(frames, self.venv.observation_space, "VecPSBWrapper")
+        frames = self.encoder.check_finite(frames, mask)  # before the pipeline: nonfinite="reset" acts per env
         frames = _pipeline_frames(self.frame_pipeline, frames, self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
@@ -404,12 +451,26 @@ class VecPSBWrapper(VecEnvWrapper):
     def reset(self) -> VecEnvObs:
         """Reset all environments and all encoder states. :return: slots ``(B, N, D)`` float32."""
         self.encoder.reset()
-        obs = self.venv.reset()
+        obs = self._from_venv(self.venv.reset)
         return self._step_encoder(obs)
+
+    def _from_venv(self, call: Any) -> Any:
+        """``call()`` (the VecEnv's reset or step_wait), with SB3's "could not broadcast" (an env returned frames
+        of another shape than its space declares) turned into a clear error."""
+        try:
+            return call()
+        except ValueError as error:
+            if "broadcast" not in str(error):
+                raise
+            raise FramePipelineError(
+                f"VecPSBWrapper: an environment returned observations that do not fit its declared observation space "
+                f"{self.venv.observation_space} ({' '.join(str(error).split())}); make the environment return frames "
+                "of its declared shape (or declare the shape it returns)"
+            ) from None
 
     def step_wait(self) -> VecEnvStepReturn:
         """:return: slots ``(B, N, D)`` float32, rewards, dones and infos (terminal observations as slots)."""
-        obs, rewards, dones, infos = self.venv.step_wait()
+        obs, rewards, dones, infos = self._from_venv(self.venv.step_wait)
         done = np.asarray(dones, dtype=bool)
         if not done.any():
             return self._step_encoder(obs), rewards, dones, infos

@@ -601,3 +601,25 @@ def test_a_pixel_agent_on_render_frames_collects_rollouts(tmp_path: Path) -> Non
                                 policy=run["model_path"], pixels="render", resize=40, max_episode_steps=10,
                                 progress=False)
     assert manifest["num_episodes"] == 2 and manifest["frame_shape"] == [40, 40, 3]
+
+
+@needs_envs
+def test_a_raw_pickle_in_the_agent_zip_is_one_line_without_torch_warnings(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    from psb_rl.agent_io import build_agent, run_record
+    from psb_rl.utils import write_json
+
+    args = _tiny_args(tmp_path, "state", None)
+    run = Path(args.out)
+    run.mkdir(parents=True)
+    env = gym.make("PSB/OddOneOut-v0", obs_mode="state")
+    build_agent(args, (env.observation_space, env.action_space), "cpu").save(run / "clean.zip")
+    write_json(run / "args.json", run_record(args))
+    with zipfile.ZipFile(run / "clean.zip") as source, zipfile.ZipFile(run / "model.zip", "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            target.writestr(item, pickle.dumps({"policy": 1}) if item.filename == "policy.pth" else data)
+    line = _one_error_line(_run_cli("agents/evaluate.py", "--run", str(run), "--episodes", "1", "--gif", "none"))
+    assert "not plain tensors" in line and "weights_only" not in line

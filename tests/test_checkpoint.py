@@ -165,3 +165,51 @@ def test_rendering_options_travel_with_the_frame_pipeline(tmp_path: Path) -> Non
     path = save_checkpoint(model, tmp_path / "plain.ckpt")
     assert "env_kwargs" not in read_checkpoint(path)[1]["extra"]["frame_pipeline"]
     assert load_checkpoint(path).frame_pipeline.env_kwargs is None
+
+
+def _rewrite(path: Path, edit) -> None:
+    from psb_rl.checkpoint import _weights_digest
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    edit(metadata, tensors)
+    metadata["weights_sha256"] = _weights_digest(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", ["float64 tensor", "extra not an object", "config not an object", "heads 0",
+                                    "version not a number", "pipeline damaged"])
+def test_well_formed_files_with_wrong_content_are_refused(saved: tuple[PSBAutoencoder, Path], damage: str) -> None:
+    _, path = saved
+
+    def edit(metadata: dict, tensors: dict) -> None:
+        config = json.loads(metadata["config"])
+        if damage == "float64 tensor":  # load_state_dict would cast it silently
+            name = sorted(tensors)[0]
+            tensors[name] = tensors[name].double()
+        elif damage == "extra not an object":
+            metadata["extra"] = "[1]"
+        elif damage == "config not an object":
+            metadata["config"] = '"text"'
+        elif damage == "heads 0":
+            metadata["config"] = json.dumps({**config, "num_heads": 0})
+        elif damage == "version not a number":
+            metadata["format_version"] = "x"
+        else:
+            metadata["extra"] = json.dumps({"frame_pipeline": {"size": -3}})
+
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("field", "value"), [("window", 1.5), ("num_slots", "4"), ("colour_values", 1),
+                                              ("image_size", [32.5, 32])])
+def test_a_stored_config_of_the_wrong_types_is_refused(saved: tuple[PSBAutoencoder, Path], field: str,
+                                                       value) -> None:
+    _, path = saved
+    _rewrite(path, lambda metadata, tensors: metadata.update(
+        config=json.dumps({**json.loads(metadata["config"]), field: value})))
+    with pytest.raises(CheckpointError, match=rf"{field} must be"):
+        load_checkpoint(path)

@@ -143,7 +143,8 @@ def test_image_size_resizes_frames_and_masks(tmp_path: Path) -> None:
     clip = ds[0]
     assert clip["frames"].shape == (4, 32, 32, 3) and clip["masks"].shape == (4, 32, 32)
     full = load_shard_episodes(tmp_path / "shard-00000.npz")[0]
-    from psb_rl.preprocessing import resize_masks, resize_uint8_frames
+    from psb_rl.preprocessing import resize_uint8_frames
+    from psb_rl.sizes import resize_masks
 
     assert np.array_equal(clip["frames"].numpy(), resize_uint8_frames(full["frames"][:4], 32))
     assert np.array_equal(clip["masks"].numpy(), resize_masks(full["masks"][:4], 32).astype(np.int64))
@@ -171,3 +172,26 @@ def test_missing_or_empty_directory(tmp_path: Path) -> None:
         assert str(root) in str(err.value)
     with pytest.raises(ValueError, match="split"):
         RolloutDataset(tmp_path, clip_len=4, split="test")
+
+
+def test_manifest_entries_that_disagree_with_their_shard_are_refused(tmp_path) -> None:
+    import json
+
+    from psb_rl.data import RolloutDataset
+    from psb_rl.rollouts import collect_rollouts
+    from psb_rl.shards import RolloutError
+
+    root = tmp_path / "data"
+    collect_rollouts("PSB/RandomObjects-v0", root, episodes=2, episodes_per_shard=2, resize=16, max_episode_steps=5,
+                     seed=0, progress=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    entry = manifest["shards"][0]
+    entry["episode_lengths"] = [entry["episode_lengths"][0] + 1, entry["episode_lengths"][1] - 1]  # same total
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    dataset = RolloutDataset(root, clip_len=2, split="all")  # the shard's checksum still matches
+    with pytest.raises(RolloutError, match=r"shard-00000\.npz: its episodes disagree with its manifest entry.*--repair"):
+        dataset[0]
+    entry["episode_indices"] = entry["episode_indices"][:1]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RolloutError, match=r"2 episodes, 2 lengths and 1 indices"):
+        RolloutDataset(root, clip_len=2, split="all")

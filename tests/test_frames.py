@@ -249,3 +249,24 @@ def test_rendering_options_leave_the_frame_transform_and_old_records_alone() -> 
     assert "highlight=False" in with_options.describe()
     with pytest.raises(FramePipelineError, match="env_kwargs"):
         FramePipeline(env_kwargs=["highlight"])  # type: ignore[arg-type]
+
+
+def test_rgba_frames_drop_alpha_where_frames_are_not_stacked_on_the_channels() -> None:
+    frames = random_frames(2, 40, 48, 4)
+    assert frame_layout((40, 48, 4)) == "hw-stack"  # SB3's VecFrameStack over (H, W, 1): 4 greyscale frames
+    layout = frame_layout((40, 48, 4), channel_stack=False)
+    assert layout == "hwc-rgba"
+    np.testing.assert_array_equal(FramePipeline().apply(frames, layout), frames[..., :3])
+    np.testing.assert_array_equal(FramePipeline().apply(frames), frames[..., :3])  # no layout: RGBA
+    space = gym.spaces.Box(0, 255, (40, 48, 4), np.uint8)
+    assert FramePipeline().check_space(space, channel_stack=False) == "hwc-rgba"
+
+
+@pytest.mark.parametrize("values", [255.0, 1.5, -0.5, np.nan, np.inf])
+def test_float_frames_outside_unit_range_are_refused_not_clipped(values: float) -> None:
+    frames = np.full((2, 8, 8, 3), 0.5, np.float32)
+    frames[0, 1, 2, 0] = values
+    with pytest.raises(FramePipelineError, match=r"frames must be uint8 0\.\.255 or float in \[0, 1\]"):
+        FramePipeline(size=4).apply(frames)
+    with pytest.raises(FramePipelineError, match="dtype int32"):
+        FramePipeline().apply(frames.astype(np.int32))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from psb_rl.preprocessing import preprocess_frames, resize_masks, resize_uint8_frames
+from psb_rl.preprocessing import preprocess_frames, resize_uint8_frames
+from psb_rl.sizes import resize_masks
 
 
 def test_uint8_channels_last_becomes_float_channels_first() -> None:

@@ -457,3 +457,56 @@ def test_collection_stores_minigrid_ground_truth_at_native_resolution(tmp_path: 
     plain = collect_rollouts(env_id, tmp_path / "plain", episodes=1, seed=3, pixels="render", max_episode_steps=3,
                              progress=False, masks=False)
     assert not plain["has_masks"] and plain["mask_categories"] == []
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def test_shards_without_a_manifest_are_never_collected_over(tmp_path: Path) -> None:
+    from psb_rl.training import TrainArgs, train
+
+    out = tmp_path / "data"
+    collect_rollouts("PSB/RandomObjects-v0", out, episodes=4, episodes_per_shard=2, resize=16, seed=2,
+                     max_episode_steps=6, progress=False)
+    manifest = load_manifest(out)
+    (out / MANIFEST_NAME).unlink()
+    shards = _digests(out)
+    assert len(shards) == 2
+    with pytest.raises(RolloutError, match=r"2 shard file\(s\) .*but no manifest\.json.*--repair.*another"):
+        collect_rollouts("PSB/RandomObjects-v0", out, episodes=2, progress=False)
+    with pytest.raises(RolloutError, match=r"no manifest\.json.*--repair"):
+        collect_rollouts("PSB/RandomObjects-v0", out, episodes=2, resume=True, progress=False)
+    with pytest.raises(RolloutError, match=r"no manifest\.json"):  # train_psb.py --data: no collection over them
+        train(TrainArgs(data=str(out), out=str(tmp_path / "run"), steps=1, progress=False))
+    assert _digests(out) == shards and not (tmp_path / "run").exists()
+    res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--episodes", "2", "--no-progress"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+    assert _digests(out) == shards
+
+    # --repair rebuilds the manifest from the intact shards and touches none of them
+    (out / "shard-00007.npz").write_bytes(b"not a shard")
+    res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--repair", "--no-progress"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "shard-00007.npz" in res.stdout  # named as left out
+    rebuilt = verify_rollouts(out)
+    assert rebuilt["rebuilt_from_shards"] and rebuilt["settings_unknown"]
+    assert [e["file"] for e in rebuilt["shards"]] == [e["file"] for e in manifest["shards"]]
+    for key in ("num_episodes", "num_frames", "num_steps", "frame_shape", "has_masks"):
+        assert rebuilt[key] == manifest[key], key
+    assert all(_digests(out)[name] == digest for name, digest in shards.items())
+    with pytest.raises(RolloutError, match="settings differ"):  # its settings are unknown: no collection adds to it
+        collect_rollouts("PSB/RandomObjects-v0", out, episodes=6, resume=True, progress=False)
+
+
+def test_resume_leaves_shard_files_the_manifest_does_not_list(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    settings = dict(episodes_per_shard=1, resize=16, seed=2, max_episode_steps=4, progress=False)
+    collect_rollouts("PSB/RandomObjects-v0", out, episodes=1, **settings)
+    (out / "shard-00002.npz").write_bytes(b"someone else's")
+    manifest = collect_rollouts("PSB/RandomObjects-v0", out, episodes=3, resume=True, **settings)
+    assert (out / "shard-00002.npz").read_bytes() == b"someone else's"  # neither deleted nor overwritten
+    assert [e["file"] for e in manifest["shards"]] == ["shard-00000.npz", "shard-00001.npz", "shard-00003.npz"]
+    verify_rollouts(out)

@@ -429,3 +429,41 @@ def test_extra_data_adds_training_clips_and_is_recorded(rollouts: Path, tmp_path
     collect_rollouts("PSB/RandomObjects-v0", other, episodes=2, resize=24, max_episode_steps=8, seed=1, progress=False)
     with pytest.raises(ValueError, match="frame_shape"):
         extra_training_data(tiny_args(rollouts, tmp_path / "run2", extra_data=[str(other)]), manifest)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle", "foreign tensors"])
+def test_a_damaged_train_state_is_one_error_line(rollouts: Path, tmp_path: Path, damage: str) -> None:
+    import pickle
+
+    from psb_rl.utils import RunDirError
+
+    out = tmp_path / "run"
+    train(tiny_args(rollouts, out, steps=2, checkpoint_every=2))
+    state = out / "train_state.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif damage == "pickle":
+        torch.save({"step": 1, "payload": pickle.dumps(object)}, state)
+        state.write_bytes(pickle.dumps({"step": 1, "model": object()}))  # a raw pickle, not tensors
+    else:
+        torch.save({key: torch.zeros(2) for key in ("step", "model", "optimizer", "torch_rng", "cuda_rng")}
+                   | {"args": "{}", "history": "[]"}, state)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(RunDirError, match=r"train_state\.pt is damaged or not a training state.*--overwrite"):
+        train(tiny_args(rollouts, out, steps=4, checkpoint_every=2, resume=True))
+    line = _one_error_line(run_script(sys.executable, "pretrain/train_psb.py",
+                                      *_flags(tiny_args(rollouts, out, steps=4, checkpoint_every=2, resume=True))))
+    assert "weights_only" not in line and "train_state.pt" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_evaluation_without_results_keeps_an_earlier_metrics_file(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(PSBAutoencoder(tiny_args(rollouts, tmp_path).model_config()), tmp_path / "psb.ckpt")
+    earlier = tmp_path / "metrics_eval.json"
+    earlier.write_text('{"results": "earlier"}')
+    line = _one_error_line(run_script(sys.executable, "pretrain/evaluate.py", "--checkpoint", str(checkpoint),
+                                      "--data", str(rollouts), "--clip-len", "6", "--multipliers", "4", "--clips", "1",
+                                      "--device", "cpu"))  # no held-out episode holds 24 frames
+    assert "--clip-len 6" in line and earlier.read_text() == '{"results": "earlier"}'

@@ -413,3 +413,174 @@ def test_vec_wrapper_warns_when_its_envs_render_otherwise() -> None:
     venv = DummyVecEnv([make])
     with pytest.warns(RenderingOptionWarning, match="VecPSBWrapper.*highlight=True"):
         VecPSBWrapper(venv, checkpoint=model)
+
+
+# ------------------------------------------------------------------- frames refused or read on every path
+@pytest.fixture()
+def recorded_model() -> PSBAutoencoder:
+    """A model whose checkpoint recorded a frame pipeline (as every model trained on collected rollouts does)."""
+    from psb_rl.frames import FramePipeline
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY)).eval()
+    model.frame_pipeline = FramePipeline(size=(32, 32), input_size=(24, 24))
+    return model
+
+
+class _FloatHWCEnv(gym.Env):
+    """Float ``(24, 24, 3)`` frames declared in [0, 1] whose values are ``scale`` times random values in [0, 1]
+    (scale 255: frames that were never divided by 255); ``nan_at`` steps carry a NaN."""
+
+    def __init__(self, scale: float = 1.0, nan_at: tuple[int, ...] = ()) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (24, 24, 3), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.scale, self.nan_at, self.t = scale, nan_at, 0
+        self.rng = np.random.default_rng(0)
+
+    def _frame(self) -> np.ndarray:
+        frame = (self.rng.random((24, 24, 3)) * self.scale).astype(np.float32)
+        if self.t in self.nan_at:
+            frame[3, 4, 1] = np.nan
+        return frame
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._frame(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        return self._frame(), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_float_frames_in_0_255_are_refused_through_a_recorded_pipeline(recorded_model: PSBAutoencoder,
+                                                                        vectorised: bool) -> None:
+    match = r"frames must be uint8 0\.\.255 or float in \[0, 1\]; got float values in \[.*Divide 0\.\.255"
+    if vectorised:
+        env = VecPSBWrapper(DummyVecEnv([lambda: _FloatHWCEnv(255.0)]), checkpoint=recorded_model)
+        with pytest.raises(ValueError, match=match):
+            env.reset()
+    else:
+        with pytest.raises(ValueError, match=match):
+            PSBObservationWrapper(_FloatHWCEnv(255.0), checkpoint=recorded_model).reset(seed=0)
+    # the same frames divided by 255 are read (not clipped to white)
+    scaled = PSBObservationWrapper(_FloatHWCEnv(1.0), checkpoint=recorded_model)
+    white = PSBObservationWrapper(_FloatHWCEnv(1.0), checkpoint=recorded_model)
+    assert not np.allclose(scaled.reset(seed=0)[0], white.encode(np.ones((24, 24, 3), np.float32)), atol=1e-3)
+
+
+def test_model_encode_refuses_float_frames_in_0_255(recorded_model: PSBAutoencoder) -> None:
+    video = torch.rand(1, 2, 3, 24, 24)
+    recorded_model.encode(video)  # in [0, 1]: read
+    for frames in (video * 255, torch.rand(1, 2, 3, 32, 32) * 255):  # through the pipeline; at the model's size
+        with pytest.raises(ValueError, match=r"float in \[0, 1\]; got float values in \[0(\.\d+)?, 2"):
+            recorded_model.encode(frames)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        recorded_model.encode(torch.full((1, 2, 3, 32, 32), float("nan")))
+
+
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_nonfinite_reset_acts_through_a_recorded_pipeline(recorded_model: PSBAutoencoder, vectorised: bool) -> None:
+    def make() -> gym.Env:
+        return _FloatHWCEnv(1.0, nan_at=(2,))
+
+    if vectorised:
+        strict = VecPSBWrapper(DummyVecEnv([make, make]), checkpoint=recorded_model)
+        lenient = VecPSBWrapper(DummyVecEnv([make, make]), checkpoint=recorded_model, nonfinite="reset")
+        act = np.zeros(2, dtype=np.int64)
+        steps = [lambda w: w.reset(), lambda w: w.step(act)[0], lambda w: w.step(act)[0]]
+    else:
+        strict = PSBObservationWrapper(make(), checkpoint=recorded_model)
+        lenient = PSBObservationWrapper(make(), checkpoint=recorded_model, nonfinite="reset")
+        steps = [lambda w: w.reset(seed=0)[0], lambda w: w.step(0)[0], lambda w: w.step(0)[0]]
+    steps[0](strict), steps[1](strict)
+    with pytest.raises(ValueError, match=r"frame of env 0(, 1)? has non-finite values"):
+        steps[2](strict)
+    steps[0](lenient), steps[1](lenient)
+    with pytest.warns(RuntimeWarning, match="env 0"):
+        slots = steps[2](lenient)
+    assert np.isfinite(slots).all()
+    assert lenient.encoder.state.step_count.tolist() == [1] * lenient.encoder.num_envs  # started afresh
+
+
+class _RGBAEnv(gym.Env):
+    """uint8 RGBA ``(24, 24, 4)`` frames: random colours under an opaque alpha."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, (24, 24, 4), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.rng = np.random.default_rng(0)
+        self.last = None
+
+    def _frame(self) -> np.ndarray:
+        frame = self.rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)
+        frame[..., 3] = 255
+        self.last = frame
+        return frame
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self._frame(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self._frame(), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_rgba_frames_are_read_as_rgb(model: PSBAutoencoder, vectorised: bool) -> None:
+    if vectorised:
+        venv = DummyVecEnv([_RGBAEnv])
+        slots = VecPSBWrapper(venv, checkpoint=model).reset()[0]
+        rgb = venv.envs[0].unwrapped.last[..., :3]
+    else:
+        env = PSBObservationWrapper(_RGBAEnv(), checkpoint=model)
+        slots = env.reset(seed=0)[0]
+        rgb = env.unwrapped.last[..., :3]
+    expected = StreamingEncoder(model, num_envs=1).step(rgb[None])[0].numpy()
+    np.testing.assert_allclose(slots, expected, atol=1e-5)
+    white = StreamingEncoder(model, num_envs=1).step(np.full((1, 24, 24, 3), 255, np.uint8))[0].numpy()
+    assert not np.allclose(slots, white, atol=1e-3)
+
+
+class _LyingEnv(ToyImageEnv):
+    """Declares 24x24 frames, returns 16x16 ones."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs[:16, :16], info
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return (obs[:16, :16], *rest)
+
+
+def test_frames_of_another_shape_than_declared_are_named(model: PSBAutoencoder) -> None:
+    with pytest.raises(ValueError, match=r"VecPSBWrapper: .*observation space"):
+        VecPSBWrapper(DummyVecEnv([_LyingEnv]), checkpoint=model).reset()
+    with pytest.raises(ValueError, match=r"PSBObservationWrapper: .*\(16, 16, 3\).*declares \(24, 24, 3\)"):
+        PSBObservationWrapper(_LyingEnv(), checkpoint=model).reset(seed=0)
+
+
+def test_identity_pipeline_reads_float_channels_last_frames(model: PSBAutoencoder) -> None:
+    from psb_rl.frames import FramePipeline
+
+    env = PSBObservationWrapper(_FloatHWCEnv(1.0), checkpoint=model, frame_pipeline=FramePipeline())
+    slots = env.reset(seed=0)[0]
+    frame = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    expected = StreamingEncoder(model, num_envs=1).step(frame.transpose(2, 0, 1)[None])[0].numpy()
+    np.testing.assert_allclose(slots, expected, atol=1e-5)
+
+
+def test_a_recorded_checkpoint_digest_refuses_a_swapped_file(tmp_path, model: PSBAutoencoder) -> None:
+    from psb_rl import save_checkpoint
+    from psb_rl.checkpoint import CheckpointError, file_sha256
+
+    path = save_checkpoint(model, tmp_path / "psb.ckpt")
+    digest = file_sha256(path)
+    env = PSBObservationWrapper(ToyImageEnv(), checkpoint=str(path), checkpoint_sha256=digest)
+    assert env.reset(seed=0)[0].shape == (4, 32)
+    torch.manual_seed(5)
+    save_checkpoint(PSBAutoencoder(PSBConfig(**TINY)), path)  # another model at the same path
+    with pytest.raises(CheckpointError, match=r"psb\.ckpt .*is not the PSB checkpoint this wrapper's configuration"):
+        PSBObservationWrapper(ToyImageEnv(), checkpoint=str(path), checkpoint_sha256=digest)

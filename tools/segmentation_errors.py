@@ -41,7 +41,8 @@ from psb_rl.cli import parse_dataclass, run_main
 from psb_rl.data import RolloutDataset
 from psb_rl.evaluation import sample_eval_clips
 from psb_rl.metrics import OBJECT_OUTCOMES, SlotSwitch, fg_ari, object_errors, slot_switches
-from psb_rl.preprocessing import preprocess_frames, resize_masks
+from psb_rl.preprocessing import preprocess_frames
+from psb_rl.sizes import resize_masks
 from psb_rl.training import held_out_episodes
 from psb_rl.utils import resolve_device, write_json
 
