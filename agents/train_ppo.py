@@ -532,7 +532,6 @@ def _train(args: Args) -> dict[str, Any]:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     out = Path(args.out)
-    write_json(out / "args.json", agent_io.run_record(args))
     set_random_seed(args.seed)
     device = resolve_device(args.device)
 
@@ -554,6 +553,8 @@ def _train(args: Args) -> dict[str, Any]:
         model = load_agent(args.resume_from, args, device, venv, tensorboard_log=tb_dir)
     else:
         model = build_agent(args, venv, device, tensorboard_log=tb_dir)
+    # written once the agent is built: a resume that fails keeps the record of the run it would continue
+    write_json(out / "args.json", agent_io.run_record(args))
 
     callbacks: list[BaseCallback] = []
     eval_callback = None

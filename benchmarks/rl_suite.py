@@ -271,10 +271,10 @@ def run_ppo(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoi
         if not args.run:
             return None
         arguments = train_arguments(args, name, task, encoder, seed, checkpoint)
-        if (out / "model.zip").is_file():
+        if (out / "model.zip").is_file() and not stale_settings(out, arguments):
             arguments += ["--resume-from", str(out / "model.zip")]
-        elif out.exists():
-            arguments += ["--overwrite"]  # a start that saved no agent yet: nothing to continue
+        elif out.exists():  # nothing to continue: no agent saved yet, or one trained with other settings
+            arguments += ["--overwrite"]
         command = run_script("agents/train_ppo.py", arguments, out.parent / f"seed{seed}.log")
     summary = json.loads(summary_path.read_text())
     record = json.loads((out / "args.json").read_text())
@@ -301,6 +301,24 @@ def run_ppo(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoi
         "curve": [(int(r["timesteps"]), float(r["success_rate"])) for r in summary["curve"]],
         "run": str(out),
     }
+
+
+RUN_ONLY_FIELDS = ("out", "total_steps", "resume_from", "overwrite", "torch_threads", "device", "progress_bar")
+"""train_ppo.py arguments that may differ between the parts of one continued run."""
+
+
+def stale_settings(out: Path, arguments: list[str]) -> list[str]:
+    """The settings of ``arguments`` that the run saved in ``out`` was trained with other values of (a run of
+    an earlier recipe is started over, not continued)."""
+    from agents.train_ppo import parse_args
+
+    wanted = dataclasses.asdict(parse_args(arguments))
+    recorded = json.loads((out / "args.json").read_text()) if (out / "args.json").is_file() else {}
+    stale = [key for key, value in wanted.items()
+             if key not in RUN_ONLY_FIELDS and key in recorded and recorded[key] != value]
+    if stale:
+        print(f"{out}: trained with other {stale}; starting it over", flush=True)
+    return stale
 
 
 def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:

@@ -246,8 +246,10 @@ def network_mismatches(args: Any, record: dict[str, Any] | None) -> list[str]:
     """
     if not record:
         return []
-    return [f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run's {record[name]}"
-            for name in NETWORK_FIELDS if name in record and hasattr(args, name) and getattr(args, name) != record[name]]
+    recorded = {**NETWORK_DEFAULTS, **record}  # a run recorded before a field existed had its default
+    return [f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run's {recorded[name]}"
+            for name in NETWORK_FIELDS
+            if name in recorded and hasattr(args, name) and getattr(args, name) != recorded[name]]
 
 
 def verify_run_checkpoint(record: dict[str, Any] | None, checkpoint: str | os.PathLike | None, run: str) -> None:

@@ -623,3 +623,21 @@ def test_a_raw_pickle_in_the_agent_zip_is_one_line_without_torch_warnings(tmp_pa
             target.writestr(item, pickle.dumps({"policy": 1}) if item.filename == "policy.pth" else data)
     line = _one_error_line(_run_cli("agents/evaluate.py", "--run", str(run), "--episodes", "1", "--gif", "none"))
     assert "not plain tensors" in line and "weights_only" not in line
+
+
+def test_resuming_in_place_with_another_network_keeps_the_runs_record(tmp_path: Path) -> None:
+    args = dataclasses.replace(_tiny_args(tmp_path, "state", None), eval_freq=0)
+    run = train(args)
+    record_path = Path(run["out_dir"]) / "args.json"
+    record = json.loads(record_path.read_text())
+    del record["net_arch"]  # a run recorded before the field existed: it had the default heads
+    record_path.write_text(json.dumps(record))
+    linear = dataclasses.replace(args, resume_from=run["model_path"], total_steps=512, net_arch=[])
+    with pytest.raises(ValueError, match=r"--net-arch \[\] differs from the run's None"):
+        train(linear)
+    wider = dataclasses.replace(args, resume_from=run["model_path"], total_steps=512, features_dim=48)
+    record_path.write_text(json.dumps({k: v for k, v in record.items() if k != "features_dim"}))
+    before = record_path.read_bytes()
+    with pytest.raises(ValueError, match="does not fit"):
+        train(wider)  # found only when the agent is loaded: the run's record is left as it was
+    assert record_path.read_bytes() == before
