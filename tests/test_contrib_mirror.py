@@ -250,7 +250,7 @@ def test_train_ppo_mirror_from_slots_end_to_end(tmp_path: Path) -> None:
     assert agent.observation_space.shape == (4, 32) and not isinstance(agent, MirroredPPO)
     out = evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))
     assert out["episodes"] == 1
-    with pytest.raises(ValueError, match="PSB/ environments"):
+    with pytest.raises(ValueError, match="needs ground-truth object states"):
         train(dataclasses.replace(args, env="CartPole-v1", encoder="state", out=str(tmp_path / "bad")))
 
 

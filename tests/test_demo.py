@@ -64,7 +64,7 @@ def test_demo_announces_its_duration_and_ends_with_the_comparison(demo, monkeypa
     monkeypatch.setattr(train_ppo, "train", fake_ppo)
     assert demo.main(["--out", str(tmp_path), "--eval-episodes", "20"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("psb-rl demo: about 8 min on an idle 2-core CPU")
+    assert lines[0].startswith("psb-rl demo: about 11 min on an idle 2-core CPU")  # as an idle run measured
     assert calls[0] == ("pretrain", False, True)  # nothing to resume: a fresh run, no "--resume" message
     steps, env_kwargs = demo.DemoArgs.ppo_steps, '{"max_episode_steps": 20, "progress_reward": 1.0}'
     assert calls[1:] == [("slots", demo.TASK, env_kwargs, steps), ("pixels", demo.TASK, env_kwargs, steps)]
