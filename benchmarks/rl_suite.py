@@ -314,6 +314,9 @@ def stale_settings(out: Path, arguments: list[str]) -> list[str]:
 
     wanted = dataclasses.asdict(parse_args(arguments))
     recorded = json.loads((out / "args.json").read_text()) if (out / "args.json").is_file() else {}
+    for record in (wanted, recorded):  # the same keyword arguments, however the JSON was spaced
+        if isinstance(record.get("env_kwargs"), str):
+            record["env_kwargs"] = json.loads(record["env_kwargs"])
     stale = [key for key, value in wanted.items()
              if key not in RUN_ONLY_FIELDS and key in recorded and recorded[key] != value]
     if stale:

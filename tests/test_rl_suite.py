@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -78,3 +79,20 @@ def test_quick_suite_runs_reuses_and_continues(tmp_path: Path) -> None:
 def test_unknown_task_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown tasks"):
         rl_suite.main(["--tasks", "nope", "--no-run"])
+
+
+def test_a_run_saved_with_other_settings_is_started_over(tmp_path: Path) -> None:
+    from agents.train_ppo import parse_args
+
+    args = rl_suite.Args(out=str(tmp_path))
+    arguments = rl_suite.train_arguments(args, "doorkey", rl_suite.TASKS["doorkey"], "slots", 0, tmp_path / "c.ckpt")
+    run = tmp_path / "run"
+    run.mkdir()
+    record = dataclasses.asdict(parse_args(arguments))
+    record["env_kwargs"] = '{"highlight":false}'  # the same kwargs spaced otherwise
+    record["out"], record["torch_threads"] = "elsewhere", 2  # where and how fast it ran do not matter
+    (run / "args.json").write_text(json.dumps(record))
+    assert rl_suite.stale_settings(run, arguments) == []
+    record["n_epochs"] = 4
+    (run / "args.json").write_text(json.dumps(record))
+    assert rl_suite.stale_settings(run, arguments) == ["n_epochs"]
