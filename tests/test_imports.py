@@ -65,7 +65,7 @@ def test_find_cycle_finds_a_planted_cycle() -> None:
 
 def test_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
-    assert "psb_rl.preprocessing" in graph["psb_rl.frames"]  # imported inside FramePipeline.apply_masks
+    assert "psb_rl.preprocessing" in graph["psb_rl.data"]  # imported inside RolloutDataset._read only
 
 
 def test_psb_rl_has_no_import_cycle() -> None:
