@@ -35,7 +35,6 @@ import pickle
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,8 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages (age
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from psb_rl.utils import repository_commit  # noqa: E402
 
 TINY = {"image_size": 16, "num_slots": 3, "slot_dim": 16, "num_blocks": 1, "num_heads": 2, "window": 2,
         "encoder_channels": 8, "decoder_channels": 8, "decoder_grid": 4}
@@ -1140,14 +1141,6 @@ def _classify(case: Case) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def machine() -> dict[str, Any]:
     """The machine a result was measured on."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -1169,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "fuzz",
         "command": "python benchmarks/fuzz.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
+        "commit": repository_commit(ROOT),
         "machine": machine(),
         "seed": args.seed,
         **results,

@@ -28,7 +28,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from psb_rl.utils import repository_commit  # noqa: E402
 
 ENV_ID = "PSB/RandomObjects-v0"
 MEMORY_TARGET = 0.01
@@ -172,14 +173,6 @@ def verdict(rows: list[dict[str, float]], baseline: int) -> dict[str, Any]:
             "time_ok": same_moment <= TIME_TARGET}
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100_000, help="steps of the episode (default 100000)")
@@ -214,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "long_episode",
         "command": "python benchmarks/long_episode.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
+        "commit": repository_commit(ROOT),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: import tools/ and benchmarks/ 
 
 from benchmarks.train_speed import machine_info  # noqa: E402
 from psb_rl.cli import parse_dataclass, run_main  # noqa: E402
-from psb_rl.utils import resolve_device, write_json  # noqa: E402
+from psb_rl.utils import repository_commit, resolve_device, write_json  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -155,18 +155,6 @@ class Args:
 # provenance
 
 
-def commit() -> str:
-    """The repository's commit (with ``+dirty`` when files differ from it), or ``unknown``."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_script(script: str, arguments: list[str], log: Path) -> list[str]:
     """Run one of the project's scripts as a user would, logging to ``log``. :return: the command."""
     command = [sys.executable, str(ROOT / script), *arguments]
@@ -213,7 +201,7 @@ def task_checkpoint(args: Args, name: str, task: Task) -> tuple[Path, list[str]]
                            ["--data", str(data), "--out", str(run), *pretrain, "--seed", str(args.pretrain_seed),
                             "--torch-threads", str(args.torch_threads), "--no-progress", *resume],
                            run.parent / "pretrain.log")
-    write_json(record, {"commands": commands, "commit": commit()})
+    write_json(record, {"commands": commands, "commit": repository_commit(ROOT)})
     return checkpoint, commands
 
 
@@ -266,7 +254,7 @@ def run_ppo(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoi
     summary_path = out / "summary.json"
     finished = summary_path.is_file() and json.loads(summary_path.read_text()).get("timesteps", 0) >= total
     command: list[str] = []
-    started_at = commit()
+    started_at = repository_commit(ROOT)
     if not finished:
         if not args.run:
             return None
@@ -402,7 +390,7 @@ def measure_speed(args: Args, name: str) -> dict[str, Any]:
             times[encoder].append(float(json.loads((out / "summary.json").read_text())["train_time_s"]))
     slots, pixels = float(np.median(times["slots"])), float(np.median(times["pixels"]))
     return {"task": name, "steps": args.speed_steps, "repeats": args.speed_repeats, "times_s": times,
-            "slots_median_s": slots, "pixels_median_s": pixels, "ratio": slots / pixels, "commit": commit(),
+            "slots_median_s": slots, "pixels_median_s": pixels, "ratio": slots / pixels, "commit": repository_commit(ROOT),
             "date": time.strftime("%Y-%m-%d"), "machine": machine_info(resolve_device(args.device))}
 
 

@@ -292,6 +292,21 @@ def _discard_failed_run_start(root: Path, created: bool, before: set[str] | None
             root.rmdir()
 
 
+def repository_commit(path: str | os.PathLike) -> str:
+    """The git commit of the checkout that holds ``path`` (short hash, ``+dirty`` when tracked files differ from
+    it), for the provenance of a benchmark's results; ``"unknown"`` outside a git checkout."""
+    import subprocess
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=path, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def set_torch_threads(threads: int | None) -> None:
     """Apply a ``--torch-threads`` option: ``torch.set_num_threads(threads)``; None keeps torch's default
     (one thread per core, which is slower when environments or other runs share those cores).
