@@ -10,9 +10,11 @@ of random-policy videos, then ``pretrain/train_psb.py``), or reuses it; (2) trai
 ``agents/train_ppo.py`` on **slots** (the frozen checkpoint, the slot recipe of :data:`RECIPES`),
 **pixels** (NatureCNN on exactly the frames the checkpoint was trained on: same source, crop and size;
 the script's default PPO settings) and an **oracle** (the built-in environments' object states, MiniGrid's
-fully observed symbolic grid, read with the slot agents' extractor and PPO settings); (3) scores each agent on held-out episodes (reset seeds no training or
-evaluation episode used). Success is the environment's ``is_success``; on MiniGrid an episode that
-terminates with a positive reward.
+fully observed symbolic grid, read with the slot agents' extractor and PPO settings); (3) scores each agent on
+held-out episodes (reset seeds no training or evaluation episode used) with actions sampled from the policy,
+as during training, for every agent alike (a greedy policy that has not sharpened yet can loop forever in
+MiniGrid). Success is the environment's ``is_success``; on MiniGrid an episode that terminates with a
+positive reward.
 
 Every run lives in ``OUT/<task>/<encoder>/seed<k>`` and records its command, commit and checkpoint digest;
 finished runs are reused and interrupted ones continued from their last saved agent (``--save-freq``), so
