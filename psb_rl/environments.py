@@ -202,6 +202,7 @@ class MiniGridObjects(gym.ObservationWrapper):
         from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
         self._sizes = (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX), 4)
+        self._one_hot = [np.eye(n, dtype=np.float32) for n in self._sizes]  # kinds, colours, states, directions
         self._agent, self._floor = OBJECT_TO_IDX["agent"], (OBJECT_TO_IDX["unseen"], OBJECT_TO_IDX["empty"])
         unwrapped = env.unwrapped
         width, height = unwrapped.width, unwrapped.height  # type: ignore[attr-defined]
@@ -218,7 +219,7 @@ class MiniGridObjects(gym.ObservationWrapper):
         grid = unwrapped.grid.encode().reshape(-1, 3)  # type: ignore[attr-defined]  # (x * height + y, 3)
         x, y = unwrapped.agent_pos  # type: ignore[attr-defined]
         agent = int(x) * unwrapped.height + int(y)  # type: ignore[attr-defined]
-        kinds, colours, states, directions = (np.eye(n, dtype=np.float32) for n in self._sizes)
+        kinds, colours, states, directions = self._one_hot
         direction = np.zeros((len(grid), 4), np.float32)
         direction[agent] = directions[unwrapped.agent_dir]  # type: ignore[attr-defined]
         grid[agent] = (self._agent, 0, 0)
