@@ -219,10 +219,15 @@ def _without(arguments: list[str], flag: str) -> list[str]:
 # PPO runs
 
 
+def run_dir(args: Args, name: str, encoder: str, seed: int) -> Path:
+    """The folder of one PPO run: ``OUT/<task>/<encoder>/seed<k>``."""
+    return Path(args.out) / name / encoder / f"seed{seed}"
+
+
 def train_arguments(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoint: Path) -> list[str]:
     """``agents/train_ppo.py`` arguments of one run (pixels and the oracle keep the script's defaults)."""
     total = args.total_steps or task.total_steps
-    out = Path(args.out) / name / encoder / f"seed{seed}"
+    out = run_dir(args, name, encoder, seed)
     arguments = ["--env", task.env, "--encoder", "slots" if encoder.startswith("slots") else encoder,
                  "--seed", str(seed), "--total-steps", str(total), "--n-envs", str(task.n_envs),
                  "--eval-freq", str(min(task.eval_freq, total)), "--eval-episodes", str(args.eval_episodes),
@@ -251,15 +256,15 @@ def run_ppo(args: Args, name: str, task: Task, encoder: str, seed: int, checkpoi
 
     :return: the run's row, or None when it is not finished and ``--no-run`` was given.
     """
-    out = Path(args.out) / name / encoder / f"seed{seed}"
+    out = run_dir(args, name, encoder, seed)
     total = args.total_steps or task.total_steps
     summary_path = out / "summary.json"
     finished = summary_path.is_file() and json.loads(summary_path.read_text()).get("timesteps", 0) >= total
     command: list[str] = []
-    started_at = repository_commit(ROOT)
     if not finished:
         if not args.run:
             return None
+        started_at = repository_commit(ROOT)  # the code the run starts from
         arguments = train_arguments(args, name, task, encoder, seed, checkpoint)
         if (out / "model.zip").is_file() and not stale_settings(out, arguments):
             arguments += ["--resume-from", str(out / "model.zip")]

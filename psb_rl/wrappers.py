@@ -111,17 +111,14 @@ def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     return frames
 
 
-def _slot_space(num_slots: int, slot_dim: int) -> gym.spaces.Box:
-    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(num_slots, slot_dim), dtype=np.float32)
-
-
 def slot_observation_space(model: PSBAutoencoder, geometry: bool = False) -> gym.spaces.Box:
     """The observation space of a slot agent: ``(N, D)``, or ``(N, D + G)`` with the slot geometry.
 
     :param model: the PSB model. :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry`.
     """
     config = model.config
-    return _slot_space(config.num_slots, config.slot_dim + (len(GEOMETRY_FEATURES) if geometry else 0))
+    features = config.slot_dim + (len(GEOMETRY_FEATURES) if geometry else 0)
+    return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(config.num_slots, features), dtype=np.float32)
 
 
 def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool = False) -> np.ndarray:
