@@ -19,7 +19,6 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import PPO
 
 from psb_rl import agent_io
 from psb_rl.cli import bounded, parse_dataclass, run_main
@@ -53,6 +52,9 @@ class EvalArgs:
     """number of evaluation episodes"""
     seed: int = bounded(100_000, min=0)
     """seed of the first episode (episode k uses seed + k)"""
+    n_envs: int = bounded(8, min=1)
+    """environments stepped together: one batched encoder and policy call per step (episode k still uses
+    seed + k, so the episodes do not depend on it)"""
     deterministic: bool = True
     """greedy actions"""
     gif: str = "auto"
@@ -88,10 +90,13 @@ def run_train_args(args: EvalArgs) -> TrainArgs:
     return dataclasses.replace(train, **overrides)
 
 
-def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch.nn.Module | None = None) -> gym.Env:
-    """One environment with the agent's observation pipeline (slots keep the pixels for the GIF).
+def make_acting_env(train: TrainArgs, psb_model: torch.nn.Module | None = None) -> gym.Env:
+    """One environment whose observations are what the agent's policy reads: the frames of the run's frame
+    pipeline (slot and pixel agents; a slot agent's frames are streamed through its PSB encoder by
+    :class:`psb_rl.agent_io.AgentPolicy`) or the env's own observations (state agents).
 
-    :param encoder_model: the frozen PSB model of a slot agent, if already loaded (else ``train.checkpoint``).
+    :param psb_model: a slot agent's frozen PSB model, if already loaded (else read from ``train.checkpoint``):
+        its frame pipeline makes the frames.
     """
     from agents.train_ppo import agent_env_kwargs, frame_pipeline
     from psb_rl.environments import FramePipelineObservation, make_frame_env, make_state_env
@@ -100,45 +105,42 @@ def make_single_env(train: TrainArgs, device: torch.device, encoder_model: torch
     if train.encoder == "slots":
         if not train.checkpoint:
             raise ValueError("a slot agent needs --checkpoint (or a run folder whose args.json names it)")
-        checkpoint = encoder_model if encoder_model is not None else load_encoder(train, device)
+        checkpoint = psb_model if psb_model is not None else load_encoder(train, torch.device("cpu"))
     pipeline = frame_pipeline(train, checkpoint) if train.encoder != "state" else None
     kwargs = agent_env_kwargs(train, pipeline)  # the checkpoint's rendering options, then the run's --env-kwargs
     if train.encoder == "state":
         kwargs.setdefault("render_mode", "rgb_array")
-        env = make_state_env(train.env, kwargs, train.max_episode_steps, train.gym_packages)
-    else:
-        env = make_frame_env(train.env, pipeline.source, kwargs, train.max_episode_steps, train.gym_packages,
-                             train.atari_wrappers)
-    if train.encoder == "pixels":
-        env = FramePipelineObservation(env, pipeline)
-    if train.encoder == "slots":
-        from psb_rl.wrappers import PSBObservationWrapper
-
-        env = PSBObservationWrapper(env, checkpoint=checkpoint, device=device, keep_pixels=True, frame_pipeline=pipeline,
-                                    geometry=train.slot_geometry)
-    return env
+        return make_state_env(train.env, kwargs, train.max_episode_steps, train.gym_packages)
+    env = make_frame_env(train.env, pipeline.source, kwargs, train.max_episode_steps, train.gym_packages,
+                         train.atari_wrappers)
+    return FramePipelineObservation(env, pipeline)
 
 
-def load_agent_and_env(train: TrainArgs, model_path: Path, device: torch.device) -> tuple[PPO, gym.Env]:
-    """The saved agent (loaded without unpickling, :func:`psb_rl.agent_io.load_agent`) and one env of its
-    observation pipeline.
+def load_policy_and_envs(train: TrainArgs, model_path: Path, device: torch.device, n_envs: int,
+                         deterministic: bool) -> tuple[agent_io.AgentPolicy, list[gym.Env]]:
+    """The saved agent as a batched policy (loaded without unpickling, :func:`psb_rl.agent_io.load_agent`) and
+    ``n_envs`` envs of its observation pipeline.
 
-    One copy of the PSB model serves both the env's observation wrapper and the agent's spaces. A slot
-    agent's checkpoint must be the one its run recorded (SHA-256 in ``args.json``).
+    A slot agent's checkpoint must be the one its run recorded (SHA-256 in ``args.json``).
     """
+    from psb_rl.wrappers import slot_observation_space
+
     agent_io.verify_run_checkpoint(agent_io.read_run_record(model_path.parent), train.checkpoint,
                                    str(model_path.parent))
-    agent_io.saved_num_timesteps(model_path)  # a clear error before the env is built
-    # without a checkpoint, make_single_env says what a slot agent needs
-    encoder_model = load_encoder(train, device) if train.checkpoint else None
-    env = make_single_env(train, device, encoder_model)
-    space = env.observation_space["slots"] if train.encoder == "slots" else env.observation_space
-    if train.encoder == "pixels":
+    agent_io.saved_num_timesteps(model_path)  # a clear error before the envs are built
+    # without a checkpoint, make_acting_env says what a slot agent needs
+    psb_model = load_encoder(train, device) if train.encoder == "slots" and train.checkpoint else None
+    envs = [make_acting_env(train, psb_model) for _ in range(n_envs)]
+    space = envs[0].observation_space
+    if psb_model is not None:
+        space = slot_observation_space(psb_model, train.slot_geometry)
+    elif train.encoder == "pixels":
         from stable_baselines3.common.vec_env import VecTransposeImage
 
         space = VecTransposeImage.transpose_space(space)
     acting = dataclasses.replace(train, mirror_from=None)  # a mirrored agent's weights are the plain network's
-    return agent_io.load_agent(model_path, acting, device, (space, env.action_space)), env
+    agent = agent_io.load_agent(model_path, acting, device, (space, envs[0].action_space))
+    return agent_io.AgentPolicy(agent, train.encoder, psb_model, deterministic, train.slot_geometry), envs
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
@@ -163,44 +165,55 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     gif_arg = str(model_path.with_name("episode.gif")) if args.gif == "auto" else args.gif
     if gif_arg.lower() != "none":
         ensure_writable_file(gif_arg, "--gif")  # before the episodes, not after them
-    agent, env = load_agent_and_env(train, model_path, device)
+    n_envs = min(args.n_envs, args.episodes)
+    policy, envs = load_policy_and_envs(train, model_path, device, n_envs, args.deterministic)
 
-    returns, lengths, successes, timeouts = [], [], [], []
-    frames: list[np.ndarray] = []
+    returns = np.zeros(args.episodes)
+    lengths = np.zeros(args.episodes, dtype=np.int64)
+    timeouts = np.zeros(args.episodes)
+    successes: dict[int, float] = {}
+    frames: list[np.ndarray] = []  # episode 0 (env 0), for the GIF
     slots: list[np.ndarray] = []
+    observations: list[Any] = [None] * n_envs
+    episode_of = [-1] * n_envs  # which episode each env plays; -1: done, nothing left to start
+    started = 0
 
-    def record(obs: Any) -> None:
-        if len(frames) >= args.gif_max_steps:
+    def start(i: int) -> None:
+        nonlocal started
+        episode_of[i] = started if started < args.episodes else -1
+        if episode_of[i] >= 0:
+            observations[i], _ = envs[i].reset(seed=args.seed + started)
+            started += 1
+
+    def record() -> None:
+        if episode_of[0] != 0 or len(frames) >= args.gif_max_steps:
             return
-        if train.encoder == "slots":
-            frames.append(np.asarray(obs["pixels"]))
-            slots.append(np.asarray(obs["slots"]))
-        elif train.encoder == "pixels":
-            frames.append(np.asarray(obs))
-        else:
-            frame = env.render()
-            if frame is not None:
-                frames.append(np.asarray(frame))
+        frame = observations[0] if train.encoder != "state" else envs[0].render()
+        if frame is not None:
+            frames.append(np.asarray(frame))
+        if policy.last_slots is not None:
+            slots.append(policy.last_slots[0])
 
-    for episode in range(args.episodes):
-        obs, info = env.reset(seed=args.seed + episode)
-        if episode == 0:
-            record(obs)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            policy_obs = obs["slots"] if train.encoder == "slots" else obs
-            action, _ = agent.predict(policy_obs, deterministic=args.deterministic)
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-            if episode == 0:
-                record(obs)
-        returns.append(total)
-        lengths.append(steps)
-        timeouts.append(float(truncated and not terminated))
-        if "is_success" in info:
-            successes.append(float(info["is_success"]))
+    for i in range(n_envs):
+        start(i)
+    while any(episode >= 0 for episode in episode_of):
+        # envs with nothing left to play repeat their last observation; their actions are ignored
+        actions = policy(np.stack(observations))
+        record()
+        restarted = np.zeros(n_envs, dtype=bool)
+        for i, episode in enumerate(episode_of):
+            if episode < 0:
+                continue
+            observations[i], reward, terminated, truncated, info = envs[i].step(actions[i])
+            returns[episode] += float(reward)
+            lengths[episode] += 1
+            if terminated or truncated:
+                timeouts[episode] = float(truncated and not terminated)
+                if "is_success" in info:
+                    successes[episode] = float(info["is_success"])
+                start(i)
+                restarted[i] = True
+        policy.reset(restarted)  # a slot agent forgets the finished episodes' frames
 
     gif_path = None
     if gif_arg.lower() != "none" and frames:
@@ -210,19 +223,19 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         if train.encoder == "slots":
             from psb_rl.preprocessing import preprocess_frames
 
-            psb = env.get_wrapper_attr("psb_model")
+            psb = policy.psb_model
             with torch.inference_mode():
                 stream = torch.as_tensor(np.stack(slots), device=psb_device(psb))
                 recon, masks, per_slot = psb.decode(stream)
-                pipeline, layout = env.get_wrapper_attr("frame_pipeline"), env.get_wrapper_attr("_layout")
-                video = preprocess_frames(pipeline.apply(np.stack(frames), layout), psb.config.image_size)
+                video = preprocess_frames(np.stack(frames), psb.config.image_size)
             visualize.save_slot_gif(
                 gif_path, video.cpu(), recon.clamp(0, 1).cpu(), masks.cpu(), per_slot.clamp(0, 1).cpu(), fps=args.fps
             )
         else:
             visualize.save_gif(np.stack(frames).astype(np.uint8), gif_path, fps=args.fps)
-    env.close()
-    success_rate = float(np.mean(successes)) if successes else float("nan")
+    for env in envs:
+        env.close()
+    success_rate = float(np.mean(list(successes.values()))) if successes else float("nan")
     timeout_rate = float(np.mean(timeouts))
     return {
         "env": train.env,
@@ -234,9 +247,9 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         "mean_reward": float(np.mean(returns)),
         "std_reward": float(np.std(returns)),
         "mean_length": float(np.mean(lengths)),
-        "returns": returns,
-        "lengths": lengths,
-        "successes": successes,
+        "returns": returns.tolist(),
+        "lengths": lengths.tolist(),
+        "successes": [successes[k] for k in sorted(successes)],
         "gif_path": str(gif_path) if gif_path else None,
     }
 

@@ -285,6 +285,8 @@ class AgentPolicy:
         self.reads_frames = encoder in ("slots", "pixels")
         """Whether it acts on frames (slots and pixels agents) rather than on the env's observations."""
         self.stream: Any = None
+        self.last_slots: np.ndarray | None = None
+        """A slot agent's slots ``(B, N, D)`` of the last call (before any geometry features), e.g. to decode."""
         self.__name__ = f"{encoder} agent"
 
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -302,7 +304,9 @@ class AgentPolicy:
             from psb_rl.wrappers import slot_observations
 
             with torch.inference_mode():
-                obs = slot_observations(self.psb_model, self.stream.step(obs), self.slot_geometry)
+                slots = self.stream.step(obs)
+                self.last_slots = slots.cpu().numpy()
+                obs = slot_observations(self.psb_model, slots, self.slot_geometry, obs)
         elif self.encoder == "pixels" and obs.ndim == 4 and obs.shape[-1] == 3:
             obs = np.ascontiguousarray(np.moveaxis(obs, -1, 1))  # what VecTransposeImage gave in training
         return self.agent.predict(obs, deterministic=self.deterministic)[0]

@@ -599,8 +599,12 @@ class BlobDecoder(nn.Module):
         return recon, masks, rgb
 
 
-GEOMETRY_FEATURES = ("presence", "centre_y", "centre_x", "spread_y", "spread_x", "red", "green", "blue")
+GEOMETRY_FEATURES = ("presence", "centre_y", "centre_x", "spread_y", "spread_x", "skew_y", "skew_x",
+                     "red", "green", "blue")
 """The per-slot readings of :meth:`PSBAutoencoder.slot_geometry`, in order."""
+
+FOREGROUND_THRESHOLD = 0.1
+"""A pixel is foreground when one of its channels differs from the model's background image by more than this."""
 
 
 @dataclass
@@ -729,31 +733,58 @@ class PSBAutoencoder(nn.Module):
         per-slot RGB ``(..., N, 3, H, W)``."""
         return self.decoder(slots)
 
-    def slot_geometry(self, slots: torch.Tensor) -> torch.Tensor:
-        """What the decoder says about each slot: where it is, how big and which colour.
+    def foreground(self, frames: torch.Tensor) -> torch.Tensor:
+        """Which pixels show an object rather than the background: ``(..., H, W)`` float 0 / 1.
 
-        From each slot's alpha mask and decoded colours, :data:`GEOMETRY_FEATURES`: the square root of the
-        mask's share of the image, its centroid (y, x in [-1, 1]), its spread (standard deviation of y and x,
-        on the same scale) and its mean decoded colour (RGB in [0, 1]). These are exact readings of the
-        model's own segmentation, in units an agent's network takes as they are.
+        A pixel is foreground where it differs from the model's background image (the reference of
+        ``difference_input``, else the learned image of ``background_slot``) by more than
+        :data:`FOREGROUND_THRESHOLD` in some channel; a model with neither counts every pixel.
+
+        :param frames: float ``(..., 3, H, W)`` in [0, 1] at the model's size.
+        """
+        background = self.frame_encoder.reference if self.config.difference_input else self.decoder.background
+        if background is None:
+            return torch.ones_like(frames[..., 0, :, :])
+        return ((frames - background.reshape(3, *frames.shape[-2:])).abs().amax(dim=-3) > FOREGROUND_THRESHOLD).float()
+
+    def slot_geometry(self, slots: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Where each slot's object is, how big, which way it leans and which colour: read off the frame's
+        foreground pixels that the slot owns.
+
+        Each pixel belongs to the slot whose mask is largest there; of the foreground pixels
+        (:meth:`foreground`) each slot owns, :data:`GEOMETRY_FEATURES`: the square root of their share of the
+        image, their centroid (y, x in [-1, 1]), spread (standard deviation of y and x on the same scale), skew
+        (third standardised moment of y and x, divided by 3 and clipped to [-1, 1]: which way a shape points)
+        and mean colour in the frame (RGB in [0, 1]). A slot owning no foreground reads all zeros.
+
+        Why the frame and not the decoded masks alone: a model may bind each object but leave its slot's vector
+        and soft mask nearly unchanged as the object moves (the mask's tail over the background dominates its
+        centroid); the pixels a slot owns move with the object.
 
         :param slots: ``(..., N, D)``.
+        :param frames: the frames the slots were made from: float ``(..., 3, H, W)`` in [0, 1] at the model's size.
         :return: ``(..., N, len(GEOMETRY_FEATURES))`` float32.
         """
-        _, masks, rgb = self.decode(slots)
-        masks = masks.float()
-        height, width = masks.shape[-2:]
-        ys = torch.linspace(-1.0, 1.0, height, device=masks.device)
-        xs = torch.linspace(-1.0, 1.0, width, device=masks.device)
-        mass = masks.sum(dim=(-2, -1))  # (..., N)
-        weight = masks / mass[..., None, None].clamp(min=1e-6)
+        _, masks, _ = self.decode(slots)
+        owner = F.one_hot(masks.argmax(dim=-3), masks.shape[-3]).movedim(-1, -3).float()  # (..., N, H, W)
+        frames = frames.to(owner.dtype)
+        owned = owner * self.foreground(frames).unsqueeze(-3)
+        height, width = owned.shape[-2:]
+        ys = torch.linspace(-1.0, 1.0, height, device=owned.device)
+        xs = torch.linspace(-1.0, 1.0, width, device=owned.device)
+        mass = owned.sum(dim=(-2, -1))  # (..., N)
+        weight = owned / mass[..., None, None].clamp(min=1.0)
         rows, columns = weight.sum(dim=-1), weight.sum(dim=-2)  # (..., N, H), (..., N, W)
         centre_y, centre_x = rows @ ys, columns @ xs
-        spread_y = (rows @ ys.square() - centre_y.square()).clamp(min=0.0).sqrt()
-        spread_x = (columns @ xs.square() - centre_x.square()).clamp(min=0.0).sqrt()
-        colour = (weight[..., None, :, :] * rgb.float()).sum(dim=(-2, -1))  # (..., N, 3)
+        offset_y, offset_x = ys - centre_y[..., None], xs - centre_x[..., None]
+        variance_y, variance_x = (rows * offset_y.square()).sum(-1), (columns * offset_x.square()).sum(-1)
+        skew_y = (rows * offset_y.pow(3)).sum(-1) / variance_y.clamp(min=1e-4).pow(1.5)
+        skew_x = (columns * offset_x.pow(3)).sum(-1) / variance_x.clamp(min=1e-4).pow(1.5)
+        colour = (weight.unsqueeze(-3) * frames.unsqueeze(-4)).sum(dim=(-2, -1))  # (..., N, 3)
         presence = (mass / (height * width)).sqrt()
-        return torch.cat([torch.stack([presence, centre_y, centre_x, spread_y, spread_x], dim=-1), colour], dim=-1)
+        shape = torch.stack([presence, centre_y, centre_x, variance_y.sqrt(), variance_x.sqrt(),
+                             (skew_y / 3).clamp(-1.0, 1.0), (skew_x / 3).clamp(-1.0, 1.0)], dim=-1)
+        return torch.cat([shape, colour], dim=-1)
 
     def forward(self, video: torch.Tensor) -> PSBOutput:
         """Encode, decode and score a video.

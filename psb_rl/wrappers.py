@@ -121,16 +121,24 @@ def slot_observation_space(model: PSBAutoencoder, geometry: bool = False) -> gym
     return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(config.num_slots, features), dtype=np.float32)
 
 
-def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool = False) -> np.ndarray:
+def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool = False,
+                      frames: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """What a slot agent observes: the slots ``(B, N, D)``, with each slot's geometry appended when asked.
 
     :param model: the PSB model that made the slots. :param slots: ``(B, N, D)``.
     :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry` (``G`` features per slot).
+    :param frames: the frames the slots were made from (needed with ``geometry``), as the streaming encoder
+        took them: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)``.
     :return: float32 ``(B, N, D)`` or ``(B, N, D + G)``.
     """
     if geometry:
+        if frames is None:
+            raise ValueError("slot geometry is read off the frames: pass the frames the slots were made from")
+        from psb_rl.preprocessing import preprocess_frames
+
         with torch.inference_mode():
-            slots = torch.cat([slots.float(), model.slot_geometry(slots)], dim=-1)
+            video = preprocess_frames(frames, model.config.image_size, device=slots.device)
+            slots = torch.cat([slots.float(), model.slot_geometry(slots, video)], dim=-1)
     return slots.float().cpu().numpy()
 
 
@@ -371,7 +379,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         frames = _pipeline_frames(self.frame_pipeline, frames, layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames)
-        return slot_observations(self.psb_model, slots, self.geometry)[0]
+        return slot_observations(self.psb_model, slots, self.geometry, frames)[0]
 
     def observation(self, observation: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """:param observation: a frame. :return: slots ``(N, D)`` float32 (or a dict with the pixels)."""
@@ -439,7 +447,7 @@ class VecPSBWrapper(VecEnvWrapper):
         frames = _pipeline_frames(self.frame_pipeline, frames, self._layout)
         with torch.inference_mode():
             slots = self.encoder.step(frames) if mask is None else self.encoder.step(frames, mask=mask)
-        return slot_observations(self.psb_model, slots, self.geometry)
+        return slot_observations(self.psb_model, slots, self.geometry, frames)
 
     def _reset_encoder(self, mask: np.ndarray) -> None:
         """Forget the history of the envs where ``mask`` (bool ``(B,)``) is True."""

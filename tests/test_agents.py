@@ -93,6 +93,9 @@ def test_train_each_encoder(tmp_path: Path, checkpoint: Path, encoder: str) -> N
     if encoder == "state":
         out = evaluate(EvalArgs(run=result["out_dir"], episodes=6, gif="none"))
         assert out["success_rate"] + out["failure_rate"] + out["timeout_rate"] == pytest.approx(1.0)
+        # episode k is played from seed + k whatever the batching: one env at a time gives the same episodes
+        one_at_a_time = evaluate(EvalArgs(run=result["out_dir"], episodes=6, gif="none", n_envs=1))
+        assert one_at_a_time["returns"] == out["returns"] and one_at_a_time["lengths"] == out["lengths"]
         # OddOneOut ends an episode only by a touch (terminated) or the 100-step limit (truncated)
         # a time-out: 100 steps with no touch, return 100 × (-0.01); a touch at step 100 returns 0 or -1.1
         ended_by_limit = sum(
@@ -562,7 +565,7 @@ def test_agents_make_the_env_with_the_checkpoints_rendering_options(tmp_path: Pa
     are made with it; --env-kwargs overrides it and the run records what the envs were made with."""
     import warnings
 
-    from agents.evaluate import make_single_env, run_train_args
+    from agents.evaluate import make_acting_env, run_train_args
     from agents.train_ppo import make_env
     from psb_rl.agent_io import agent_env_kwargs
     from psb_rl.frames import FramePipeline
@@ -586,7 +589,7 @@ def test_agents_make_the_env_with_the_checkpoints_rendering_options(tmp_path: Pa
 
     result = train(args)
     assert json.loads(Path(result["summary_path"]).read_text())["env_kwargs"] == {"highlight": False, "tile_size": 8}
-    env = make_single_env(run_train_args(EvalArgs(run=result["out_dir"])), torch.device("cpu"))
+    env = make_acting_env(run_train_args(EvalArgs(run=result["out_dir"])))
     assert env.unwrapped.highlight is False
     env.close()
     assert agent_env_kwargs(result["model_path"]) == {"highlight": False, "tile_size": 8}  # collect --policy

@@ -298,32 +298,52 @@ def test_vec_wrapper_after_vec_transpose_image(model: PSBAutoencoder) -> None:
 # ---------------------------------------------------------------------------------------------- slot geometry
 
 
-def test_slot_geometry_reads_position_size_and_colour_off_the_masks() -> None:
+def test_slot_geometry_reads_the_foreground_pixels_each_slot_owns() -> None:
+    """An L-shaped red object in the top-right corner, owned by slot 1 together with some background: the
+    geometry is that of the object's pixels only (centroid, spread, skew, colour), not of slot 1's mask."""
     from psb_rl.model import GEOMETRY_FEATURES
 
     torch.manual_seed(0)
-    model = PSBAutoencoder(PSBConfig(**TINY, decoder="blob")).eval()
+    model = PSBAutoencoder(PSBConfig(**TINY, decoder="blob", background_slot=True, difference_input=True)).eval()
+    model.set_background(torch.zeros(3, 32, 32))
     masks = torch.zeros(1, 4, 32, 32)
     masks[0, 0] = 1.0
-    masks[0, 0, 0:8, 24:32] = 0.0
-    masks[0, 1, 0:8, 24:32] = 1.0  # slot 1: the top-right 8x8 corner
-    rgb = torch.zeros(1, 4, 3, 32, 32)
-    rgb[0, 1, 0] = 1.0  # slot 1 draws red
-    model.decode = lambda slots: (None, masks, rgb)  # type: ignore[method-assign]
-    geometry = model.slot_geometry(torch.zeros(1, 4, 32))
+    masks[0, 0, 0:16, 16:32] = 0.0
+    masks[0, 1, 0:16, 16:32] = 0.9  # slot 1 owns the whole top-right quarter
+    masks[0, 0, 0:16, 16:32] = 0.1
+    model.decode = lambda slots: (None, masks, None)  # type: ignore[method-assign]
+    frame = torch.zeros(1, 3, 32, 32)
+    frame[0, 0, 0:4, 24:32] = 1.0  # a red 4 x 8 bar on top ...
+    frame[0, 0, 4:8, 24:26] = 1.0  # ... and a 4 x 2 leg at its left end: mass above and to the left
+    geometry = model.slot_geometry(torch.zeros(1, 4, 32), frame)
     assert geometry.shape == (1, 4, len(GEOMETRY_FEATURES))
-    presence, centre_y, centre_x, spread_y, spread_x, red, green, blue = geometry[0, 1].tolist()
-    assert presence == pytest.approx((64 / 1024) ** 0.5)
+    features = dict(zip(GEOMETRY_FEATURES, geometry[0, 1].tolist(), strict=True))
     step = 2 / 31  # pixel spacing of the [-1, 1] grid
-    assert centre_y == pytest.approx(-1 + 3.5 * step, abs=1e-5) and centre_x == pytest.approx(1 - 3.5 * step, abs=1e-5)
-    assert spread_y == pytest.approx(step * (63 / 12) ** 0.5, abs=1e-4) and spread_x == pytest.approx(spread_y, abs=1e-5)
-    assert (red, green, blue) == pytest.approx((1.0, 0.0, 0.0))
-    assert geometry[0, 2, 0].item() == 0.0  # an empty slot: no presence
+    ys, xs = torch.nonzero(frame[0, 0] > 0, as_tuple=True)
+    ys, xs = -1 + ys.float() * step, -1 + xs.float() * step
+    assert features["presence"] == pytest.approx((40 / 1024) ** 0.5)
+    assert features["centre_y"] == pytest.approx(ys.mean().item(), abs=1e-5)
+    assert features["centre_x"] == pytest.approx(xs.mean().item(), abs=1e-5)
+    assert features["spread_y"] == pytest.approx(ys.std(unbiased=False).item(), abs=1e-4)
+    assert features["skew_y"] > 0 and features["skew_x"] > 0  # the long tail points down and to the right
+    assert (features["red"], features["green"], features["blue"]) == pytest.approx((1.0, 0.0, 0.0))
+    assert geometry[0, 2].abs().sum().item() == 0.0  # a slot that owns no foreground reads zeros
+    assert geometry[0, 0].abs().sum().item() == 0.0  # the background slot owns no foreground here
+
+
+def test_slot_geometry_without_a_background_image_counts_every_owned_pixel() -> None:
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY)).eval()
+    frames = torch.rand(2, 3, 32, 32)
+    geometry = model.slot_geometry(model.encode(frames[:, None])[:, 0], frames)
+    presence = geometry[..., 0]
+    assert torch.allclose(presence.square().sum(-1), torch.ones(2))  # the slots share all pixels
 
 
 @pytest.mark.parametrize("decoder", ["broadcast", "blob"])
 def test_wrappers_append_the_slot_geometry(decoder: str) -> None:
     from psb_rl.model import GEOMETRY_FEATURES
+    from psb_rl.preprocessing import preprocess_frames
 
     torch.manual_seed(0)
     model = PSBAutoencoder(PSBConfig(**TINY, decoder=decoder)).eval()
@@ -333,9 +353,10 @@ def test_wrappers_append_the_slot_geometry(decoder: str) -> None:
     assert env.observation_space.shape == (4, 32 + extra)
     obs, _ = env.reset(seed=0)
     reference, _ = plain.reset(seed=0)
+    frame, _ = ToyImageEnv(size=32).reset(seed=0)
     np.testing.assert_array_equal(obs[:, :32], reference)  # the slot vectors are unchanged
     with torch.inference_mode():
-        expected = model.slot_geometry(torch.as_tensor(reference)[None])[0].numpy()
+        expected = model.slot_geometry(torch.as_tensor(reference)[None], preprocess_frames(frame[None], 32))[0].numpy()
     np.testing.assert_allclose(obs[:, 32:], expected, atol=1e-6)
     assert env.observation_space.contains(obs)
     venv = VecPSBWrapper(DummyVecEnv([lambda: ToyImageEnv(size=32)] * 2), checkpoint=model, geometry=True)
