@@ -318,8 +318,9 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
                 raise ValueError("--mirror-from mirrors slot vectors only; it cannot be combined with --slot-geometry")
 
             return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
+        # PPO reads a terminal observation only to bootstrap an episode cut by the time limit
         return VecPSBWrapper(venv, checkpoint=encoder_model, frame_pipeline=pipeline,  # type: ignore[arg-type]
-                             geometry=args.slot_geometry)
+                             geometry=args.slot_geometry, terminal_observations="truncated")
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
     return venv

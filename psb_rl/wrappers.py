@@ -413,6 +413,11 @@ class VecPSBWrapper(VecEnvWrapper):
         :class:`psb_rl.frames.FramePipeline` or its dict).
     :param geometry: append to each slot what the decoder says about it (position, size, colour:
         :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(B, N, D + G)``.
+    :param terminal_observations: ``"all"``: every finished env's ``infos[i]["terminal_observation"]``
+        holds its slots (what off-policy algorithms store). ``"truncated"``: only for episodes cut by a time
+        limit (``infos[i]["TimeLimit.truncated"]``), the only ones on-policy algorithms such as PPO read (to
+        bootstrap the value); the others' entry is removed. A step in which no env needs it then costs one
+        encoder call instead of two.
 
     It warns once (:class:`RenderingOptionWarning`) when the envs were made with other values of the
     pipeline's rendering options than pretraining's frames.
@@ -421,8 +426,13 @@ class VecPSBWrapper(VecEnvWrapper):
     def __init__(
         self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None,
         nonfinite: str = "raise", frame_pipeline: PipelineLike = None, geometry: bool = False,
+        terminal_observations: str = "all",
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
+
+        if terminal_observations not in ("all", "truncated"):
+            raise ValueError(f"terminal_observations must be 'all' or 'truncated', got {terminal_observations!r}")
+        self.terminal_observations = terminal_observations
 
         self.psb_model = load_frozen_encoder(checkpoint, device)
         self.frame_pipeline = resolve_frame_pipeline(frame_pipeline, self.psb_model)
@@ -479,6 +489,14 @@ class VecPSBWrapper(VecEnvWrapper):
         done = np.asarray(dones, dtype=bool)
         if not done.any():
             return self._step_encoder(obs), rewards, dones, infos
+        if self.terminal_observations == "truncated":
+            for i in np.flatnonzero(done):
+                if not infos[i].get("TimeLimit.truncated", False):
+                    infos[i].pop("terminal_observation", None)
+            if not any("terminal_observation" in infos[i] for i in np.flatnonzero(done)):
+                # no terminal slots wanted: the finished envs start afresh within the one batched step
+                self._reset_encoder(done)
+                return self._step_encoder(obs), rewards, dones, infos
         # 1) Advance every env; finished envs see their last frame (old state).
         frames = np.array(obs, copy=True)
         has_terminal = np.zeros_like(done)

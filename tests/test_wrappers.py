@@ -98,6 +98,37 @@ def test_observation_wrapper_in_gymnasium_vector_env(model: PSBAutoencoder) -> N
     assert np.isfinite(obs).all()
 
 
+def test_vec_wrapper_can_keep_terminal_observations_of_truncated_episodes_only(model: PSBAutoencoder) -> None:
+    """Episodes that terminate (length 2) lose their terminal entry and cost no second encoder call; episodes cut
+    by a time limit (length 3) keep it; the observations are those of the default wrapper."""
+
+    def make(length: int, limit: int | None) -> gym.Env:
+        env = ToyImageEnv(episode_length=length)
+        return gym.wrappers.TimeLimit(env, limit) if limit else env
+
+    fns = [lambda: make(2, None), lambda: make(10, 3)]
+    lean = VecPSBWrapper(DummyVecEnv(fns), checkpoint=model, terminal_observations="truncated")
+    full = VecPSBWrapper(DummyVecEnv(fns), checkpoint=model)
+    calls = []
+    step_encoder = lean._step_encoder
+    lean._step_encoder = lambda *a, **k: calls.append(1) or step_encoder(*a, **k)  # type: ignore[method-assign]
+    lean.seed(0), full.seed(0)
+    np.testing.assert_allclose(lean.reset(), full.reset(), atol=1e-6)
+    for step in range(1, 7):
+        calls.clear()
+        obs, _, dones, infos = lean.step(np.zeros(2, dtype=np.int64))
+        reference, _, reference_dones, reference_infos = full.step(np.zeros(2, dtype=np.int64))
+        np.testing.assert_allclose(obs, reference, atol=1e-5)
+        assert list(dones) == list(reference_dones) == [step % 2 == 0, step % 3 == 0]
+        assert "terminal_observation" not in infos[0]
+        if dones[1]:
+            np.testing.assert_allclose(infos[1]["terminal_observation"], reference_infos[1]["terminal_observation"],
+                                       atol=1e-5)
+        assert len(calls) == (2 if dones[1] else 1)
+    with pytest.raises(ValueError, match="terminal_observations"):
+        VecPSBWrapper(DummyVecEnv(fns), checkpoint=model, terminal_observations="some")
+
+
 def test_vec_wrapper_terminal_observations(model: PSBAutoencoder) -> None:
     lengths = [2, 3, 5]
     venv = VecPSBWrapper(
