@@ -151,8 +151,8 @@ class Args:
     layers of 64 for slots and state, none for pixels); --net-arch alone: none, the heads read the
     features directly as in SB3's CnnPolicy"""
     slot_geometry: bool = False
-    """slots: append to each slot what the PSB decoder says about it (mask size, centroid, spread and mean
-    colour: psb_rl.PSBAutoencoder.slot_geometry)"""
+    """slots: append to each slot what it owns in the frame (share, centroid, spread, skew and mean colour of
+    the foreground pixels its mask wins: psb_rl.PSBAutoencoder.slot_geometry)"""
     standardize: bool = False
     """slot extractor: standardise each feature of each slot index by the running mean and std of the first
     --standardize-samples observations (then fixed; saved with the agent)"""

@@ -102,7 +102,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "slots_plain": {},
 }
 """Arguments beyond ``agents/train_ppo.py``'s defaults, per agent: ``slots`` (the table's main row: the frozen
-encoder's slots with what the decoder says about each, and :data:`OBJECT_AGENT_PPO`), ``state`` (the oracle,
+encoder's slots with what each owns in the frame (``--slot-geometry``), and :data:`OBJECT_AGENT_PPO`), ``state`` (the oracle,
 with the same PPO settings) and ``slots_plain`` (the slot vectors alone, every default). ``pixels`` keeps the
 script's defaults."""
 

@@ -293,7 +293,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
-    :param geometry: append to each slot what the decoder says about it (position, size, colour:
+    :param geometry: append to each slot what it owns in the frame (position, size, shape, colour:
         :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(N, D + G)``.
     :param env_options: when the env was made with other values of the pipeline's rendering options
         (``FramePipeline.env_kwargs``), ``"warn"`` once (:class:`RenderingOptionWarning`), or ``"apply"``: set
@@ -411,7 +411,7 @@ class VecPSBWrapper(VecEnvWrapper):
         encoder state with a warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
-    :param geometry: append to each slot what the decoder says about it (position, size, colour:
+    :param geometry: append to each slot what it owns in the frame (position, size, shape, colour:
         :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(B, N, D + G)``.
     :param terminal_observations: ``"all"``: every finished env's ``infos[i]["terminal_observation"]``
         holds its slots (what off-policy algorithms store). ``"truncated"``: only for episodes cut by a time
