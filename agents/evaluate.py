@@ -133,14 +133,14 @@ def load_policy_and_envs(train: TrainArgs, model_path: Path, device: torch.devic
     envs = [make_acting_env(train, psb_model) for _ in range(n_envs)]
     space = envs[0].observation_space
     if psb_model is not None:
-        space = slot_observation_space(psb_model, train.slot_geometry)
+        space = slot_observation_space(psb_model, agent_io.observed_geometry(train))
     elif train.encoder == "pixels":
         from stable_baselines3.common.vec_env import VecTransposeImage
 
         space = VecTransposeImage.transpose_space(space)
     acting = dataclasses.replace(train, mirror_from=None)  # a mirrored agent's weights are the plain network's
     agent = agent_io.load_agent(model_path, acting, device, (space, envs[0].action_space))
-    return agent_io.AgentPolicy(agent, train.encoder, psb_model, deterministic, train.slot_geometry), envs
+    return agent_io.AgentPolicy(agent, train.encoder, psb_model, deterministic, agent_io.observed_geometry(train)), envs
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:

@@ -153,6 +153,9 @@ class Args:
     slot_geometry: bool = False
     """slots: append to each slot what it owns in the frame (share, centroid, spread, skew and mean colour of
     the foreground pixels its mask wins: psb_rl.PSBAutoencoder.slot_geometry)"""
+    geometry_only: bool = False
+    """slots: each slot's geometry (as --slot-geometry) in place of its vector: the agent reads where the slots
+    are and what they look like, not the vectors themselves"""
     standardize: bool = False
     """slot extractor: standardise each feature of each slot index by the running mean and std of the first
     --standardize-samples observations (then fixed; saved with the agent)"""
@@ -314,13 +317,14 @@ def make_env(args: Args, n_envs: int, seed: int, encoder_model: torch.nn.Module 
         if args.mirror_from is not None:
             from psb_rl.contrib.mirror import MirroredVecPSBWrapper
 
-            if args.slot_geometry:
-                raise ValueError("--mirror-from mirrors slot vectors only; it cannot be combined with --slot-geometry")
+            if agent_io.observed_geometry(args):
+                raise ValueError("--mirror-from mirrors slot vectors only; it cannot be combined with --slot-geometry "
+                                 "or --geometry-only")
 
             return MirroredVecPSBWrapper(venv, checkpoint=encoder_model)  # type: ignore[arg-type]
         # PPO reads a terminal observation only to bootstrap an episode cut by the time limit
         return VecPSBWrapper(venv, checkpoint=encoder_model, frame_pipeline=pipeline,  # type: ignore[arg-type]
-                             geometry=args.slot_geometry, terminal_observations="truncated")
+                             geometry=agent_io.observed_geometry(args), terminal_observations="truncated")
     if args.encoder == "pixels":
         return VecTransposeImage(venv)
     return venv

@@ -100,13 +100,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     "slots": {"slot_geometry": True, **OBJECT_AGENT_PPO},
     "state": dict(OBJECT_AGENT_PPO),
     "slots_plain": {},
+    "slots_geometry_only": {"geometry_only": True, **OBJECT_AGENT_PPO},
 }
 """Arguments beyond ``agents/train_ppo.py``'s defaults, per agent: ``slots`` (the table's main row: the frozen
 encoder's slots with what each owns in the frame (``--slot-geometry``), and :data:`OBJECT_AGENT_PPO`), ``state`` (the oracle,
-with the same PPO settings) and ``slots_plain`` (the slot vectors alone, every default). ``pixels`` keeps the
-script's defaults."""
+with the same PPO settings), ``slots_plain`` (the slot vectors alone, every default) and ``slots_geometry_only``
+(each slot's geometry in place of its vector, ``--geometry-only``, with :data:`OBJECT_AGENT_PPO`). ``pixels``
+keeps the script's defaults."""
 
-ENCODERS = ("slots", "pixels", "state", "slots_plain")
+ENCODERS = ("slots", "pixels", "state", "slots_plain", "slots_geometry_only")
 
 
 @dataclass
@@ -116,7 +118,7 @@ class Args:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     """tasks to run (see TASKS)"""
     encoders: list[str] = field(default_factory=lambda: ["slots", "pixels", "state"])
-    """agents to train: slots, pixels, state (the oracle), slots_plain"""
+    """agents to train: slots, pixels, state (the oracle), slots_plain, slots_geometry_only"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """PPO seeds"""
     total_steps: int | None = None

@@ -231,12 +231,23 @@ def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 NETWORK_FIELDS = ("encoder", "features_dim", "pooling", "d_model", "num_layers", "num_heads", "embed_layers",
-                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "standardize", "net_arch")
+                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "geometry_only", "standardize", "net_arch")
 """Arguments that shape an agent's network: a continued agent must keep them."""
 
 
-NETWORK_DEFAULTS = {"slot_geometry": False, "standardize": False, "standardize_samples": 100_000, "net_arch": None}
+NETWORK_DEFAULTS = {"slot_geometry": False, "geometry_only": False, "standardize": False, "standardize_samples": 100_000, "net_arch": None}
 """Values of network arguments that runs recorded before those arguments existed."""
+
+
+def observed_geometry(args: Any) -> bool | str:
+    """What a slot agent's observation holds per slot (``geometry`` of :class:`psb_rl.VecPSBWrapper`), from
+    its run's arguments: ``"only"`` with ``--geometry-only``, else whether ``--slot-geometry`` was given.
+
+    :param args: the run's arguments (``agents/train_ppo.py``'s ``Args`` or its recorded ``args.json``).
+    """
+    if getattr(args, "geometry_only", False):
+        return "only"
+    return bool(getattr(args, "slot_geometry", False))
 
 
 def network_mismatches(args: Any, record: dict[str, Any] | None) -> list[str]:
@@ -275,11 +286,12 @@ class AgentPolicy:
     :param encoder: ``"slots"``, ``"pixels"`` or ``"state"``.
     :param psb_model: the frozen PSB model of a slot agent.
     :param deterministic: greedy actions.
-    :param slot_geometry: the slot agent observes each slot's geometry too (its run's ``--slot-geometry``).
+    :param slot_geometry: what the slot agent observes per slot (``geometry`` of :class:`psb_rl.VecPSBWrapper`;
+        its run's :func:`observed_geometry`).
     """
 
     def __init__(self, agent: Any, encoder: str, psb_model: torch.nn.Module | None = None,
-                 deterministic: bool = False, slot_geometry: bool = False) -> None:
+                 deterministic: bool = False, slot_geometry: bool | str = False) -> None:
         self.agent, self.encoder, self.psb_model, self.deterministic = agent, encoder, psb_model, deterministic
         self.slot_geometry = slot_geometry
         self.reads_frames = encoder in ("slots", "pixels")
@@ -357,14 +369,14 @@ def load_agent_policy(model_path: str | os.PathLike, observation_space: gym.Spac
             raise AgentLoadError(f"{path.parent / RUN_ARGS_NAME} names no PSB checkpoint for its slot agent")
         verify_run_checkpoint(record, args.checkpoint, str(path.parent))
         psb_model = load_frozen_encoder(args.checkpoint, device)
-        space = slot_observation_space(psb_model, args.slot_geometry)
+        space = slot_observation_space(psb_model, observed_geometry(args))
     elif args.encoder == "pixels" and isinstance(space, gym.spaces.Box) and len(space.shape) == 3 \
             and space.shape[-1] == 3:
         from stable_baselines3.common.vec_env import VecTransposeImage
 
         space = VecTransposeImage.transpose_space(space)
     agent = load_agent(path, args, device, (space, action_space))
-    return AgentPolicy(agent, args.encoder, psb_model, deterministic, args.slot_geometry)
+    return AgentPolicy(agent, args.encoder, psb_model, deterministic, observed_geometry(args))
 
 
 def agent_env_kwargs(model_path: str | os.PathLike) -> dict[str, Any]:

@@ -111,34 +111,51 @@ def _to_model_frames(frames: np.ndarray, layout: str) -> np.ndarray:
     return frames
 
 
-def slot_observation_space(model: PSBAutoencoder, geometry: bool = False) -> gym.spaces.Box:
-    """The observation space of a slot agent: ``(N, D)``, or ``(N, D + G)`` with the slot geometry.
+GEOMETRY_CHOICES = (False, True, "only")
+"""What a slot agent's observation holds per slot: the slot vector (``False``), the vector and its geometry
+(``True``), or the geometry alone (``"only"``: :meth:`psb_rl.PSBAutoencoder.slot_geometry` replaces the
+vector)."""
 
-    :param model: the PSB model. :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry`.
+
+def check_geometry(geometry: bool | str) -> bool | str:
+    """``geometry`` if it is one of :data:`GEOMETRY_CHOICES`, else a ValueError naming them."""
+    if not (isinstance(geometry, bool) or geometry == "only"):
+        raise ValueError(f"geometry must be False, True or 'only', got {geometry!r}")
+    return geometry
+
+
+def slot_observation_space(model: PSBAutoencoder, geometry: bool | str = False) -> gym.spaces.Box:
+    """The observation space of a slot agent: ``(N, D)``, ``(N, D + G)`` with the slot geometry, or ``(N, G)``
+    with the geometry alone.
+
+    :param model: the PSB model. :param geometry: one of :data:`GEOMETRY_CHOICES`.
     """
     config = model.config
-    features = config.slot_dim + (len(GEOMETRY_FEATURES) if geometry else 0)
+    vector = 0 if check_geometry(geometry) == "only" else config.slot_dim
+    features = vector + (len(GEOMETRY_FEATURES) if geometry else 0)
     return gym.spaces.Box(low=-np.inf, high=np.inf, shape=(config.num_slots, features), dtype=np.float32)
 
 
-def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool = False,
+def slot_observations(model: PSBAutoencoder, slots: torch.Tensor, geometry: bool | str = False,
                       frames: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
-    """What a slot agent observes: the slots ``(B, N, D)``, with each slot's geometry appended when asked.
+    """What a slot agent observes: the slots ``(B, N, D)``, with each slot's geometry appended or in their
+    place when asked.
 
     :param model: the PSB model that made the slots. :param slots: ``(B, N, D)``.
-    :param geometry: append :meth:`psb_rl.PSBAutoencoder.slot_geometry` (``G`` features per slot).
+    :param geometry: one of :data:`GEOMETRY_CHOICES` (``G`` geometry features per slot).
     :param frames: the frames the slots were made from (needed with ``geometry``), as the streaming encoder
         took them: uint8 ``(B, H, W, 3)`` or float ``(B, 3, H, W)``.
-    :return: float32 ``(B, N, D)`` or ``(B, N, D + G)``.
+    :return: float32 ``(B, N, D)``, ``(B, N, D + G)`` or ``(B, N, G)``.
     """
-    if geometry:
+    if check_geometry(geometry):
         if frames is None:
             raise ValueError("slot geometry is read off the frames: pass the frames the slots were made from")
         from psb_rl.preprocessing import preprocess_frames
 
         with torch.inference_mode():
             video = preprocess_frames(frames, model.config.image_size, device=slots.device)
-            slots = torch.cat([slots.float(), model.slot_geometry(slots, video)], dim=-1)
+            shape = model.slot_geometry(slots, video)
+            slots = shape if geometry == "only" else torch.cat([slots.float(), shape], dim=-1)
     return slots.float().cpu().numpy()
 
 
@@ -293,8 +310,9 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
-    :param geometry: append to each slot what it owns in the frame (position, size, shape, colour:
-        :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(N, D + G)``.
+    :param geometry: ``True``: append to each slot what it owns in the frame (position, size, shape, colour:
+        :meth:`psb_rl.PSBAutoencoder.slot_geometry`), observations ``(N, D + G)``; ``"only"``: the geometry
+        in place of the slot vector, ``(N, G)``.
     :param env_options: when the env was made with other values of the pipeline's rendering options
         (``FramePipeline.env_kwargs``), ``"warn"`` once (:class:`RenderingOptionWarning`), or ``"apply"``: set
         them on the env where it keeps them as attributes (MiniGrid's ``highlight``), and for a pipeline recorded
@@ -312,7 +330,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         keep_pixels: bool = False,
         nonfinite: str = "raise",
         frame_pipeline: PipelineLike = None,
-        geometry: bool = False,
+        geometry: bool | str = False,
         env_options: str = "warn",
         checkpoint_sha256: str | None = None,
     ) -> None:
@@ -340,7 +358,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
             _check_space_bounds(env.observation_space, "PSBObservationWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=1, device=device, nonfinite=nonfinite)  # type: ignore[arg-type]
         self.keep_pixels = keep_pixels
-        self.geometry = geometry
+        self.geometry = check_geometry(geometry)
         slots = slot_observation_space(self.psb_model, geometry)
         if keep_pixels:
             self.observation_space = gym.spaces.Dict({"slots": slots, "pixels": env.observation_space})
@@ -369,7 +387,7 @@ class PSBObservationWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorA
         """Advance the encoder by one frame.
 
         :param frame: one observation of the wrapped environment, e.g. uint8 ``(H, W, 3)``.
-        :return: float32 slots ``(N, D)`` (``(N, D + G)`` with ``geometry``).
+        :return: float32 slots ``(N, D)`` (``(N, D + G)`` or ``(N, G)`` with ``geometry``).
         """
         frames = np.asarray(frame)[None]
         if not self._render:
@@ -411,8 +429,9 @@ class VecPSBWrapper(VecEnvWrapper):
         encoder state with a warning (see :class:`psb_rl.StreamingEncoder`).
     :param frame_pipeline: override the checkpoint's frame pipeline (a
         :class:`psb_rl.frames.FramePipeline` or its dict).
-    :param geometry: append to each slot what it owns in the frame (position, size, shape, colour:
-        :meth:`psb_rl.PSBAutoencoder.slot_geometry`); observations become ``(B, N, D + G)``.
+    :param geometry: ``True``: append to each slot what it owns in the frame (position, size, shape, colour:
+        :meth:`psb_rl.PSBAutoencoder.slot_geometry`), observations ``(B, N, D + G)``; ``"only"``: the geometry
+        in place of the slot vector, ``(B, N, G)``.
     :param terminal_observations: ``"all"``: every finished env's ``infos[i]["terminal_observation"]``
         holds its slots (what off-policy algorithms store). ``"truncated"``: only for episodes cut by a time
         limit (``infos[i]["TimeLimit.truncated"]``), the only ones on-policy algorithms such as PPO read (to
@@ -425,7 +444,7 @@ class VecPSBWrapper(VecEnvWrapper):
 
     def __init__(
         self, venv: VecEnv, checkpoint: CheckpointLike, device: torch.device | str | None = None,
-        nonfinite: str = "raise", frame_pipeline: PipelineLike = None, geometry: bool = False,
+        nonfinite: str = "raise", frame_pipeline: PipelineLike = None, geometry: bool | str = False,
         terminal_observations: str = "all",
     ) -> None:
         from psb_rl.streaming import StreamingEncoder
@@ -444,7 +463,7 @@ class VecPSBWrapper(VecEnvWrapper):
         _check_space_bounds(venv.observation_space, "VecPSBWrapper")
         self.encoder = StreamingEncoder(self.psb_model, num_envs=venv.num_envs, device=device,
                                         nonfinite=nonfinite)  # type: ignore[arg-type]
-        self.geometry = geometry
+        self.geometry = check_geometry(geometry)
         super().__init__(venv, observation_space=slot_observation_space(self.psb_model, geometry))
 
     def _step_encoder(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -519,6 +519,21 @@ def test_slot_geometry_and_standardized_slots_train_save_and_reload(tmp_path: Pa
 
 
 @needs_envs
+def test_geometry_only_agent_trains_and_reloads_with_the_geometry_alone(tmp_path: Path, checkpoint: Path) -> None:
+    from psb_rl.agent_io import load_agent_policy
+    from psb_rl.model import GEOMETRY_FEATURES
+
+    args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), geometry_only=True)
+    result = train(args)
+    env = gym.make("PSB/OddOneOut-v0")
+    policy = load_agent_policy(result["model_path"], env.observation_space, env.action_space)
+    assert policy.agent.observation_space.shape == (TINY["num_slots"], len(GEOMETRY_FEATURES))
+    frames = np.stack([env.reset(seed=s)[0] for s in range(2)])
+    assert policy(frames).shape == (2,)
+    assert evaluate(EvalArgs(run=result["out_dir"], episodes=1, gif="none"))["episodes"] == 1
+
+
+@needs_envs
 def test_slot_geometry_cannot_be_mirrored(tmp_path: Path, checkpoint: Path) -> None:
     args = dataclasses.replace(_tiny_args(tmp_path, "slots", checkpoint), slot_geometry=True, mirror_from=0)
     with pytest.raises(ValueError, match="slot-geometry"):

@@ -48,6 +48,9 @@ def test_pixels_keep_the_scripts_defaults_and_the_oracle_the_slot_agents_ppo(tmp
     assert pixels[pixels.index("--checkpoint") + 1] == str(checkpoint)  # the frames the checkpoint saw
     assert "--checkpoint" not in state
     assert all("--no-eval-deterministic" in a for a in (slots, pixels, state))  # every agent evaluated alike
+    only = rl_suite.train_arguments(args, "doorkey", task, "slots_geometry_only", 0, checkpoint)
+    assert "--geometry-only" in only and only[only.index("--encoder") + 1] == "slots"
+    assert only[only.index("--n-epochs") + 1] == "10"
 
 
 def test_quick_suite_runs_reuses_and_continues(tmp_path: Path) -> None:

@@ -401,6 +401,26 @@ def test_wrappers_append_the_slot_geometry(decoder: str) -> None:
     venv.close()
 
 
+def test_wrappers_can_give_the_geometry_in_place_of_the_slot_vectors() -> None:
+    from psb_rl.model import GEOMETRY_FEATURES
+
+    torch.manual_seed(0)
+    model = PSBAutoencoder(PSBConfig(**TINY, decoder="blob")).eval()
+    extra = len(GEOMETRY_FEATURES)
+    only = PSBObservationWrapper(ToyImageEnv(size=32), checkpoint=model, geometry="only")
+    both = PSBObservationWrapper(ToyImageEnv(size=32), checkpoint=model, geometry=True)
+    assert only.observation_space.shape == (4, extra)
+    obs, appended = only.reset(seed=0)[0], both.reset(seed=0)[0]
+    for _ in range(3):  # the same streamed slots: the geometry part of the appended observation
+        np.testing.assert_allclose(obs, appended[:, 32:], atol=1e-6)
+        obs, appended = only.step(0)[0], both.step(0)[0]
+    venv = VecPSBWrapper(DummyVecEnv([lambda: ToyImageEnv(size=32)] * 2), checkpoint=model, geometry="only")
+    assert venv.reset().shape == (2, 4, extra)
+    venv.close()
+    with pytest.raises(ValueError, match="False, True or 'only'"):
+        PSBObservationWrapper(ToyImageEnv(size=32), checkpoint=model, geometry="vectors")
+
+
 # ------------------------------------------------------------------------------- rendering options
 def _minigrid_model() -> PSBAutoencoder:
     from psb_rl.frames import FramePipeline
