@@ -105,6 +105,39 @@ def background_alignment(masks: torch.Tensor, foreground: torch.Tensor) -> torch
     return 0.5 * (fg_term + bg_term)
 
 
+def motion_mask(video: torch.Tensor, reference: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
+    """Pixels of moving objects: those that changed since the previous frame of the clip *and* differ from
+    the static reference now. The second test keeps the place an object has just left (which changed, but
+    shows the background again) out of the mask. The first frame of a clip has no previous frame and no
+    motion.
+
+    :param video: float ``(B, T, 3, H, W)`` in [0, 1]. :param reference: ``(3, H, W)`` static background.
+    :param threshold: largest per-channel difference still counted as unchanged.
+    :return: bool ``(B, T, H, W)``.
+    """
+    changed = torch.zeros(video.shape[:2] + video.shape[-2:], dtype=torch.bool, device=video.device)
+    changed[:, 1:] = (video[:, 1:] - video[:, :-1]).abs().amax(dim=2) > threshold
+    return changed & foreground_mask(video, reference, threshold)
+
+
+def motion_alignment(masks: torch.Tensor, moving: torch.Tensor, first_slot: int = 1) -> torch.Tensor:
+    """Moving pixels belong to object slots: the mean over moving pixels of ``-log Σ_{n >= first_slot} m_n``
+    (``-log(1 - m_0)`` with one background slot). A motion prior in the spirit of MOC (Delfosse et al.
+    2023), whose frame-difference masks supervise where objects are: on Atari frames a small object that
+    moves (Pong's ball) is the first thing the background slot absorbs, since drawing it costs a slot and
+    missing it costs a few pixels.
+
+    :param masks: ``(B, T, N, H, W)`` alpha masks. :param moving: bool ``(B, T, H, W)`` (:func:`motion_mask`).
+    :param first_slot: the slots before this one are background slots.
+    :return: scalar tensor (0 when nothing moves).
+    """
+    moving = moving.float()
+    if not moving.any():
+        return masks.new_zeros(())
+    objects = masks[:, :, first_slot:].float().sum(dim=2).clamp(1e-6, 1.0)
+    return -(objects.log() * moving).sum() / moving.sum()
+
+
 def colour_components(video: torch.Tensor, foreground: torch.Tensor, max_components: int, bins: int = 2,
                       max_colours: int = 8, max_fraction: float = 0.25) -> torch.Tensor:
     """Pseudo-object masks of each frame: the connected regions (8-connected) of one colour within the
@@ -216,4 +249,6 @@ __all__ = [
     "foreground_mask",
     "foreground_weighted_mse",
     "median_background",
+    "motion_alignment",
+    "motion_mask",
 ]

@@ -21,6 +21,15 @@ PSNR. The numbers below look at the slots and at the pixels that matter instead:
   model that draws the background where the objects are, about 1 for one that draws them. Unlike the
   error ratio it does not punish imperfect shapes or colours (box-shaped or blurry objects), only their
   absence, so the collapse rule uses it.
+- ``object_floor_share``: of the pixels won by the *object* slots (every slot in use except the one that
+  wins the most pixels of the clip, the background's), the share that has the clip's most common colour
+  (its floor: within ``foreground_threshold`` of the mode of the clip's colours quantised to 16 levels per
+  channel), pooled over clips. It catches a model that looks healthy by every number above and binds
+  nothing: object slots that tile the floor (a maze's rooms, a playfield's grass) while the largest slot
+  paints the objects as smears over the background. Slots on objects win the object's pixels and a margin
+  of floor around them; slots on floor win little else.
+- ``foreground_in_largest_slot``: the share of the foreground pixels (as for ``foreground_mse``) won by the
+  slot that wins the most pixels of the clip (the background's). Reported beside the rule, not part of it.
 
 :func:`is_collapsed` turns these into one boolean with the rule written in :data:`COLLAPSE_RULE`, and
 :func:`collapse_warning` into a paragraph for a user.
@@ -44,6 +53,9 @@ MAX_COLLAPSED_SLOTS: int = 2
 MAX_SLOT_SIMILARITY: float = 0.9
 MIN_FOREGROUND_DRAWN: float = 0.25
 UNIFORM_CONFIDENCE_FACTOR: float = 1.5
+MAX_OBJECT_FLOOR_SHARE: float = 0.8
+#: Colour levels per channel for the clip's most common colour (its floor).
+FLOOR_BINS: int = 16
 
 COLLAPSE_RULE: str = (
     f"collapsed when any holds: at most {MAX_COLLAPSED_SLOTS} slots in use (of at least "
@@ -51,13 +63,15 @@ COLLAPSE_RULE: str = (
     f"{UNIFORM_CONFIDENCE_FACTOR}/N (masks close to uniform); foreground drawn < {MIN_FOREGROUND_DRAWN} (on the "
     "pixels that differ from the static background, the reconstruction departs from the background by less "
     "than that share of the input's departure: it draws the background where the objects are; only when the "
-    "clips have foreground pixels)"
+    f"clips have foreground pixels); object floor share >= {MAX_OBJECT_FLOOR_SHARE} (of the pixels the object slots "
+    "win, all but the largest slot, that share has the clip's most common colour: object slots sit on the floor; "
+    "only when object slots win pixels)"
 )
 
 #: Per-clip fields of :func:`health_per_clip`, in order.
 PER_CLIP_FIELDS: tuple[str, ...] = (
     "slots_in_use", "mask_confidence", "slot_similarity", "foreground_sse", "baseline_sse", "foreground_values",
-    "pixel_values", "drawn_l1", "input_l1",
+    "pixel_values", "drawn_l1", "input_l1", "object_pixels", "object_floor_pixels", "largest_slot_foreground_pixels",
 )
 
 
@@ -114,7 +128,13 @@ def health_per_clip(
     # the background scores 0 here, however blurry or box-shaped its objects are otherwise)
     drawn = ((recon - background).double().abs() * fg).flatten(1).sum(dim=1)
     departure = ((video - background).double().abs() * fg).flatten(1).sum(dim=1)
+    object_pixels, object_floor = _object_floor_pixels(masks, video, winner, share, usage_threshold,
+                                                       foreground_threshold)
+    # foreground pixels (one per pixel, not per channel) won by the slot that wins the most pixels of the clip
+    largest = share.argmax(dim=1, keepdim=True)
+    largest_fg = ((winner == largest) & foreground[:, :, 0].flatten(1)).sum(dim=1).double()
     values = {
+        "object_pixels": object_pixels, "object_floor_pixels": object_floor, "largest_slot_foreground_pixels": largest_fg,
         "slots_in_use": in_use, "mask_confidence": confidence, "slot_similarity": similarity,
         "foreground_sse": sse, "baseline_sse": baseline, "foreground_values": fg.flatten(1).sum(dim=1),
         "pixel_values": torch.full((b,), float(video[0].numel()), dtype=torch.float64),
@@ -148,6 +168,10 @@ def summarize_health(per_clip: Mapping[str, Sequence[float] | np.ndarray], num_s
         "foreground_drawn": (float(arrays["drawn_l1"].sum() / arrays["input_l1"].sum())
                              if fg_values and arrays["input_l1"].sum() > 0 else float("nan")),
         "foreground_fraction": float(fg_values / arrays["pixel_values"].sum()) if arrays["pixel_values"].sum() else 0.0,
+        "object_floor_share": (float(arrays["object_floor_pixels"].sum() / arrays["object_pixels"].sum())
+                               if arrays["object_pixels"].sum() > 0 else float("nan")),
+        "foreground_in_largest_slot": (float(3 * arrays["largest_slot_foreground_pixels"].sum() / fg_values)
+                                       if fg_values else float("nan")),
         "num_slots": int(num_slots),
     }
     reasons = collapse_reasons(health)
@@ -196,6 +220,10 @@ def collapse_reasons(health: Mapping[str, Any]) -> list[str]:
     if np.isfinite(drawn) and drawn < MIN_FOREGROUND_DRAWN:
         reasons.append(f"the reconstruction draws the static background where the objects are (it departs from "
                        f"the background {drawn:.2f} as far as the input does there)")
+    floor = health.get("object_floor_share", float("nan"))
+    if np.isfinite(floor) and floor >= MAX_OBJECT_FLOOR_SHARE:
+        reasons.append(f"object slots sit on the floor ({100 * floor:.0f}% of the pixels they win have the "
+                       "clip's most common colour)")
     return reasons
 
 
@@ -220,6 +248,11 @@ def collapse_warning(health: Mapping[str, Any]) -> str:
         "a larger --image-size); check that the frames actually move (a foreground fraction of "
         f"{health.get('foreground_fraction', float('nan')):.4f} of the pixels); try --colour-values, fewer "
         "slots, or a lower --lr; then evaluate again and check that `collapsed` is false."
+        + (" Object slots on the floor: give the background a slot of its own that cannot learn where objects "
+           "usually are (--background-slot --fixed-background) and tie object slots to what moves or differs "
+           "from it (--motion-alignment, --component-alignment)."
+           if np.isfinite(health.get("object_floor_share", float("nan")))
+           and health["object_floor_share"] >= MAX_OBJECT_FLOOR_SHARE else "")
     )
 
 
@@ -247,6 +280,26 @@ def format_health(health: Mapping[str, Any]) -> str:
             f"{health['foreground_mse']:.5f} vs background baseline {health['background_baseline_mse']:.5f} "
             f"(ratio {health['foreground_ratio']:.3f}, {100 * health['foreground_fraction']:.2f}% of pixels): "
             + ("COLLAPSED" if health["collapsed"] else "healthy"))
+
+
+def _object_floor_pixels(masks: torch.Tensor, video: torch.Tensor, winner: torch.Tensor, share: torch.Tensor,
+                         usage_threshold: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip: the pixels won by the object slots (in use, not the largest) and how many of them have the
+    clip's most common colour (module docstring, ``object_floor_share``)."""
+    b, t, _, h, w = video.shape
+    pixels = video.permute(0, 1, 3, 4, 2).reshape(b, t * h * w, 3)
+    codes = (pixels * (FLOOR_BINS - 1)).round().long()
+    keys = (codes[..., 0] * FLOOR_BINS + codes[..., 1]) * FLOOR_BINS + codes[..., 2]  # (B, T·H·W)
+    counts = torch.zeros(b, FLOOR_BINS ** 3, dtype=torch.long, device=video.device).scatter_add_(
+        1, keys, torch.ones_like(keys))
+    mode = counts.argmax(dim=1, keepdim=True)
+    inside = (keys == mode).unsqueeze(-1).float()
+    floor_colour = (pixels * inside).sum(dim=1) / inside.sum(dim=1)  # (B, 3): the mean colour of the mode's bin
+    on_floor = (pixels - floor_colour[:, None]).abs().amax(dim=-1) <= threshold  # (B, T·H·W)
+    is_object_slot = share >= usage_threshold
+    is_object_slot[torch.arange(b, device=share.device), share.argmax(dim=1)] = False
+    object_pixel = is_object_slot.gather(1, winner)  # (B, T·H·W): won by an object slot
+    return object_pixel.sum(dim=1).double(), (object_pixel & on_floor).sum(dim=1).double()
 
 
 def _mean(values: np.ndarray) -> float:

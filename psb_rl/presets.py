@@ -35,6 +35,10 @@ class Preset:
     :param cell_pixels: for envs drawn on a grid of cells (MiniGrid): pixels per cell after resizing. The frames
         of any env of the family are then resized to its grid at this many pixels per cell, and the model
         gets one token per cell (``feature_stride = cell_pixels``) and a decoder grid of one cell per token.
+    :param env_crops: the crop of each env of the family the recipe knows (Atari: the playfield without the
+        score bar and the maker's logo), used for that env when ``--crop`` is not given.
+    :param env_train: overrides of ``train`` for an env of the family (Atari: more slots where a game shows
+        more objects), each used unless given on the command line.
     """
 
     env: str
@@ -47,6 +51,25 @@ class Preset:
     max_minutes: float = 10.0
     train: dict[str, Any] = field(default_factory=dict)
     cell_pixels: int | None = None
+    env_crops: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    env_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+#: ``(top, bottom, left, right)`` pixels cut off the 210 x 160 ALE screen: score bars, the maker's logo and
+#: the black column left of the playfield go; every object OCAtari reports stays inside.
+ATARI_CROPS: dict[str, tuple[int, int, int, int]] = {
+    "ALE/Pong-v5": (34, 16, 0, 0),  # score bar and the top and bottom walls
+    "ALE/Skiing-v5": (30, 28, 8, 0),  # gate count and clock; logo; black left column
+    "ALE/Tennis-v5": (24, 30, 8, 0),  # score; logo; black left column
+}
+
+#: Slots per Atari game beyond the preset's 5 (the background and four objects): Skiing shows up to ten
+#: objects at once (the skier, trees, moguls and two gates of two flags), Tennis four (two players, the ball
+#: and its shadow) and a spare slot.
+ATARI_SLOTS: dict[str, dict[str, Any]] = {
+    "ALE/Skiing-v5": {"num_slots": 11},
+    "ALE/Tennis-v5": {"num_slots": 6},
+}
 
 
 PRESETS: dict[str, Preset] = {
@@ -76,8 +99,8 @@ PRESETS: dict[str, Preset] = {
     # by slot 0 from the frames' median, objects as coloured boxes matched to the one-colour regions that
     # differ from the median; foreground pixels weigh more.
     "atari": Preset(
-        env="ALE/Pong-v5", source="observation", crop=(34, 16, 0, 0), resize=64, collect_episodes=16,
-        max_episode_steps=800, max_minutes=30.0,
+        env="ALE/Pong-v5", source="observation", crop=ATARI_CROPS["ALE/Pong-v5"], resize=64, collect_episodes=16,
+        max_episode_steps=800, max_minutes=30.0, env_crops=ATARI_CROPS, env_train=ATARI_SLOTS,
         train={"image_size": 64, "num_slots": 5, "batch_size": 8, "clip_len": 4, "warmup_steps": 50,
                "decoder": "blob", "background_slot": True, "difference_input": True, "foreground_weight": 5.0,
                "background_alignment": 0.3, "component_alignment": 1.0},
@@ -170,7 +193,7 @@ def grid_cells(env_id: str, env_kwargs: dict[str, Any] | None = None,
 def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> Any:
     """``args`` (after :func:`apply_preset`) with the frame size the env calls for, except the fields in ``explicit``.
 
-    For a preset with ``cell_pixels`` on an env drawn on a grid (any MiniGrid env), frames are resized to the
+    An env in the preset's ``env_crops`` gets its own crop, one in ``env_train`` its own training fields. For a preset with ``cell_pixels`` on an env drawn on a grid (any MiniGrid env), frames are resized to the
     grid at ``cell_pixels`` per cell, non-square where the grid is (``MiniGrid-Unlock-v0``, 6 x 11 cells at 8 px:
     48 x 88), with one token per cell and a decoder grid of one cell per token. For presets whose model size is
     their stored frame size, an explicit ``--resize`` also sets the model's size.
@@ -181,6 +204,9 @@ def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> A
     from psb_rl.cli import parse_env_kwargs
 
     changes: dict[str, Any] = {}
+    if args.env in preset.env_crops and "crop" not in explicit:
+        changes["crop"] = tuple(preset.env_crops[args.env])
+    changes.update({k: v for k, v in preset.env_train.get(args.env, {}).items() if k not in explicit})
     follows_frames = preset.train.get("image_size") == preset.resize
     if preset.cell_pixels and "resize" not in explicit:
         cells = grid_cells(args.env, parse_env_kwargs(args.env_kwargs), args.gym_packages)
@@ -196,5 +222,5 @@ def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> A
     return dataclasses.replace(args, **changes)
 
 
-__all__ = ["PRESETS", "Preset", "apply_preset", "collection_fields", "env_slug", "explicit_flags", "fit_to_env",
+__all__ = ["ATARI_CROPS", "ATARI_SLOTS", "PRESETS", "Preset", "apply_preset", "collection_fields", "env_slug", "explicit_flags", "fit_to_env",
            "get_preset", "grid_cells"]

@@ -206,6 +206,14 @@ class TrainArgs:
     colour_alignment: float = bounded(0.0, min=0)
     """weight of the term pulling the colour each slot decodes onto the mean input colour of the pixels it
     owns (see psb_rl.background.colour_alignment)"""
+    fixed_background: bool = False
+    """slot 0's image stays the training frames' median instead of being learned (needs --background-slot):
+    a learned image can paint where objects usually are (a paddle's column as a smear), which other slots
+    then paint over with the floor's colour"""
+    motion_alignment: float = bounded(0.0, min=0)
+    """weight of the motion prior: pixels that changed since the previous frame and differ from the
+    background reference are pulled off slot 0 onto the object slots (needs --background-slot; see
+    psb_rl.background.motion_alignment)"""
 
     def model_config(self) -> PSBConfig:
         """The :class:`PSBConfig` described by the model fields."""
@@ -406,7 +414,7 @@ def uses_background_reference(args: TrainArgs) -> bool:
     """Whether the recipe needs the training frames' median: for the model (background slot, difference
     input) or for the loss terms of :func:`background_terms`."""
     return bool(args.background_slot or args.difference_input or args.foreground_weight != 1.0
-                or args.component_alignment > 0 or args.colour_alignment > 0)
+                or args.component_alignment > 0 or args.colour_alignment > 0 or args.motion_alignment > 0)
 
 
 def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
@@ -415,6 +423,10 @@ def prepare_background(model: PSBAutoencoder, train_set: Any, args: TrainArgs,
     background image / reference), else None."""
     if args.background_alignment and not args.background_slot:
         raise ValueError("--background-alignment needs --background-slot (it acts on slot 0's mask)")
+    if args.fixed_background and not args.background_slot:
+        raise ValueError("--fixed-background needs --background-slot (it keeps slot 0's image fixed)")
+    if args.motion_alignment and not args.background_slot:
+        raise ValueError("--motion-alignment needs --background-slot (it pulls moving pixels off slot 0)")
     if args.foreground_weight <= 0 or args.background_alignment < 0 or args.colour_alignment < 0:
         raise ValueError("--foreground-weight must be > 0, --background-alignment and --colour-alignment >= 0")
     if not uses_background_reference(args):
@@ -456,6 +468,12 @@ def background_terms(output: Any, video: torch.Tensor, reference: torch.Tensor,
         colour = colour_alignment(output.masks, output.per_slot_rgb, video, 1 if args.background_slot else 0)
         loss = loss + args.colour_alignment * colour
         logged["colour_alignment"] = float(colour.item())
+    if args.motion_alignment:
+        from psb_rl.background import motion_alignment, motion_mask
+
+        motion = motion_alignment(output.masks, motion_mask(video, reference, args.foreground_threshold))
+        loss = loss + args.motion_alignment * motion
+        logged["motion_alignment"] = float(motion.item())
     return loss, logged
 
 
@@ -817,6 +835,8 @@ def _train(args: TrainArgs) -> dict[str, Any]:
     model = PSBAutoencoder(config).to(device)
     model.frame_pipeline = pipeline_of_manifest(train_set.manifest)  # saved with every checkpoint
     reference = prepare_background(model, train_set, args, device)
+    if args.fixed_background:  # the median written by prepare_background stays; AdamW skips gradient-free tensors
+        model.decoder.background.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start_step, history, previous_seconds = resume_training(args, model, optimizer, out / TRAIN_STATE_NAME,
                                                             data_record, info)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -172,3 +174,34 @@ def test_training_adds_the_colour_alignment_term_with_its_weight():
     weighted, logged = background_terms(output, video, reference, dataclasses.replace(args, colour_alignment=2.0))
     assert logged["colour_alignment"] > 0
     assert weighted.item() == pytest.approx(plain.item() + 2.0 * logged["colour_alignment"], rel=1e-5)
+
+
+def test_motion_mask_marks_where_an_object_is_now_not_where_it_was():
+    from psb_rl.background import motion_mask
+
+    background = torch.zeros(3, 6, 6)
+    video = torch.zeros(1, 3, 3, 6, 6)
+    video[0, 0, :, 1, 1] = video[0, 1, :, 1, 3] = video[0, 2, :, 1, 3] = 1.0  # moves once, then stands still
+    video[0, :, :, 5, 5] = 1.0  # a static object: foreground, but never moving
+    moving = motion_mask(video, background)
+    assert not moving[0, 0].any()  # the first frame of a clip has no previous frame
+    assert moving[0, 1].nonzero().tolist() == [[1, 3]]  # the new place; the left one (1, 1) shows background
+    assert not moving[0, 2].any()
+
+
+def test_motion_alignment_pulls_moving_pixels_off_the_background_slot():
+    from psb_rl.background import motion_alignment
+
+    moving = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    moving[0, 1, 2, 2] = True
+    on_object = torch.zeros(1, 2, 3, 4, 4)
+    on_object[:, :, 0] = 1.0
+    on_object[0, 1, :, 2, 2] = torch.tensor([0.0, 1.0, 0.0])
+    assert motion_alignment(on_object, moving).item() == pytest.approx(0.0, abs=1e-5)
+    on_background = on_object.clone()
+    on_background[0, 1, :, 2, 2] = torch.tensor([0.9, 0.05, 0.05])  # object slots hold 0.1 of it
+    assert motion_alignment(on_background, moving).item() == pytest.approx(-math.log(0.1), rel=1e-4)
+    assert motion_alignment(on_background, torch.zeros_like(moving)).item() == 0.0  # nothing moves: no term
+    masks = on_background.clone().requires_grad_(True)
+    motion_alignment(masks, moving).backward()
+    assert masks.grad[0, 1, 1:, 2, 2].lt(0).all()  # descending raises the object slots where it moves

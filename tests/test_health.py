@@ -72,7 +72,8 @@ def test_collapsed_case_numbers_by_hand():
     assert health["foreground_ratio"] == pytest.approx(1.0)
     assert health["foreground_drawn"] == 0.0  # the uniform mixture of black slots draws the black background
     assert health["collapsed"]
-    assert len(health["collapse_reasons"]) == 4  # every rule fires
+    assert len(health["collapse_reasons"]) == 4  # every rule that can fires
+    assert math.isnan(health["object_floor_share"])  # one slot wins everything: no object slot to judge
 
 
 def test_healthy_case_numbers_by_hand():
@@ -84,6 +85,8 @@ def test_healthy_case_numbers_by_hand():
     assert health["foreground_mse"] == 0.0
     assert health["background_baseline_mse"] == pytest.approx(1 / 3)
     assert health["foreground_ratio"] == 0.0 and health["foreground_drawn"] == 1.0
+    assert health["object_floor_share"] == 0.0  # the object slots win exactly the squares
+    assert health["foreground_in_largest_slot"] == 0.0  # the background slot wins none of them
     assert not health["collapsed"] and health["collapse_reasons"] == []
     assert collapse_warning(health) == ""
 
@@ -114,6 +117,37 @@ def test_each_rule_alone():
     # nearly parallel slots
     similar = binding_health(**dict(healthy, slots=torch.ones(1, STEPS, 5, 6) + 0.01 * healthy["slots"]))
     assert similar["slot_similarity"] > 0.99 and similar["collapsed"]
+
+
+def floor_slots_output(video: torch.Tensor, track: bool = False) -> dict[str, torch.Tensor]:
+    """Healthy by every other number, yet binds nothing: slot 0 wins the squares and most of the floor, slots
+    1 and 2 tile floor the squares never touch (rows 2-3 and 6-7, columns 0-3); with ``track`` slot 3 also
+    wins rows 0-1, the red square's track (4 red pixels of 16 per frame)."""
+    masks = torch.full((1, STEPS, 5, SIZE, SIZE), 0.025)
+    masks[:, :, 0] = 0.9
+    for slot, rows in ((1, slice(2, 4)), (2, slice(6, 8))):
+        masks[:, :, :, rows, 0:4] = 0.025
+        masks[:, :, slot, rows, 0:4] = 0.9
+    if track:
+        masks[:, :, :, 0:2, :] = 0.025
+        masks[:, :, 3, 0:2, :] = 0.9
+    return {"masks": masks, "slots": torch.eye(5, 6).expand(1, STEPS, -1, -1), "video": video,
+            "recon": video.clone()}
+
+
+def test_object_slots_on_the_floor_are_flagged_without_ground_truth():
+    video, _ = squares_clip()
+    floor = binding_health(**floor_slots_output(video))
+    assert floor["slots_in_use"] == 3 and floor["foreground_drawn"] == 1.0
+    assert floor["mask_confidence"] == pytest.approx(0.9)
+    assert floor["object_floor_share"] == 1.0  # every pixel the object slots win is black floor
+    assert floor["foreground_in_largest_slot"] == 1.0  # and slot 0 wins every square
+    assert floor["collapsed"] and len(floor["collapse_reasons"]) == 1
+    assert "object slots sit on the floor (100%" in floor["collapse_reasons"][0]
+    assert "--fixed-background" in collapse_warning(floor)
+    # pooled over the object slots: per frame 4 red pixels of the 16 + 8 + 8 they win
+    track = binding_health(**floor_slots_output(video, track=True))
+    assert track["slots_in_use"] == 4 and track["object_floor_share"] == pytest.approx(1 - 4 / 32)
 
 
 def test_slot_similarity_is_mean_of_pairs():

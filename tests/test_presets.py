@@ -90,3 +90,19 @@ def test_train_psb_with_a_preset_collects_its_own_rollouts(tmp_path):
 
     model = load_checkpoint(out / "psb.ckpt")
     assert model.frame_pipeline.env_kwargs == {"highlight": False} and model.config.image_size == 40
+
+
+def test_every_atari_game_of_the_tables_gets_its_crop_and_slots_unless_given():
+    from psb_rl.presets import ATARI_CROPS
+
+    preset = get_preset("atari")
+    assert preset.crop == ATARI_CROPS[preset.env]
+    for env, crop in ATARI_CROPS.items():
+        args = fit_to_env(apply_preset(TrainArgs(env=env), preset, {"env"}), preset, {"env"})
+        assert args.crop == crop and args.data == f"data/{env_slug(env)}"
+    given = {"env", "crop", "num_slots"}
+    args = fit_to_env(apply_preset(TrainArgs(env="ALE/Tennis-v5", crop=(1, 2, 3, 4), num_slots=3), preset, given),
+                      preset, given)
+    assert args.crop == (1, 2, 3, 4) and args.num_slots == 3
+    skiing = fit_to_env(apply_preset(TrainArgs(env="ALE/Skiing-v5"), preset, {"env"}), preset, {"env"})
+    assert skiing.num_slots == 11 and skiing.model_config().num_slots == 11  # more objects: more slots

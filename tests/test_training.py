@@ -467,3 +467,33 @@ def test_evaluation_without_results_keeps_an_earlier_metrics_file(rollouts: Path
                                       "--data", str(rollouts), "--clip-len", "6", "--multipliers", "4", "--clips", "1",
                                       "--device", "cpu"))  # no held-out episode holds 24 frames
     assert "--clip-len 6" in line and earlier.read_text() == '{"results": "earlier"}'
+
+
+def test_motion_alignment_is_a_logged_term_that_needs_a_background_slot(rollouts: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--motion-alignment needs --background-slot"):
+        train(tiny_args(rollouts, tmp_path / "bad", motion_alignment=1.0))
+    assert not (tmp_path / "bad").exists()
+    train(tiny_args(rollouts, tmp_path / "motion", background_slot=True, motion_alignment=1.0, steps=3,
+                    checkpoint_every=3))
+    records = json.loads(torch.load(tmp_path / "motion" / TRAIN_STATE_NAME, weights_only=True)["history"])
+    # RandomObjects' agent moves, so some steps see moving pixels; the term is 0 only where none moved
+    assert all(r["motion_alignment"] >= 0.0 for r in records) and any(r["motion_alignment"] > 0 for r in records)
+
+
+def test_fixed_background_keeps_the_median_and_a_learned_one_moves(rollouts: Path, tmp_path: Path) -> None:
+    from psb_rl import load_checkpoint
+    from psb_rl.background import median_background
+    from psb_rl.data import RolloutDataset
+
+    with pytest.raises(ValueError, match="--fixed-background needs --background-slot"):
+        train(tiny_args(rollouts, tmp_path / "bad", fixed_background=True))
+    images = {}
+    for fixed in (True, False):
+        out = tmp_path / f"fixed_{fixed}"
+        train(tiny_args(rollouts, out, background_slot=True, fixed_background=fixed, steps=3, lr=0.05, warmup_steps=0))
+        images[fixed] = load_checkpoint(out / "psb.ckpt").decoder.background.detach()
+    args = tiny_args(rollouts, tmp_path / "x")
+    train_set = RolloutDataset(rollouts, clip_len=args.clip_len, split="train", val_fraction=args.val_fraction)
+    median = median_background(train_set, args.model_config().image_size, seed=args.seed)
+    assert torch.equal(images[True], median)
+    assert (images[False] - median).abs().max() > 1e-3
