@@ -5,9 +5,9 @@ strict per-category object recall and FG-ARI of docs/metrics.md, beside the same
 initialisation.
 
 Rows are appended to (or updated in) benchmarks/results/atari_binding.json as ``{game, recipe, seed,
-budget_minutes, steps, object_recall: {category: value}, fg_ari, health, ground_truth: "ocatari"}``; a row
-already there for the same game, recipe, seed and budget is reused, as is a finished run directory, so an
-interrupted benchmark continues where it stopped. A slot-mask PNG per game and recipe goes next to the JSON,
+budget_minutes, steps, object_recall: {category: value}, fg_ari, health, ground_truth: "ocatari", commit, date,
+machine}``; a row already there for the same game, recipe, seed and budget is reused, as is a finished run
+directory, so an interrupted benchmark continues where it stopped. A slot-mask PNG per game and recipe goes next to the JSON,
 and the Markdown table is printed (and written into a document between ``<!-- atari_binding -->`` markers
 with ``--doc``).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -211,7 +212,9 @@ def measure(game: str, recipe: str, seed: int, data: Path, args: AtariBindingArg
            "steps": 0 if recipe == RANDOM_INIT else metrics["steps"],
            "train_seconds": 0.0 if recipe == RANDOM_INIT else metrics["train_seconds"],
            "crop": list(ATARI_CROPS[game]), "image_size": list(model.config.image_hw),
-           **score(model, data, args), "ground_truth": "ocatari"}
+           **score(model, data, args), "ground_truth": "ocatari",
+           "commit": repository_commit(Path(__file__).parent), "date": datetime.date.today().isoformat(),
+           "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.torch_threads} torch thread(s)"}
     if seed == args.seeds[0]:
         png = Path(args.results).with_name(f"atari_binding_{env_slug(game)}_{recipe}.png")
         row["slot_png"] = str(save_slot_png(model, data, png))

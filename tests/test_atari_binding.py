@@ -37,6 +37,7 @@ def test_rows_png_doc_table_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixt
     assert trained["steps"] == 1 and control["steps"] == 0 and trained["budget_minutes"] == 0.005
     for row in rows:
         assert row["ground_truth"] == "ocatari" and row["crop"] == [34, 16, 0, 0]
+        assert row["commit"] and row["date"] and "CPU" in row["machine"]  # every row says what made it
         # OCAtari's categories of Pong that the few held-out frames show (the ball waits for the serve)
         assert "Player" in row["object_recall"] and set(row["object_recall"]) <= {"Player", "Ball", "Enemy"}
         assert all(0.0 <= v <= 1.0 for v in row["object_recall"].values()) and -1.0 <= row["fg_ari"] <= 1.0
