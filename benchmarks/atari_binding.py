@@ -14,6 +14,7 @@ with ``--doc``).
     python benchmarks/atari_binding.py                                           # every game, 10 min per run
     python benchmarks/atari_binding.py --games ALE/Pong-v5 --recipes static motion --minutes 10
     python benchmarks/atari_binding.py --minutes 0.05 --episodes 3 --max-episode-steps 40   # a smoke test
+    python benchmarks/atari_binding.py --recipes static motion --minutes 10 --rescore  # score those rows again
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class AtariBindingArgs:
     """run directories: <out>/<game>/<recipe>_s<seed> (reused when they hold a finished run)"""
     results: str = "benchmarks/results/atari_binding.json"
     """rows are appended to / updated in this JSON; slot-mask PNGs go beside it"""
+    rescore: bool = False
+    """score the rows already in --results again with the current evaluation (their finished runs are reused,
+    nothing is trained), e.g. after a change of the health rule"""
     step_reps: int = bounded(0, min=0)
     """training steps timed per recipe beside the 32-px default recipe, alternately in one process, on random
     batches of the first game's frame size (0: skip); written to <results>_step_cost.json"""
@@ -241,9 +245,12 @@ def run(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for recipe in [*args.recipes, RANDOM_INIT]:
                 key = (game, recipe, seed, args.minutes)
-                if any(row_key(row) == key for row in rows):
+                earlier = [row for row in rows if row_key(row) == key]
+                if bool(earlier) != args.rescore:  # measured already, or (rescoring) never measured
                     continue
                 row = measure(game, recipe, seed, data, args)
+                if earlier:  # the model is the one trained then
+                    row["trained_commit"] = earlier[0].get("trained_commit", earlier[0].get("commit"))
                 rows = [r for r in rows if row_key(r) != key] + [row]
                 write_json(results, rows)  # after every row: an interrupted benchmark keeps what it measured
     if args.step_reps:

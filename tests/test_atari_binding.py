@@ -55,6 +55,13 @@ def test_rows_png_doc_table_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixt
     monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("a finished row was measured again"))
     assert main(tiny(tmp_path)) == 0
     assert json.loads((tmp_path / "atari.json").read_text()) == rows
+    # --rescore scores the finished rows again without training; rows never measured stay unmeasured
+    monkeypatch.undo()
+    monkeypatch.setattr("psb_rl.training.train", lambda *a, **k: pytest.fail("--rescore trained a model"))
+    assert main(tiny(tmp_path, "--rescore", "--recipes", "static", "motion")) == 0
+    rescored = json.loads((tmp_path / "atari.json").read_text())
+    assert [(r["recipe"], r["trained_commit"]) for r in rescored] == [(r["recipe"], r["commit"]) for r in rows]
+    assert [r["object_recall"] for r in rescored] == [r["object_recall"] for r in rows]  # the same models
     # another budget is another measurement; the run directory of the first is left alone
     monkeypatch.undo()
     assert main(tiny(tmp_path, "--minutes", "0.004", "--recipes", "static", "--out", str(tmp_path / "runs2"))) == 0
