@@ -32,9 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from psb_rl.cli import bounded, parse_dataclass, run_main
-from psb_rl.presets import ATARI_CROPS, PRESETS, apply_preset, env_slug, fit_to_env
-from psb_rl.utils import atomic_path, repository_commit, write_json
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: import benchmarks/ as a package, as the tests do
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.real_env_binding import untrained  # noqa: E402
+from psb_rl.cli import bounded, parse_dataclass, run_main  # noqa: E402
+from psb_rl.presets import ATARI_CROPS, PRESETS, apply_preset, env_slug, fit_to_env  # noqa: E402
+from psb_rl.utils import atomic_path, repository_commit, write_json  # noqa: E402
 
 RECIPES: dict[str, dict[str, Any]] = {
     # the ``atari`` preset's training fields, then these overrides
@@ -205,7 +210,6 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def measure(game: str, recipe: str, seed: int, data: Path, args: AtariBindingArgs) -> dict[str, Any]:
     """Train (or reuse) and score one run; the random-init control scores the first recipe's initial model."""
-    from benchmarks.real_env_binding import untrained
     from psb_rl.checkpoint import load_checkpoint
 
     trained_recipe = args.recipes[0] if recipe == RANDOM_INIT else recipe

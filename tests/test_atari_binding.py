@@ -83,6 +83,14 @@ def test_bad_arguments_are_one_error_line(argv: list[str], message: str, capsys:
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
 
 
+def test_runs_as_a_script_from_the_repository_root() -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "benchmarks/atari_binding.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "--rescore" in done.stdout, done.stderr
+
+
 def test_a_results_file_that_is_not_a_list_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ocatari")
     (tmp_path / "atari.json").write_text('{"rows": []}')
