@@ -231,11 +231,13 @@ def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 NETWORK_FIELDS = ("encoder", "features_dim", "pooling", "d_model", "num_layers", "num_heads", "embed_layers",
-                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "geometry_only", "standardize", "net_arch")
+                  "relation", "share_extractor", "mask_feature_index", "slot_geometry", "geometry_only", "standardize",
+                  "net_arch")
 """Arguments that shape an agent's network: a continued agent must keep them."""
 
 
-NETWORK_DEFAULTS = {"slot_geometry": False, "geometry_only": False, "standardize": False, "standardize_samples": 100_000, "net_arch": None}
+NETWORK_DEFAULTS = {"slot_geometry": False, "geometry_only": False, "standardize": False,
+                    "standardize_samples": 100_000, "net_arch": None}
 """Values of network arguments that runs recorded before those arguments existed."""
 
 

@@ -193,8 +193,9 @@ def grid_cells(env_id: str, env_kwargs: dict[str, Any] | None = None,
 def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> Any:
     """``args`` (after :func:`apply_preset`) with the frame size the env calls for, except the fields in ``explicit``.
 
-    An env in the preset's ``env_crops`` gets its own crop, one in ``env_train`` its own training fields. For a preset with ``cell_pixels`` on an env drawn on a grid (any MiniGrid env), frames are resized to the
-    grid at ``cell_pixels`` per cell, non-square where the grid is (``MiniGrid-Unlock-v0``, 6 x 11 cells at 8 px:
+    An env in the preset's ``env_crops`` gets its own crop, one in ``env_train`` its own training fields. For a
+    preset with ``cell_pixels`` on an env drawn on a grid (any MiniGrid env), frames are resized to the grid at
+    ``cell_pixels`` per cell, non-square where the grid is (``MiniGrid-Unlock-v0``, 6 x 11 cells at 8 px:
     48 x 88), with one token per cell and a decoder grid of one cell per token. For presets whose model size is
     their stored frame size, an explicit ``--resize`` also sets the model's size.
 
@@ -222,5 +223,5 @@ def fit_to_env(args: Any, preset: Preset, explicit: set[str] = frozenset()) -> A
     return dataclasses.replace(args, **changes)
 
 
-__all__ = ["ATARI_CROPS", "ATARI_SLOTS", "PRESETS", "Preset", "apply_preset", "collection_fields", "env_slug", "explicit_flags", "fit_to_env",
-           "get_preset", "grid_cells"]
+__all__ = ["ATARI_CROPS", "ATARI_SLOTS", "PRESETS", "Preset", "apply_preset", "collection_fields", "env_slug",
+           "explicit_flags", "fit_to_env", "get_preset", "grid_cells"]
