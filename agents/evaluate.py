@@ -140,7 +140,8 @@ def load_policy_and_envs(train: TrainArgs, model_path: Path, device: torch.devic
         space = VecTransposeImage.transpose_space(space)
     acting = dataclasses.replace(train, mirror_from=None)  # a mirrored agent's weights are the plain network's
     agent = agent_io.load_agent(model_path, acting, device, (space, envs[0].action_space))
-    return agent_io.AgentPolicy(agent, train.encoder, psb_model, deterministic, agent_io.observed_geometry(train)), envs
+    policy = agent_io.AgentPolicy(agent, train.encoder, psb_model, deterministic, agent_io.observed_geometry(train))
+    return policy, envs
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
