@@ -22,13 +22,13 @@ PSNR. The numbers below look at the slots and at the pixels that matter instead:
   error ratio it does not punish imperfect shapes or colours (box-shaped or blurry objects), only their
   absence, so the collapse rule uses it.
 - ``object_floor_share``: of the pixels won by the *object* slots (every slot in use except the one that
-  wins the most pixels of the clip, the background's), the share that has the floor's colour: within
-  :data:`FLOOR_TOLERANCE` of the most common colour (quantised to 16 levels per channel) of the static pixels
-  (not foreground) the largest slot does not win, pooled over clips. (Not the clip's most common colour: a
-  maze's walls can be that, and they are the background slot's.) It catches a model that looks healthy by every number above and binds
-  nothing: object slots that tile the floor (a maze's rooms, a playfield's grass) while the largest slot
-  paints the objects as smears over the background. Slots on objects win the object's pixels and a margin
-  of floor around them; slots on floor win little else.
+  wins the most pixels of the clip, the background's), the share whose colour covers at least
+  :data:`FLOOR_MIN_SHARE` of the clip's pixels (colours counted at :data:`FLOOR_BINS` levels per channel):
+  the floor, walls, grass or snow, not objects, which are smaller. Pooled over clips. It catches a model
+  that looks healthy by every number above and binds nothing: object slots that tile the floor (a maze's
+  rooms, a playfield's grass) while the largest slot paints the objects as smears over the background.
+  Slots on objects win the object's pixels and a margin of floor around them; slots on floor win little
+  else. An object that alone covers a fifth of the frame counts as floor.
 - ``foreground_in_largest_slot``: the share of the foreground pixels (as for ``foreground_mse``) won by the
   slot that wins the most pixels of the clip (the background's). Reported beside the rule, not part of it.
 
@@ -55,10 +55,11 @@ MAX_SLOT_SIMILARITY: float = 0.9
 MIN_FOREGROUND_DRAWN: float = 0.25
 UNIFORM_CONFIDENCE_FACTOR: float = 1.5
 MAX_OBJECT_FLOOR_SHARE: float = 0.8
-#: Colour levels per channel for the floor's colour (the most common static one the largest slot leaves).
-FLOOR_BINS: int = 16
-#: Largest per-channel difference from the floor's colour still counted as floor (blurred grid lines too).
-FLOOR_TOLERANCE: float = 0.1
+#: Colour levels per channel when colours are counted for ``object_floor_share`` (coarse, so that a floor and
+#: its blurred grid lines are one colour).
+FLOOR_BINS: int = 8
+#: A colour is a floor colour when it covers at least this share of a clip's pixels (objects are smaller).
+FLOOR_MIN_SHARE: float = 0.2
 
 COLLAPSE_RULE: str = (
     f"collapsed when any holds: at most {MAX_COLLAPSED_SLOTS} slots in use (of at least "
@@ -67,8 +68,8 @@ COLLAPSE_RULE: str = (
     "pixels that differ from the static background, the reconstruction departs from the background by less "
     "than that share of the input's departure: it draws the background where the objects are; only when the "
     f"clips have foreground pixels); object floor share >= {MAX_OBJECT_FLOOR_SHARE} (of the pixels the object slots "
-    "win, all but the largest slot, that share has the most common colour of their static pixels: object slots sit on "
-    "the floor; "
+    "win, all but the largest slot, that share has a colour covering at least "
+    f"{FLOOR_MIN_SHARE:.0%} of the clip: object slots sit on the floor; "
     "only when object slots win pixels)"
 )
 
@@ -132,8 +133,7 @@ def health_per_clip(
     # the background scores 0 here, however blurry or box-shaped its objects are otherwise)
     drawn = ((recon - background).double().abs() * fg).flatten(1).sum(dim=1)
     departure = ((video - background).double().abs() * fg).flatten(1).sum(dim=1)
-    object_pixels, object_floor = _object_floor_pixels(video, winner, share, ~foreground[:, :, 0].flatten(1),
-                                                       usage_threshold)
+    object_pixels, object_floor = _object_floor_pixels(video, winner, share, usage_threshold)
     # foreground pixels (one per pixel, not per channel) won by the slot that wins the most pixels of the clip
     largest = share.argmax(dim=1, keepdim=True)
     largest_fg = ((winner == largest) & foreground[:, :, 0].flatten(1)).sum(dim=1).double()
@@ -226,8 +226,8 @@ def collapse_reasons(health: Mapping[str, Any]) -> list[str]:
                        f"the background {drawn:.2f} as far as the input does there)")
     floor = health.get("object_floor_share", float("nan"))
     if np.isfinite(floor) and floor >= MAX_OBJECT_FLOOR_SHARE:
-        reasons.append(f"object slots sit on the floor ({100 * floor:.0f}% of the pixels they win have the "
-                       "floor's colour)")
+        reasons.append(f"object slots sit on the floor ({100 * floor:.0f}% of the pixels they win have a colour "
+                       f"that covers at least {FLOOR_MIN_SHARE:.0%} of the clip)")
     return reasons
 
 
@@ -286,27 +286,18 @@ def format_health(health: Mapping[str, Any]) -> str:
             + ("COLLAPSED" if health["collapsed"] else "healthy"))
 
 
-def _object_floor_pixels(video: torch.Tensor, winner: torch.Tensor, share: torch.Tensor, static: torch.Tensor,
+def _object_floor_pixels(video: torch.Tensor, winner: torch.Tensor, share: torch.Tensor,
                          usage_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per clip: the pixels won by the object slots (in use, not the largest) and how many of them have the
-    floor's colour (module docstring, ``object_floor_share``)."""
+    """Per clip: the pixels won by the object slots (in use, not the largest) and how many of them have one of
+    the clip's floor colours (module docstring, ``object_floor_share``)."""
     b, t, _, h, w = video.shape
-    pixels = video.permute(0, 1, 3, 4, 2).reshape(b, t * h * w, 3)
-    codes = (pixels * (FLOOR_BINS - 1)).round().long()
+    codes = (video.permute(0, 1, 3, 4, 2).reshape(b, t * h * w, 3) * (FLOOR_BINS - 1)).round().long()
     keys = (codes[..., 0] * FLOOR_BINS + codes[..., 1]) * FLOOR_BINS + codes[..., 2]  # (B, T·H·W)
-    largest = share.argmax(dim=1, keepdim=True)
-    # the floor is the most common colour of the static pixels the largest slot (the background's) leaves: a
-    # maze's walls can be the clip's most common colour, and they are the background slot's; moving objects
-    # are not floor, however many pixels the object slots win of them
-    rest = ((winner != largest) & static).long()
-    counts = torch.zeros(b, FLOOR_BINS ** 3, dtype=torch.long, device=video.device).scatter_add_(1, keys, rest)
-    mode = counts.argmax(dim=1, keepdim=True)
-    inside = (keys == mode).unsqueeze(-1).float()
-    floor_colour = (pixels * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1)  # (B, 3): the mode bin's mean
-    on_floor = (pixels - floor_colour[:, None]).abs().amax(dim=-1) <= FLOOR_TOLERANCE  # (B, T·H·W)
-    on_floor &= rest.sum(dim=1, keepdim=True) > 0  # a clip with no static pixel outside the largest slot: no floor
+    counts = torch.zeros(b, FLOOR_BINS ** 3, dtype=torch.long, device=video.device).scatter_add_(
+        1, keys, torch.ones_like(keys))
+    on_floor = (counts.gather(1, keys) >= FLOOR_MIN_SHARE * keys.shape[1])  # a colour that covers the clip
     is_object_slot = share >= usage_threshold
-    is_object_slot.scatter_(1, largest, False)
+    is_object_slot.scatter_(1, share.argmax(dim=1, keepdim=True), False)
     object_pixel = is_object_slot.gather(1, winner)  # (B, T·H·W): won by an object slot
     return object_pixel.sum(dim=1).double(), (object_pixel & on_floor).sum(dim=1).double()
 

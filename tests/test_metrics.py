@@ -246,6 +246,7 @@ def test_evaluate_clips_separates_tracking_from_per_frame_segmentation() -> None
     masks = np.zeros((2, 4, 8, 8), np.int64)
     masks[:, :, 1:4, 1:4], masks[:, :, 5:7, 5:7] = 1, 2
     frames = np.zeros((2, 4, 8, 8, 3), np.uint8)
+    frames[masks == 1], frames[masks == 2] = (255, 0, 0), (0, 255, 0)  # the objects are drawn
     scores = evaluate_clips(SwappingModel(masks), frames, masks)
     assert scores["fg_ari_frame"] == pytest.approx(1.0)  # every frame alone is perfect
     assert scores["fg_ari"] < 0.5  # the swap breaks the video-level score
