@@ -7,7 +7,8 @@
 
 For every task the suite (1) makes the task's own PSB checkpoint with the commands it prints (collection
 of random-policy videos, then ``pretrain/train_psb.py``), or reuses it; (2) trains PPO with
-``agents/train_ppo.py`` on **slots** (the frozen checkpoint, the slot recipe of :data:`RECIPES`),
+``agents/train_ppo.py`` on **slots** (the frozen checkpoint, the slot recipes of :data:`RECIPES`: the slot
+vectors with their geometry, and the geometry alone),
 **pixels** (NatureCNN on exactly the frames the checkpoint was trained on: same source, crop and size;
 the script's default PPO settings) and an **oracle** (the built-in environments' object states, MiniGrid's
 fully observed symbolic grid, read with the slot agents' extractor and PPO settings); (3) scores each agent on
@@ -117,7 +118,7 @@ class Args:
 
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     """tasks to run (see TASKS)"""
-    encoders: list[str] = field(default_factory=lambda: ["slots", "pixels", "state"])
+    encoders: list[str] = field(default_factory=lambda: ["slots", "slots_geometry_only", "pixels", "state"])
     """agents to train: slots, pixels, state (the oracle), slots_plain, slots_geometry_only"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """PPO seeds"""
