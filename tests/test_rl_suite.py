@@ -32,6 +32,9 @@ def test_summary_sets_the_threshold_from_the_pixel_agents() -> None:
     assert table["pixels"]["steps_to_threshold"] == [20, 10] and table["slots"]["steps_to_threshold"] == [None]
     assert table["pixels"]["success"]["mean"] == pytest.approx(0.9) and table["pixels"]["success"]["n"] == 2
     assert table["slots"]["seeds_reaching_threshold"] == 0
+    # pixel agents that never succeed set no threshold: nobody "reaches" 0 at the first evaluation
+    failed = rl_suite.summarise_task([row("pixels", 0, 0.0, [(10, 0.0)]), row("slots", 0, 0.0, [(10, 0.0)])])
+    assert failed["threshold"] is None and failed["slots"]["steps_to_threshold"] == [None]
 
 
 def test_pixels_keep_the_scripts_defaults_and_the_oracle_the_slot_agents_ppo(tmp_path: Path) -> None:
