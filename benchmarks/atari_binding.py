@@ -7,9 +7,9 @@ initialisation.
 Rows are appended to (or updated in) benchmarks/results/atari_binding.json as ``{game, recipe, seed,
 budget_minutes, steps, object_recall: {category: value}, fg_ari, health, ground_truth: "ocatari", commit, date,
 machine}``; a row already there for the same game, recipe, seed and budget is reused, as is a finished run
-directory, so an interrupted benchmark continues where it stopped. A slot-mask PNG per game and recipe goes next to the JSON,
-and the Markdown table is printed (and written into a document between ``<!-- atari_binding -->`` markers
-with ``--doc``).
+directory, so an interrupted benchmark continues where it stopped. A slot-mask PNG per game and recipe goes
+next to the JSON, and the Markdown table is printed (and written into a document between
+``<!-- atari_binding -->`` markers with ``--doc``).
 
     python benchmarks/atari_binding.py                                           # every game, 10 min per run
     python benchmarks/atari_binding.py --games ALE/Pong-v5 --recipes static motion --minutes 10
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: import benchmarks/ as a package, as the tests do
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_env_binding import untrained  # noqa: E402
+from benchmarks.real_env_binding import score, untrained  # noqa: E402
 from psb_rl.cli import bounded, parse_dataclass, run_main  # noqa: E402
 from psb_rl.presets import ATARI_CROPS, PRESETS, apply_preset, env_slug, fit_to_env  # noqa: E402
 from psb_rl.utils import atomic_path, repository_commit, write_json  # noqa: E402
@@ -143,17 +143,6 @@ def held_out(data: Path) -> tuple[list[dict[str, np.ndarray]], list[str] | None]
 
     val = RolloutDataset(data, clip_len=1, split="val", verify=False)
     return held_out_episodes(val), val.manifest.get("mask_categories")
-
-
-def score(model: torch.nn.Module, data: Path, args: AtariBindingArgs) -> dict[str, Any]:
-    """Object recall per category, FG-ARI and the health report of ``model`` on held-out clips of 4 frames."""
-    from psb_rl.evaluation import evaluate_episodes
-
-    episodes, names = held_out(data)
-    with torch.no_grad():
-        result = evaluate_episodes(model.eval(), episodes, 4, (1,), args.eval_clips, category_names=names)["1x"]
-    return {"object_recall": result.get("object_recall"), "fg_ari": result.get("fg_ari"),
-            "health": result.get("health")}
 
 
 def save_slot_png(model: torch.nn.Module, data: Path, path: Path) -> Path:

@@ -133,9 +133,10 @@ def health_per_clip(
     # the background scores 0 here, however blurry or box-shaped its objects are otherwise)
     drawn = ((recon - background).double().abs() * fg).flatten(1).sum(dim=1)
     departure = ((video - background).double().abs() * fg).flatten(1).sum(dim=1)
-    object_pixels, object_floor = _object_floor_pixels(video, winner, share, usage_threshold)
-    # foreground pixels (one per pixel, not per channel) won by the slot that wins the most pixels of the clip
+    # the slot that wins the most pixels of the clip (the background's), and the foreground pixels (one per
+    # pixel, not per channel) it wins
     largest = share.argmax(dim=1, keepdim=True)
+    object_pixels, object_floor = _object_floor_pixels(video, winner, share >= usage_threshold, largest)
     largest_fg = ((winner == largest) & foreground[:, :, 0].flatten(1)).sum(dim=1).double()
     values = {
         "object_pixels": object_pixels, "object_floor_pixels": object_floor, "largest_slot_foreground_pixels": largest_fg,
@@ -286,18 +287,17 @@ def format_health(health: Mapping[str, Any]) -> str:
             + ("COLLAPSED" if health["collapsed"] else "healthy"))
 
 
-def _object_floor_pixels(video: torch.Tensor, winner: torch.Tensor, share: torch.Tensor,
-                         usage_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per clip: the pixels won by the object slots (in use, not the largest) and how many of them have one of
-    the clip's floor colours (module docstring, ``object_floor_share``)."""
+def _object_floor_pixels(video: torch.Tensor, winner: torch.Tensor, in_use: torch.Tensor,
+                         largest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip: the pixels won by the object slots (``in_use`` ``(B, N)``, not the ``largest`` ``(B, 1)``) and
+    how many of them have one of the clip's floor colours (module docstring, ``object_floor_share``)."""
     b, t, _, h, w = video.shape
     codes = (video.permute(0, 1, 3, 4, 2).reshape(b, t * h * w, 3) * (FLOOR_BINS - 1)).round().long()
     keys = (codes[..., 0] * FLOOR_BINS + codes[..., 1]) * FLOOR_BINS + codes[..., 2]  # (B, T·H·W)
     counts = torch.zeros(b, FLOOR_BINS ** 3, dtype=torch.long, device=video.device).scatter_add_(
         1, keys, torch.ones_like(keys))
     on_floor = (counts.gather(1, keys) >= FLOOR_MIN_SHARE * keys.shape[1])  # a colour that covers the clip
-    is_object_slot = share >= usage_threshold
-    is_object_slot.scatter_(1, share.argmax(dim=1, keepdim=True), False)
+    is_object_slot = in_use.scatter(1, largest, False)
     object_pixel = is_object_slot.gather(1, winner)  # (B, T·H·W): won by an object slot
     return object_pixel.sum(dim=1).double(), (object_pixel & on_floor).sum(dim=1).double()
 
